@@ -9,6 +9,7 @@ pub mod enrol;
 pub mod rules;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod time;
 pub mod totp;
 
 /// This build's version, as reported by every program.

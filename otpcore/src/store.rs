@@ -1,1 +1,927 @@
+//! The store: enrolments, their encrypted secrets and the audit trail, in
+//! SQLite. Nothing SQLite-specific leaves this module: callers see domain
+//! types and `StoreError`, so another backend can stand behind the same
+//! methods.
+//!
+//! Every state change is one statement or one transaction; races between
+//! processes (otpd and otpctl share the file) are settled by conditional
+//! UPDATEs, never by read-then-write.
 
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use zeroize::Zeroizing;
+
+use crate::enrol::State;
+use crate::rules::UserId;
+use crate::totp::{Algorithm, TokenParams};
+
+/// Database file name inside `state_dir`.
+pub const DB_FILE: &str = "otpd.db";
+/// Key file name inside `state_dir`.
+pub const KEY_FILE: &str = "otpd.key";
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const KEY_CHECK_PLAINTEXT: &[u8] = b"otpd key check v1";
+
+/// A store operation that failed. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("the key file {0} does not match this database (wrong or replaced key file); restore the key file that belongs to it")]
+    WrongKey(PathBuf),
+    #[error("the key file {0} is missing but the database holds encrypted secrets; restore it from backup")]
+    MissingKey(PathBuf),
+    #[error("cannot decrypt the secret of enrolment {0}: the record or key is damaged")]
+    Corrupt(i64),
+    #[error("{user} already has an active token; re-issue with --replace")]
+    HasActive { user: String },
+    #[error("{user} already has a setup in progress; use `otpctl resend {user}` or re-issue with --replace")]
+    HasPending { user: String },
+    #[error("the database was written by a newer otpd (schema {0}); upgrade otpd")]
+    TooNew(i64),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// One enrolment: a user's token on its way from issue to use.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub id: i64,
+    pub user: String,
+    pub email: String,
+    pub service_id: String,
+    pub user_id: UserId,
+    pub state: State,
+    pub params: TokenParams,
+    pub language: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub activated_at: Option<u64>,
+    pub confirmed_at: Option<u64>,
+    pub activation_failures: u32,
+    pub last_step: Option<u64>,
+}
+
+/// What `issue` needs to record a new enrolment.
+pub struct NewEnrolment<'a> {
+    pub user: &'a str,
+    pub email: &'a str,
+    pub service_id: &'a str,
+    pub params: TokenParams,
+    pub language: &'a str,
+    pub activation_password: &'a str,
+    pub expires_at: u64,
+    /// Supersede the user's pending and active enrolments (the active one
+    /// keeps working until the new one is confirmed).
+    pub replace: bool,
+}
+
+/// Where a decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Pam,
+    Radius,
+    Http,
+    Cli,
+}
+
+impl Channel {
+    /// `pam`, `radius`, `http` or `cli`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Pam => "pam",
+            Channel::Radius => "radius",
+            Channel::Http => "http",
+            Channel::Cli => "cli",
+        }
+    }
+}
+
+/// One line of the audit trail. Never holds a code, secret or password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub time: u64,
+    pub user: String,
+    pub channel: String,
+    pub peer: String,
+    pub result: String,
+    pub reason: String,
+}
+
+/// The result of a wrong activation password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationFailure {
+    /// Wrong tries so far, this one included.
+    pub failures: u32,
+    /// Whether the enrolment was invalidated by this try.
+    pub invalidated: bool,
+}
+
+/// The forward migrations; entry N takes schema N to N+1.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE enrolments (
+    id                  INTEGER PRIMARY KEY,
+    user                TEXT NOT NULL,
+    email               TEXT NOT NULL,
+    service_id          TEXT NOT NULL,
+    user_id             TEXT NOT NULL UNIQUE,
+    password_hash       TEXT NOT NULL,
+    secret              BLOB NOT NULL,
+    algorithm           TEXT NOT NULL,
+    digits              INTEGER NOT NULL,
+    period              INTEGER NOT NULL,
+    language            TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    expires_at          INTEGER NOT NULL,
+    activated_at        INTEGER,
+    confirmed_at        INTEGER,
+    activation_failures INTEGER NOT NULL DEFAULT 0,
+    last_step           INTEGER
+);
+CREATE UNIQUE INDEX enrolments_one_pending ON enrolments(user) WHERE state IN ('issued', 'activated');
+CREATE UNIQUE INDEX enrolments_one_active ON enrolments(user) WHERE state = 'active';
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    time    INTEGER NOT NULL,
+    user    TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    peer    TEXT NOT NULL,
+    result  TEXT NOT NULL,
+    reason  TEXT NOT NULL
+);
+CREATE INDEX audit_user_time ON audit(user, time);
+"#];
+
+const ENROLMENT_COLUMNS: &str =
+    "id, user, email, service_id, user_id, state, algorithm, digits, period, \
+     language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step";
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn bad_column(index: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        index,
+        rusqlite::types::Type::Text,
+        format!("invalid {what}").into(),
+    )
+}
+
+fn enrolment_from_row(row: &Row<'_>) -> rusqlite::Result<Enrolment> {
+    let user_id: String = row.get(4)?;
+    let state: String = row.get(5)?;
+    let algorithm: String = row.get(6)?;
+    Ok(Enrolment {
+        id: row.get(0)?,
+        user: row.get(1)?,
+        email: row.get(2)?,
+        service_id: row.get(3)?,
+        user_id: UserId::parse(&user_id).ok_or_else(|| bad_column(4, "user ID"))?,
+        state: State::parse(&state).ok_or_else(|| bad_column(5, "state"))?,
+        params: TokenParams {
+            algorithm: Algorithm::parse(&algorithm).ok_or_else(|| bad_column(6, "algorithm"))?,
+            digits: row.get(7)?,
+            period: to_u64(row.get(8)?),
+        },
+        language: row.get(9)?,
+        created_at: to_u64(row.get(10)?),
+        expires_at: to_u64(row.get(11)?),
+        activated_at: row.get::<_, Option<i64>>(12)?.map(to_u64),
+        confirmed_at: row.get::<_, Option<i64>>(13)?.map(to_u64),
+        activation_failures: row.get(14)?,
+        last_step: row.get::<_, Option<i64>>(15)?.map(to_u64),
+    })
+}
+
+/// The enrolment store.
+pub struct Store {
+    conn: Connection,
+    cipher: Aes256Gcm,
+    argon2: Argon2<'static>,
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> StoreError {
+    StoreError::File {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Creates `dir` (0700) when missing, refuses one that others can write.
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_error(dir, e))?;
+    }
+    let mode = fs::metadata(dir)
+        .map_err(|e| file_error(dir, e))?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 {
+        return Err(file_error(
+            dir,
+            "state directory is world-writable; chmod o-w it",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the key file, refusing one that others can read.
+fn read_key(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mode = fs::metadata(path)
+        .map_err(|e| file_error(path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(file_error(
+            path,
+            format!("key file has mode {:04o}; it must be 0600", mode & 0o777),
+        ));
+    }
+    let key = Zeroizing::new(fs::read(path).map_err(|e| file_error(path, e))?);
+    if key.len() != KEY_LEN {
+        return Err(file_error(
+            path,
+            format!("key file must hold {KEY_LEN} bytes"),
+        ));
+    }
+    Ok(key)
+}
+
+fn write_new_key(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut key = Zeroizing::new(vec![0u8; KEY_LEN]);
+    OsRng.fill_bytes(&mut key);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_error(path, e))?;
+    file.write_all(&key)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| file_error(path, e))?;
+    Ok(key)
+}
+
+impl Store {
+    /// Opens (creating on first run) the database and key file in
+    /// `state_dir`. A key file that does not decrypt the stored key check
+    /// value is refused, so a replaced key fails loudly at start-up.
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        ensure_private_dir(state_dir)?;
+        let db_path = state_dir.join(DB_FILE);
+        let key_path = state_dir.join(KEY_FILE);
+        let mut conn = Connection::open(&db_path)?;
+        fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| file_error(&db_path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+
+        let check: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let key = match (&check, key_path.exists()) {
+            (_, true) => read_key(&key_path)?,
+            (None, false) => write_new_key(&key_path)?,
+            (Some(_), false) => return Err(StoreError::MissingKey(key_path)),
+        };
+        let cipher =
+            Aes256Gcm::new_from_slice(&key).map_err(|_| StoreError::WrongKey(key_path.clone()))?;
+        let store = Store {
+            conn,
+            cipher,
+            argon2: Argon2::default(),
+        };
+        match check {
+            Some(sealed) => {
+                let plain = unseal(&store.cipher, &sealed, b"key_check")
+                    .ok_or(StoreError::WrongKey(key_path))?;
+                if plain.as_slice() != KEY_CHECK_PLAINTEXT {
+                    return Err(StoreError::WrongKey(state_dir.join(KEY_FILE)));
+                }
+            }
+            None => {
+                let sealed = seal(&store.cipher, KEY_CHECK_PLAINTEXT, b"key_check")?;
+                store.conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
+                    params![sealed],
+                )?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Records a new enrolment in state `issued` with a fresh secret and
+    /// user ID. Without `replace`, a user with a pending or active
+    /// enrolment is refused; with it, a pending one is marked replaced and
+    /// an active one keeps working until the new one is confirmed.
+    pub fn issue(&mut self, new: &NewEnrolment<'_>, now: u64) -> Result<Enrolment> {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let hash = self
+            .argon2
+            .hash_password(new.activation_password.as_bytes(), &salt)
+            .map_err(|e| StoreError::Hash(e.to_string()))?
+            .to_string();
+        let mut secret = Zeroizing::new(vec![0u8; new.params.algorithm.secret_len()]);
+        OsRng.fill_bytes(&mut secret);
+
+        let tx = self.conn.transaction()?;
+        let existing: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT state FROM enrolments WHERE user = ?1 AND state IN ('issued', 'activated', 'active')")?;
+            let rows = stmt.query_map(params![new.user], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if !new.replace {
+            if existing.iter().any(|s| s == "active") {
+                return Err(StoreError::HasActive {
+                    user: new.user.to_owned(),
+                });
+            }
+            if !existing.is_empty() {
+                return Err(StoreError::HasPending {
+                    user: new.user.to_owned(),
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated')",
+            params![new.user],
+        )?;
+        let user_id = loop {
+            let Some(candidate) = UserId::from_random(OsRng.next_u64()) else {
+                continue;
+            };
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM enrolments WHERE user_id = ?1)",
+                params![candidate.as_str()],
+                |r| r.get(0),
+            )?;
+            if !taken {
+                break candidate;
+            }
+        };
+        let sealed = seal(&self.cipher, &secret, user_id.as_str().as_bytes())?;
+        tx.execute(
+            "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
+             language, state, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'issued', ?11, ?12)",
+            params![
+                new.user,
+                new.email,
+                new.service_id,
+                user_id.as_str(),
+                hash,
+                sealed,
+                new.params.algorithm.as_str(),
+                new.params.digits,
+                to_i64(new.params.period),
+                new.language,
+                to_i64(now),
+                to_i64(new.expires_at),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        self.by_id(id)?
+            .ok_or(StoreError::Database("new enrolment vanished".to_owned()))
+    }
+
+    /// Removes an enrolment that never reached its user (the setup mail
+    /// failed). Only an `issued` one is removed.
+    pub fn withdraw(&mut self, id: i64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM enrolments WHERE id = ?1 AND state = 'issued'",
+            params![id],
+        )? == 1)
+    }
+
+    fn query_one(&self, condition: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE {condition} ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [value], enrolment_from_row)
+            .optional()?)
+    }
+
+    fn by_id(&self, id: i64) -> Result<Option<Enrolment>> {
+        self.query_one("id = ?1", &id)
+    }
+
+    /// The enrolment that a setup link names.
+    pub fn by_ids(&self, service_id: &str, user_id: &UserId) -> Result<Option<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE service_id = ?1 AND user_id = ?2"
+        );
+        Ok(self
+            .conn
+            .query_row(
+                &sql,
+                params![service_id, user_id.as_str()],
+                enrolment_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The user's enrolment on its way to active, if any.
+    pub fn pending(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.query_one("user = ?1 AND state IN ('issued', 'activated')", &user)
+    }
+
+    /// The user's active enrolment, if any.
+    pub fn active(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.query_one("user = ?1 AND state = 'active'", &user)
+    }
+
+    /// The user's most recent enrolment in any state.
+    pub fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.query_one("user = ?1", &user)
+    }
+
+    /// Every user's current enrolments (pending and active), by user.
+    pub fn list(&self) -> Result<Vec<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments e WHERE id = (SELECT MAX(id) FROM enrolments WHERE user = e.user) \
+             OR state = 'active' ORDER BY user, id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], enrolment_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Checks an activation password against the stored argon2id hash.
+    /// Slow on purpose; call it off any async executor.
+    pub fn check_activation_password(&self, enrolment: &Enrolment, password: &str) -> Result<bool> {
+        let hash: String = self.conn.query_row(
+            "SELECT password_hash FROM enrolments WHERE id = ?1",
+            params![enrolment.id],
+            |r| r.get(0),
+        )?;
+        let parsed = PasswordHash::new(&hash).map_err(|e| StoreError::Hash(e.to_string()))?;
+        Ok(self
+            .argon2
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    }
+
+    /// Counts a wrong activation password, invalidating the enrolment at
+    /// `limit`. `None` when the enrolment is no longer `issued`.
+    pub fn activation_failed(&mut self, id: i64, limit: u32) -> Result<Option<ActivationFailure>> {
+        let row = self
+            .conn
+            .query_row(
+                "UPDATE enrolments SET activation_failures = activation_failures + 1, \
+                 state = CASE WHEN activation_failures + 1 >= ?2 THEN 'invalidated' ELSE state END \
+                 WHERE id = ?1 AND state = 'issued' RETURNING activation_failures, state",
+                params![id, limit],
+                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(failures, state)| ActivationFailure {
+            failures,
+            invalidated: state == "invalidated",
+        }))
+    }
+
+    /// Moves an `issued`, unexpired enrolment to `activated` and returns
+    /// its secret: the one time it is handed out. `None` when another
+    /// request won the race or the link expired meanwhile.
+    pub fn activate(&mut self, id: i64, now: u64) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let sealed: Option<(Vec<u8>, String)> = self
+            .conn
+            .query_row(
+                "UPDATE enrolments SET state = 'activated', activated_at = ?2 \
+                 WHERE id = ?1 AND state = 'issued' AND expires_at > ?2 RETURNING secret, user_id",
+                params![id, to_i64(now)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match sealed {
+            None => Ok(None),
+            Some((sealed, user_id)) => unseal(&self.cipher, &sealed, user_id.as_bytes())
+                .map(Some)
+                .ok_or(StoreError::Corrupt(id)),
+        }
+    }
+
+    /// The decrypted secret of an enrolment.
+    pub fn secret(&self, enrolment: &Enrolment) -> Result<Zeroizing<Vec<u8>>> {
+        let sealed: Vec<u8> = self.conn.query_row(
+            "SELECT secret FROM enrolments WHERE id = ?1",
+            params![enrolment.id],
+            |r| r.get(0),
+        )?;
+        unseal(&self.cipher, &sealed, enrolment.user_id.as_str().as_bytes())
+            .ok_or(StoreError::Corrupt(enrolment.id))
+    }
+
+    /// Makes an `activated` enrolment active with the confirmed `period`
+    /// and first used `step`; the user's previous active token, if any, is
+    /// replaced in the same transaction. `false` if it was not `activated`.
+    pub fn confirm(&mut self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let user: Option<String> = tx
+            .query_row(
+                "SELECT user FROM enrolments WHERE id = ?1 AND state = 'activated'",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(user) = user else { return Ok(false) };
+        tx.execute(
+            "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state = 'active'",
+            params![user],
+        )?;
+        let changed = tx.execute(
+            "UPDATE enrolments SET state = 'active', period = ?2, last_step = ?3, confirmed_at = ?4 \
+             WHERE id = ?1 AND state = 'activated'",
+            params![id, to_i64(period), to_i64(step), to_i64(now)],
+        )?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    /// Gives an `issued` enrolment a new expiry (for `otpctl resend`).
+    pub fn extend(&mut self, id: i64, expires_at: u64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE enrolments SET expires_at = ?2 WHERE id = ?1 AND state = 'issued'",
+            params![id, to_i64(expires_at)],
+        )? == 1)
+    }
+
+    /// Appends to the audit trail.
+    pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![to_i64(entry.time), entry.user, entry.channel, entry.peer, entry.result, entry.reason],
+        )?;
+        Ok(())
+    }
+
+    /// Audit entries, oldest first, optionally for one user and from a time.
+    pub fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT time, user, channel, peer, result, reason FROM audit \
+             WHERE (?1 IS NULL OR user = ?1) AND time >= ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![user, to_i64(since)], |r| {
+            Ok(AuditEntry {
+                time: to_u64(r.get(0)?),
+                user: r.get(1)?,
+                channel: r.get(2)?,
+                peer: r.get(3)?,
+                result: r.get(4)?,
+                reason: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// Encrypts `plain` bound to `aad` (the record it belongs to): nonce ‖ ciphertext.
+fn seal(cipher: &Aes256Gcm, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .map_err(|_| StoreError::Database("encryption failed".to_owned()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Decrypts what `seal` made; `None` for a wrong key, record or damage.
+fn unseal(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
+/// Brings the schema up to date, one immediate transaction per step, so
+/// two processes opening a new database at once do not both migrate.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let latest = MIGRATIONS.len();
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let Some(step) = usize::try_from(version).ok().filter(|v| *v <= latest) else {
+            return Err(StoreError::TooNew(version));
+        };
+        let Some(sql) = MIGRATIONS.get(step) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            params![version + 1],
+        )?;
+        tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARAMS: TokenParams = TokenParams {
+        algorithm: Algorithm::Sha1,
+        digits: 6,
+        period: 60,
+    };
+    const NOW: u64 = 1_800_000_000;
+
+    fn new_enrolment(user: &str, replace: bool) -> NewEnrolment<'_> {
+        NewEnrolment {
+            user,
+            email: "alice@example.jp",
+            service_id: "SVC",
+            params: PARAMS,
+            language: "ja",
+            activation_password: "4321",
+            expires_at: NOW + 3600,
+            replace,
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("exists").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn first_open_creates_private_files_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        drop(Store::open(&state).expect("first open"));
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(KEY_FILE)), 0o600);
+        assert_eq!(mode(&state.join(DB_FILE)), 0o600);
+        Store::open(&state).expect("second open");
+    }
+
+    #[test]
+    fn wrong_or_missing_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        drop(store);
+        let key = dir.path().join(KEY_FILE);
+        fs::remove_file(&key).expect("remove key");
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::MissingKey(_))
+        ));
+        write_new_key(&key).expect("new key");
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::WrongKey(_))
+        ));
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = Store::open(dir.path()).err().expect("loose key refused");
+        assert!(err.to_string().contains("0600"), "{err}");
+    }
+
+    #[test]
+    fn secrets_and_passwords_are_not_stored_in_the_clear() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        let secret = store.secret(&e).expect("secret");
+        let (hash, sealed): (String, Vec<u8>) = store
+            .conn
+            .query_row("SELECT password_hash, secret FROM enrolments", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("row");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(!hash.contains("4321"));
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()));
+        assert!(store.check_activation_password(&e, "4321").expect("check"));
+        assert!(!store.check_activation_password(&e, "1234").expect("check"));
+    }
+
+    #[test]
+    fn enrolment_walks_issue_activate_confirm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        assert_eq!(e.state, State::Issued);
+        assert_eq!(e.params, PARAMS);
+        let found = store
+            .by_ids("SVC", &e.user_id)
+            .expect("query")
+            .expect("found");
+        assert_eq!(found.id, e.id);
+        assert!(store.by_ids("OTHER", &e.user_id).expect("query").is_none());
+
+        let secret = store
+            .activate(e.id, NOW + 10)
+            .expect("activate")
+            .expect("secret");
+        assert_eq!(secret.len(), 20);
+        assert!(
+            store.activate(e.id, NOW + 11).expect("again").is_none(),
+            "secret handed out once"
+        );
+        assert!(store.confirm(e.id, 30, 42, NOW + 20).expect("confirm"));
+        assert!(!store
+            .confirm(e.id, 30, 42, NOW + 21)
+            .expect("confirm twice"));
+        let active = store.active("alice").expect("query").expect("active");
+        assert_eq!(active.params.period, 30);
+        assert_eq!(active.last_step, Some(42));
+        assert_eq!(store.secret(&active).expect("secret"), secret);
+    }
+
+    #[test]
+    fn expired_link_does_not_activate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        assert!(store
+            .activate(e.id, NOW + 3600)
+            .expect("activate")
+            .is_none());
+        assert!(store.extend(e.id, NOW + 7200).expect("extend"));
+        assert!(store
+            .activate(e.id, NOW + 3600)
+            .expect("activate")
+            .is_some());
+    }
+
+    #[test]
+    fn wrong_passwords_invalidate_at_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        for n in 1..5 {
+            let f = store
+                .activation_failed(e.id, 5)
+                .expect("count")
+                .expect("issued");
+            assert_eq!((f.failures, f.invalidated), (n, false));
+        }
+        let f = store
+            .activation_failed(e.id, 5)
+            .expect("count")
+            .expect("issued");
+        assert_eq!((f.failures, f.invalidated), (5, true));
+        assert!(store.activation_failed(e.id, 5).expect("count").is_none());
+        assert!(store.activate(e.id, NOW).expect("activate").is_none());
+        assert_eq!(
+            store.latest("alice").expect("q").map(|e| e.state),
+            Some(State::Invalidated)
+        );
+        // An invalidated enrolment does not block a new issue.
+        store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue again");
+    }
+
+    #[test]
+    fn replace_keeps_the_old_token_until_confirmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let old = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        assert!(matches!(
+            store.issue(&new_enrolment("alice", false), NOW),
+            Err(StoreError::HasPending { .. })
+        ));
+        store.activate(old.id, NOW).expect("activate");
+        store.confirm(old.id, 60, 1, NOW).expect("confirm");
+        assert!(matches!(
+            store.issue(&new_enrolment("alice", false), NOW),
+            Err(StoreError::HasActive { .. })
+        ));
+        let new = store
+            .issue(&new_enrolment("alice", true), NOW)
+            .expect("replace");
+        assert_eq!(
+            store.active("alice").expect("q").map(|e| e.id),
+            Some(old.id)
+        );
+        assert_eq!(
+            store.pending("alice").expect("q").map(|e| e.id),
+            Some(new.id)
+        );
+        store.activate(new.id, NOW).expect("activate");
+        store.confirm(new.id, 60, 2, NOW).expect("confirm");
+        assert_eq!(
+            store.active("alice").expect("q").map(|e| e.id),
+            Some(new.id)
+        );
+        assert_eq!(store.list().expect("list").len(), 1);
+    }
+
+    #[test]
+    fn withdraw_removes_only_issued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        assert!(store.withdraw(e.id).expect("withdraw"));
+        assert!(store.latest("alice").expect("q").is_none());
+    }
+
+    #[test]
+    fn audit_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for (t, user) in [(10, "alice"), (20, "bob"), (30, "alice")] {
+            store
+                .audit(&AuditEntry {
+                    time: t,
+                    user: user.to_owned(),
+                    channel: Channel::Cli.as_str().to_owned(),
+                    peer: "uid=0".to_owned(),
+                    result: "ok".to_owned(),
+                    reason: "issued".to_owned(),
+                })
+                .expect("audit");
+        }
+        assert_eq!(store.audit_entries(None, 0).expect("all").len(), 3);
+        let alice: Vec<u64> = store
+            .audit_entries(Some("alice"), 15)
+            .expect("q")
+            .iter()
+            .map(|e| e.time)
+            .collect();
+        assert_eq!(alice, vec![30]);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path()).expect("open"));
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
+        conn.execute("UPDATE schema_version SET version = 99", [])
+            .expect("bump");
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew(99))
+        ));
+    }
+}
