@@ -1,1 +1,581 @@
-fn main() {}
+//! otpctl: the administrator's tool. Issues tokens (mailing the setup link
+//! and recording the activation password), confirms them with their first
+//! code, and shows what the store holds.
+
+mod mail;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use otpcore::config::{Config, Language};
+use otpcore::enrol::{confirm_first_code, Confirmation, State};
+use otpcore::rules;
+use otpcore::store::{AuditEntry, Channel, Enrolment, NewEnrolment, Store};
+use otpcore::time::rfc3339;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+/// Where the configuration lives unless `--config` says otherwise.
+const DEFAULT_CONFIG: &str = "/etc/otpd/otpd.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "otpctl",
+    version = otpcore::VERSION,
+    about = "Issue, confirm and inspect one-time-password tokens of otpd",
+    after_help = "Exit status: 0 success, 1 refused (a message says why), 2 usage error."
+)]
+struct Cli {
+    /// Configuration file [default: /etc/otpd/otpd.toml].
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "defaults")]
+    config: Option<PathBuf>,
+    /// Use the embedded defaults instead of a file: state in ./otpd-state,
+    /// mail to ./otpd-state/outbox, setup page on http://127.0.0.1:8080.
+    #[arg(long, global = true)]
+    defaults: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Issue a token: record the activation password and mail the setup link
+    /// to the user's phone. Interactive on a terminal; otherwise --email is
+    /// required and the activation password is the first line of stdin.
+    Issue {
+        /// Login name of the user.
+        user: String,
+        /// The phone's mail address (asked twice when omitted).
+        #[arg(long, value_name = "ADDR")]
+        email: Option<String>,
+        /// Language of the setup mail [default: [mail] language].
+        #[arg(long, value_name = "ja|en", value_parser = parse_language)]
+        lang: Option<Language>,
+        /// Replace the user's token; the old one works until the new one is confirmed.
+        #[arg(long)]
+        replace: bool,
+        /// Do not wait at the confirmation prompt.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Confirm a token with the first code its app shows (from the prompt, or
+    /// the first line of stdin when it is not a terminal).
+    Confirm {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the setup mail of a not yet activated token again, with a fresh expiry.
+    Resend { user: String },
+    /// Show a user's tokens.
+    Show {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every user's current token.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_language(text: &str) -> Result<Language, String> {
+    Language::parse(text).ok_or_else(|| format!("{text:?} is not a language; use ja or en"))
+}
+
+/// A refused operation: exit status 1 with this message.
+struct Refused(String);
+
+impl<E: std::fmt::Display> From<E> for Refused {
+    fn from(e: E) -> Self {
+        Refused(e.to_string())
+    }
+}
+
+type Outcome = Result<(), Refused>;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Refused(message)) => {
+            eprintln!("otpctl: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Refused> {
+    if cli.defaults {
+        return Ok(Config::embedded_defaults(std::path::Path::new(
+            "otpd-state",
+        )));
+    }
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    Ok(Config::load(&path)?)
+}
+
+fn run(cli: Cli) -> Outcome {
+    let config = load_config(&cli)?;
+    let mut ctx = Ctx {
+        store: Store::open(&config.state_dir)?,
+        config,
+        interactive: std::io::stdin().is_terminal(),
+    };
+    match cli.command {
+        Command::Issue {
+            user,
+            email,
+            lang,
+            replace,
+            no_wait,
+            json,
+        } => ctx.issue(&user, email, lang, replace, no_wait, json),
+        Command::Confirm { user, json } => ctx.confirm(&user, json),
+        Command::Resend { user } => ctx.resend(&user),
+        Command::Show { user, json } => ctx.show(&user, json),
+        Command::List { json } => ctx.list(json),
+    }
+}
+
+struct Ctx {
+    config: Config,
+    store: Store,
+    interactive: bool,
+}
+
+/// Reads one line from stdin without its line ending.
+fn read_line() -> Result<Zeroizing<String>, Refused> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
+}
+
+/// Asks on the terminal with echo.
+fn ask(prompt: &str) -> Result<Zeroizing<String>, Refused> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    read_line()
+}
+
+/// Asks on the terminal without echo.
+fn ask_hidden(prompt: &str) -> Result<Zeroizing<String>, Refused> {
+    Ok(Zeroizing::new(rpassword::prompt_password(prompt)?))
+}
+
+fn check_user_name(user: &str) -> Outcome {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && !user.starts_with('-')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refused(format!(
+            "user name {user:?} must be 1 to 64 of A-Z a-z 0-9 . _ - @"
+        )))
+    }
+}
+
+fn enrolment_json(e: &Enrolment) -> serde_json::Value {
+    json!({
+        "user": e.user,
+        "email": e.email,
+        "service_id": e.service_id,
+        "user_id": e.user_id.as_str(),
+        "state": e.state.as_str(),
+        "period": e.params.period,
+        "digits": e.params.digits,
+        "algorithm": e.params.algorithm.as_str(),
+        "created_at": rfc3339(e.created_at),
+        "expires_at": rfc3339(e.expires_at),
+        "activated_at": e.activated_at.map(rfc3339),
+        "confirmed_at": e.confirmed_at.map(rfc3339),
+        "activation_failures": e.activation_failures,
+    })
+}
+
+fn no_mail_section() -> Refused {
+    Refused("the configuration has no [mail] section; cannot send the setup mail".to_owned())
+}
+
+impl Ctx {
+    fn audit(&self, user: &str, result: &str, reason: &str) {
+        let entry = AuditEntry {
+            time: now(),
+            user: user.to_owned(),
+            channel: Channel::Cli.as_str().to_owned(),
+            peer: format!("uid={}", current_uid()),
+            result: result.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = self.store.audit(&entry) {
+            eprintln!("otpctl: warning: cannot write the audit entry: {e}");
+        }
+    }
+
+    fn setup_url_base(&self) -> Result<&str, Refused> {
+        self.config
+            .http
+            .as_ref()
+            .map(|h| h.public_url.as_str())
+            .ok_or_else(|| {
+                Refused(
+                    "the configuration has no [http] section, so there is no setup page to link to"
+                        .to_owned(),
+                )
+            })
+    }
+
+    fn setup_url(&self, e: &Enrolment) -> Result<String, Refused> {
+        Ok(format!(
+            "{}/setup?sid={}&uid={}",
+            self.setup_url_base()?,
+            e.service_id,
+            e.user_id.as_str()
+        ))
+    }
+
+    fn send_mail(&self, e: &Enrolment, lang: Language) -> Outcome {
+        let mail_config = self.config.mail.as_ref().ok_or_else(no_mail_section)?;
+        let setup_url = self.setup_url(e)?;
+        let mail = mail::SetupMail {
+            to: &e.email,
+            user: &e.user,
+            service_id: &e.service_id,
+            user_id: &e.user_id,
+            setup_url: &setup_url,
+            expires_at: e.expires_at,
+        };
+        mail::send_setup_mail(mail_config, lang, &mail)
+            .map_err(|err| Refused(format!("cannot send the setup mail: {err}")))
+    }
+
+    fn read_email(&self, given: Option<String>) -> Result<String, Refused> {
+        match given {
+            Some(email) => {
+                rules::check_email(&email)?;
+                Ok(email)
+            }
+            None if self.interactive => {
+                let first = ask("Phone mail address: ")?;
+                rules::check_email(&first)?;
+                let second = ask("Mail address again: ")?;
+                rules::check_email_pair(&first, &second)?;
+                Ok(first.to_string())
+            }
+            None => Err(Refused(
+                "--email is required when stdin is not a terminal".to_owned(),
+            )),
+        }
+    }
+
+    fn read_password(&self) -> Result<Zeroizing<String>, Refused> {
+        if self.interactive {
+            let first = ask_hidden("Activation password (4-8 digits): ")?;
+            rules::check_activation_password(&first)?;
+            let second = ask_hidden("Activation password again: ")?;
+            rules::check_activation_password_pair(&first, &second)?;
+            Ok(first)
+        } else {
+            let password = read_line()?;
+            rules::check_activation_password(&password)?;
+            Ok(password)
+        }
+    }
+
+    fn issue(
+        &mut self,
+        user: &str,
+        email: Option<String>,
+        lang: Option<Language>,
+        replace: bool,
+        no_wait: bool,
+        json: bool,
+    ) -> Outcome {
+        check_user_name(user)?;
+        // Both sections are needed before anything is asked or stored.
+        self.setup_url_base()?;
+        let mail_language = self
+            .config
+            .mail
+            .as_ref()
+            .map(|m| m.language)
+            .ok_or_else(no_mail_section)?;
+        let email = self.read_email(email)?;
+        let password = self.read_password()?;
+        let lang = lang.unwrap_or(mail_language);
+        let issued_at = now();
+        let new = NewEnrolment {
+            user,
+            email: &email,
+            service_id: &self.config.service_id,
+            params: self.config.token.params(),
+            language: lang.as_str(),
+            activation_password: &password,
+            expires_at: issued_at + self.config.policy.link_ttl_hours * 3600,
+            replace,
+        };
+        let enrolment = self.store.issue(&new, issued_at)?;
+        drop(password);
+        if let Err(Refused(reason)) = self.send_mail(&enrolment, lang) {
+            self.store.withdraw(enrolment.id)?;
+            self.audit(user, "error", "setup mail not sent; enrolment withdrawn");
+            return Err(Refused(format!("{reason}\nnothing was issued")));
+        }
+        self.audit(
+            user,
+            "ok",
+            &format!(
+                "issued user ID {}; setup mail sent",
+                enrolment.user_id.as_str()
+            ),
+        );
+        let setup_url = self.setup_url(&enrolment)?;
+        if json {
+            let mut value = enrolment_json(&enrolment);
+            value["setup_url"] = json!(setup_url);
+            println!("{value}");
+        } else {
+            println!("Setup mail sent to {}.", enrolment.email);
+            println!("Service ID: {}", enrolment.service_id);
+            println!("User ID:    {}", enrolment.user_id);
+            println!("Setup URL:  {setup_url}");
+            println!("Expires:    {}", rfc3339(enrolment.expires_at));
+        }
+        if self.interactive && !no_wait && !json {
+            println!();
+            println!("Have the user open the mail on the phone, unlock the setup with the");
+            println!("activation password and add the token to an authenticator app.");
+            self.confirm_loop(user)?;
+        }
+        Ok(())
+    }
+
+    /// The interactive confirmation prompt after issue: asks until a code
+    /// is confirmed or the administrator presses Enter.
+    fn confirm_loop(&mut self, user: &str) -> Outcome {
+        loop {
+            let code = ask("One-time password shown by the app (Enter to stop waiting): ")?;
+            if code.trim().is_empty() {
+                println!(
+                    "Not confirmed yet; run `otpctl confirm {user}` once the app shows a code."
+                );
+                return Ok(());
+            }
+            match self.confirm_code(user, code.trim()) {
+                Ok(message) => {
+                    println!("{message}");
+                    return Ok(());
+                }
+                Err(Refused(message)) => eprintln!("{message}"),
+            }
+        }
+    }
+
+    /// Checks a first code and activates the token; the message tells how.
+    fn confirm_code(&mut self, user: &str, code: &str) -> Result<String, Refused> {
+        let enrolment = self
+            .store
+            .pending(user)?
+            .ok_or_else(|| Refused(format!("{user} has no token waiting for confirmation")))?;
+        if enrolment.state != State::Activated {
+            return Err(Refused(format!(
+                "the setup of {user} has not been unlocked on the phone yet (state {})",
+                enrolment.state.as_str()
+            )));
+        }
+        let secret = self.store.secret(&enrolment)?;
+        let token = &self.config.token;
+        let t = now();
+        let outcome = confirm_first_code(
+            &secret,
+            &enrolment.params,
+            code,
+            t,
+            token.window,
+            token.adapt_period,
+        );
+        let (period, step, adapted) = match outcome {
+            Confirmation::Confirmed { step } => (enrolment.params.period, step, false),
+            Confirmation::Adapted { period, step } => (period, step, true),
+            Confirmation::Wrong => {
+                self.audit(user, "reject", "first code does not match");
+                return Err(Refused(
+                    "the code does not match; check the phone's clock and type the code shown now"
+                        .to_owned(),
+                ));
+            }
+        };
+        if !self.store.confirm(enrolment.id, period, step, t)? {
+            return Err(Refused(format!(
+                "the token of {user} changed meanwhile; look at `otpctl show {user}`"
+            )));
+        }
+        if adapted {
+            self.audit(user, "ok", "confirmed; period adapted to 30 s");
+            Ok(format!(
+                "The app shows a new code every 30 seconds; that is fine: the token now uses \
+                 30-second codes.\nToken of {user} is active."
+            ))
+        } else {
+            self.audit(user, "ok", "confirmed");
+            Ok(format!("Token of {user} is active."))
+        }
+    }
+
+    fn confirm(&mut self, user: &str, json: bool) -> Outcome {
+        let code = if self.interactive {
+            ask("One-time password shown by the app: ")?
+        } else {
+            read_line()?
+        };
+        let message = self.confirm_code(user, code.trim())?;
+        if json {
+            let active = self
+                .store
+                .active(user)?
+                .ok_or_else(|| Refused(format!("{user} has no active token")))?;
+            println!(
+                "{}",
+                json!({
+                    "user": user,
+                    "state": active.state.as_str(),
+                    "period": active.params.period,
+                    "adapted": active.params.period != self.config.token.period,
+                })
+            );
+        } else {
+            println!("{message}");
+        }
+        Ok(())
+    }
+
+    fn resend(&mut self, user: &str) -> Outcome {
+        let enrolment = self.store.pending(user)?.ok_or_else(|| {
+            Refused(format!(
+                "{user} has no setup in progress; issue a token first"
+            ))
+        })?;
+        if enrolment.state != State::Issued {
+            return Err(Refused(format!(
+                "the setup of {user} was already unlocked on the phone; confirm it, or re-issue with --replace"
+            )));
+        }
+        let expires_at = now() + self.config.policy.link_ttl_hours * 3600;
+        let lang = Language::parse(&enrolment.language).unwrap_or(Language::En);
+        let refreshed = Enrolment {
+            expires_at,
+            ..enrolment
+        };
+        self.send_mail(&refreshed, lang)?;
+        self.store.extend(refreshed.id, expires_at)?;
+        self.audit(user, "ok", "setup mail sent again");
+        println!(
+            "Setup mail sent again to {}; the link is valid until {}.",
+            refreshed.email,
+            rfc3339(expires_at)
+        );
+        Ok(())
+    }
+
+    fn show(&self, user: &str, json: bool) -> Outcome {
+        let mut tokens = Vec::new();
+        if let Some(active) = self.store.active(user)? {
+            tokens.push(active);
+        }
+        if let Some(latest) = self.store.latest(user)? {
+            if tokens.iter().all(|t| t.id != latest.id) {
+                tokens.push(latest);
+            }
+        }
+        let Some(current) = tokens.last() else {
+            return Err(Refused(format!("{user} has no token")));
+        };
+        if json {
+            let mut value = enrolment_json(current);
+            value["tokens"] = tokens.iter().map(enrolment_json).collect();
+            println!("{value}");
+        } else {
+            for t in &tokens {
+                print_enrolment(t);
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self, json: bool) -> Outcome {
+        let all = self.store.list()?;
+        if json {
+            let values: Vec<_> = all.iter().map(enrolment_json).collect();
+            println!("{}", serde_json::Value::Array(values));
+        } else {
+            println!(
+                "{:<20} {:<12} {:<18} {:>6}  EXPIRES",
+                "USER", "STATE", "USER ID", "PERIOD"
+            );
+            for e in &all {
+                println!(
+                    "{:<20} {:<12} {:<18} {:>6}  {}",
+                    e.user,
+                    e.state.as_str(),
+                    e.user_id.to_string(),
+                    e.params.period,
+                    rfc3339(e.expires_at)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print_enrolment(e: &Enrolment) {
+    println!("User:        {}", e.user);
+    println!("State:       {}", e.state.as_str());
+    println!("Mail:        {}", e.email);
+    println!("Service ID:  {}", e.service_id);
+    println!("User ID:     {}", e.user_id);
+    println!(
+        "Token:       {} digits, {} s, {}",
+        e.params.digits,
+        e.params.period,
+        e.params.algorithm.as_str()
+    );
+    println!("Issued:      {}", rfc3339(e.created_at));
+    println!("Link expiry: {}", rfc3339(e.expires_at));
+    if let Some(t) = e.activated_at {
+        println!("Activated:   {}", rfc3339(t));
+    }
+    if let Some(t) = e.confirmed_at {
+        println!("Confirmed:   {}", rfc3339(t));
+    }
+    println!();
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
