@@ -1,1 +1,325 @@
-fn main() {}
+//! `otpd`: the daemon. It holds the store and serves the listeners that the
+//! configuration names. Each listener takes an already-bound socket and one
+//! shared [`Daemon`], so tests bind port 0 and the Unix socket and RADIUS
+//! listeners can stand beside HTTP.
+
+mod http;
+mod page;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use clap::Parser;
+use otpcore::config::Config;
+use otpcore::store::{AuditEntry, Channel, Store};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+const DEFAULT_CONFIG: &str = "/etc/otpd/otpd.toml";
+const DEFAULTS_STATE_DIR: &str = "otpd-state";
+
+/// One-time password daemon: activation page and API over HTTP(S).
+#[derive(Debug, Parser)]
+#[command(name = "otpd", version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "PATH", conflicts_with = "defaults")]
+    config: Option<PathBuf>,
+    /// Use the embedded defaults (state in ./otpd-state, HTTP on
+    /// 127.0.0.1:8080) instead of a configuration file.
+    #[arg(long)]
+    defaults: bool,
+    /// Parse and check the configuration, then exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// What every listener shares: the configuration, the store and the
+/// decision log.
+pub struct Daemon {
+    pub config: Config,
+    store: Mutex<Store>,
+    syslog: Option<Mutex<SyslogLogger>>,
+}
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// One decision about a user, as written to the audit table and the logs.
+/// Never holds a code, secret or password.
+pub struct Decision<'a> {
+    pub channel: Channel,
+    pub peer: &'a str,
+    pub user: &'a str,
+    pub ok: bool,
+    pub reason: &'a str,
+    pub time: u64,
+}
+
+impl Daemon {
+    /// A daemon over `store`; `syslog` connects to the local syslog for
+    /// decisions (without it, decisions go to the log facade only).
+    pub fn new(config: Config, store: Store, syslog: bool) -> Daemon {
+        let syslog = if syslog { connect_syslog() } else { None };
+        Daemon {
+            config,
+            store: Mutex::new(store),
+            syslog: syslog.map(Mutex::new),
+        }
+    }
+
+    /// The store, locked. Blocking: call from blocking threads only. A
+    /// panic while another thread held the lock leaves no half-done change
+    /// behind (every change is one SQLite statement or transaction), so a
+    /// poisoned lock is taken over.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a decision: audit table, log facade and syslog (authpriv).
+    pub fn record(&self, store: &Store, d: &Decision<'_>) {
+        let result = if d.ok { "ok" } else { "fail" };
+        let line = format!(
+            "{} {result} user={} peer={}: {}",
+            d.channel.as_str(),
+            printable(d.user),
+            d.peer,
+            d.reason
+        );
+        log::info!("{line}");
+        if let Some(syslog) = &self.syslog {
+            let mut syslog = syslog.lock().unwrap_or_else(|e| e.into_inner());
+            let sent = if d.ok {
+                syslog.info(&line)
+            } else {
+                syslog.notice(&line)
+            };
+            if let Err(e) = sent {
+                log::debug!("syslog: {e}");
+            }
+        }
+        let entry = AuditEntry {
+            time: d.time,
+            user: d.user.to_owned(),
+            channel: d.channel.as_str().to_owned(),
+            peer: d.peer.to_owned(),
+            result: result.to_owned(),
+            reason: d.reason.to_owned(),
+        };
+        if let Err(e) = store.audit(&entry) {
+            log::error!("cannot write the audit table: {e}");
+        }
+    }
+}
+
+/// Replaces control characters, so a name cannot forge log lines.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn connect_syslog() -> Option<SyslogLogger> {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_AUTHPRIV,
+        hostname: None,
+        process: "otpd".to_owned(),
+        pid: std::process::id(),
+    };
+    match syslog::unix(formatter) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            log::warn!("syslog is not available ({e}); decisions are logged to stderr only");
+            None
+        }
+    }
+}
+
+/// Resolves when the daemon is told to stop; every listener holds one.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown signal and the sender that fires it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Waits for the stop (or for the sender to go away).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The log facade's sink: one line per record on stderr.
+struct StderrLogger {
+    level: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let target = record.target();
+            let line = if target.starts_with("otpd") {
+                format!("otpd: {}: {}\n", record.level(), record.args())
+            } else {
+                format!("otpd: {}: {target}: {}\n", record.level(), record.args())
+            };
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the log facade to stderr, at the level in `OTPD_LOG` (default
+/// `info`).
+fn init_logging() {
+    let wanted = std::env::var("OTPD_LOG").unwrap_or_default();
+    let (level, bad) = match wanted.trim() {
+        "" => (log::LevelFilter::Info, false),
+        text => match text.parse::<log::LevelFilter>() {
+            Ok(level) => (level, false),
+            Err(_) => (log::LevelFilter::Info, true),
+        },
+    };
+    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
+        log::set_max_level(level);
+    }
+    if bad {
+        log::warn!("OTPD_LOG={wanted:?} is not a log level (off, error, warn, info, debug, trace); using info");
+    }
+}
+
+fn load_config(args: &Args) -> Result<(String, Config), String> {
+    if args.defaults {
+        return Ok((
+            "embedded defaults".to_owned(),
+            Config::embedded_defaults(Path::new(DEFAULTS_STATE_DIR)),
+        ));
+    }
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    Config::load(&path)
+        .map(|c| (path.display().to_string(), c))
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let (source, config) = match load_config(&args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check_config {
+        println!("config OK: {source}");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("otpd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    // Signal handlers first, so a stop that arrives right after the
+    // "listening" line is not lost.
+    let signals = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("otpd: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.http.is_none() && config.socket.is_none() && config.radius.is_none() {
+        eprintln!(
+            "otpd: nothing to serve: the configuration has no [http], [socket] or [radius] section"
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match Store::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "otpd: cannot open the store in {}: {e}",
+                config.state_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Bind every listener before serving any, so a bad address fails the
+    // start instead of leaving a half-running daemon.
+    let http = match &config.http {
+        Some(h) => match http::HttpListener::bind(h).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    if config.socket.is_some() {
+        log::warn!("[socket] is configured, but this otpd does not serve the Unix socket yet");
+    }
+    if config.radius.is_some() {
+        log::warn!("[radius] is configured, but this otpd does not serve RADIUS yet");
+    }
+
+    let daemon = Arc::new(Daemon::new(config, store, true));
+    let (stop, shutdown) = Shutdown::new();
+    let mut listeners = JoinSet::new();
+    if let Some(listener) = http {
+        println!("otpd {} listening on {}", otpcore::VERSION, listener.url());
+        let _ = std::io::stdout().flush();
+        listeners.spawn(listener.serve(Arc::clone(&daemon), shutdown.clone()));
+    }
+
+    let (mut term, mut int) = signals;
+    let mut code = ExitCode::SUCCESS;
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: shutting down"),
+        _ = int.recv() => log::info!("SIGINT: shutting down"),
+        Some(ended) = listeners.join_next() => {
+            match ended {
+                Ok(Ok(())) => log::error!("a listener stopped unexpectedly"),
+                Ok(Err(e)) => log::error!("a listener failed: {e}"),
+                Err(e) => log::error!("a listener crashed: {e}"),
+            }
+            code = ExitCode::FAILURE;
+        }
+    }
+    let _ = stop.send(true);
+    while let Some(ended) = listeners.join_next().await {
+        if let Ok(Err(e)) | Err(e) = ended.map_err(std::io::Error::other) {
+            log::error!("listener: {e}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    log::info!("stopped");
+    code
+}

@@ -1,0 +1,1817 @@
+//! The HTTP(S) listener: the activation page and its JSON API (SPEC §2.2,
+//! §2.3, §4).
+//!
+//! Routes:
+//! - `GET /setup?sid=&uid=&lang=` the activation form, IDs prefilled;
+//! - `POST /setup` (form) delivers the token page, `POST /setup/confirm`
+//!   (form) takes the first code;
+//! - `POST /api/v1/activate`, `POST /api/v1/confirm` the same as JSON;
+//! - `GET /healthz` answers `ok`.
+//!
+//! Activation and confirmation requests, page and API alike, count towards
+//! a per-address limit (`[http].rate_limit_per_minute`). Store work runs on
+//! blocking threads; the handlers read the clock and pass it down.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use axum_server::tls_rustls::RustlsConfig;
+use otpcore::config::{HttpConfig, Language};
+use otpcore::enrol::{self, ActivationRefusal, Confirmation, State as EnrolState, WrongPassword};
+use otpcore::rules::UserId;
+use otpcore::store::{Channel, Enrolment, Store};
+use otpcore::totp::{self, TokenParams};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::page::{self, Ctx, Message, Notice, TokenView};
+use crate::{Daemon, Decision, Shutdown};
+
+/// Largest request body accepted, form or JSON.
+pub const MAX_BODY: usize = 4096;
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The audit trail's user for requests whose IDs match no enrolment.
+const UNKNOWN_USER: &str = "-";
+/// The same words for unknown IDs and a wrong password (SPEC §4).
+const WRONG_CREDENTIALS: &str = "wrong service ID, user ID or activation password";
+const WRONG_CODE: &str = "the code does not match";
+
+/// An HTTP or HTTPS listener on an already-bound socket.
+pub struct HttpListener {
+    listener: std::net::TcpListener,
+    tls: Option<RustlsConfig>,
+    addr: SocketAddr,
+}
+
+impl HttpListener {
+    /// Loads the TLS certificate and key (when configured) and binds
+    /// `[http].listen`. Errors are sentences for the operator.
+    pub async fn bind(config: &HttpConfig) -> Result<HttpListener, String> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Some(RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+                    format!(
+                        "cannot load the TLS certificate {} and key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        HttpListener::from_std(listener, tls)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))
+    }
+
+    /// Wraps a socket that someone else bound (tests, socket activation).
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        tls: Option<RustlsConfig>,
+    ) -> io::Result<HttpListener> {
+        let addr = listener.local_addr()?;
+        Ok(HttpListener {
+            listener,
+            tls,
+            addr,
+        })
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Serves until `shutdown`, then lets requests in flight finish.
+    pub async fn serve(self, daemon: Arc<Daemon>, shutdown: Shutdown) -> io::Result<()> {
+        let app = router(daemon).into_make_service_with_connect_info::<SocketAddr>();
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+        match self.tls {
+            None => {
+                axum_server::from_tcp(self.listener)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.listener, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+        }
+    }
+}
+
+/// State shared by the HTTP handlers.
+struct Http {
+    daemon: Arc<Daemon>,
+    limiter: RateLimiter,
+    /// Path of `public_url` (e.g. `/otp` behind a proxy), for form actions.
+    base: String,
+}
+
+type Shared = Arc<Http>;
+
+/// The routes, over `daemon`.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    let http = daemon.config.http.as_ref();
+    let limit = http.map(|h| h.rate_limit_per_minute).unwrap_or(20);
+    let base = base_path(http.map(|h| h.public_url.as_str()).unwrap_or(""));
+    let state = Arc::new(Http {
+        daemon,
+        limiter: RateLimiter::new(limit, RATE_WINDOW),
+        base,
+    });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/setup", get(setup_page).post(setup_submit))
+        .route("/setup/confirm", post(confirm_submit))
+        .route("/api/v1/activate", post(api_activate))
+        .route("/api/v1/confirm", post(api_confirm))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// The path part of a base URL: `https://h/otp` → `/otp`, `https://h` → ``.
+fn base_path(public_url: &str) -> String {
+    let rest = public_url
+        .strip_prefix("https://")
+        .or_else(|| public_url.strip_prefix("http://"))
+        .unwrap_or("");
+    rest.find('/')
+        .map(|i| rest[i..].trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// Headers on every answer: nothing is cached (the token page and the
+/// activation response carry the secret), nothing is framed or fetched.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+// ---------------------------------------------------------------------------
+// Rate limit
+
+/// Counts requests per client address (IPv6 per /64) over a sliding window.
+struct RateLimiter {
+    limit: usize,
+    window: Duration,
+    state: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_key: HashMap<IpAddr, Bucket>,
+    prune_at: usize,
+}
+
+#[derive(Default)]
+struct Bucket {
+    times: VecDeque<Instant>,
+    denied: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    /// Over the limit; `first` for the first refusal since the last allowed
+    /// request, which is the one worth an audit line.
+    Denied {
+        first: bool,
+    },
+}
+
+impl RateLimiter {
+    fn new(limit: u32, window: Duration) -> RateLimiter {
+        RateLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            window,
+            state: Mutex::new(Buckets {
+                by_key: HashMap::new(),
+                prune_at: 4096,
+            }),
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+        }
+    }
+
+    fn check(&self, ip: IpAddr, now: Instant) -> Verdict {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.by_key.len() >= state.prune_at {
+            let window = self.window;
+            state.by_key.retain(|_, b| {
+                b.times
+                    .back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < window)
+            });
+            state.prune_at = (state.by_key.len() * 2).max(4096);
+        }
+        let bucket = state.by_key.entry(Self::key(ip)).or_default();
+        while bucket
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
+            bucket.times.pop_front();
+        }
+        if bucket.times.len() >= self.limit {
+            let first = !bucket.denied;
+            bucket.denied = true;
+            return Verdict::Denied { first };
+        }
+        bucket.denied = false;
+        bucket.times.push_back(now);
+        Verdict::Allowed
+    }
+}
+
+impl Http {
+    /// Applies the rate limit; `false` means answer 429.
+    fn allow(&self, peer: IpAddr, what: &str) -> bool {
+        match self.limiter.check(peer, Instant::now()) {
+            Verdict::Allowed => true,
+            Verdict::Denied { first } => {
+                log::debug!("http: rate limit for {peer} ({what})");
+                if first {
+                    let daemon = Arc::clone(&self.daemon);
+                    let reason = format!("{what} refused: rate limit exceeded");
+                    let peer = peer.to_string();
+                    tokio::task::spawn_blocking(move || {
+                        daemon.record(
+                            &daemon.store(),
+                            &Decision {
+                                channel: Channel::Http,
+                                peer: &peer,
+                                user: UNKNOWN_USER,
+                                ok: false,
+                                reason: &reason,
+                                time: unix_now(),
+                            },
+                        );
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    fn default_language(&self) -> Language {
+        self.daemon
+            .config
+            .mail
+            .as_ref()
+            .map(|m| m.language)
+            .unwrap_or(Language::En)
+    }
+
+    /// An explicit `lang` (query or form) wins, then Accept-Language, then
+    /// `[mail].language`, then English.
+    fn language(&self, explicit: &str, headers: &HeaderMap) -> Language {
+        Language::parse(explicit)
+            .or_else(|| {
+                headers
+                    .get(header::ACCEPT_LANGUAGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(accept_language)
+            })
+            .unwrap_or_else(|| self.default_language())
+    }
+
+    fn ctx(&self, lang: Language) -> Ctx<'_> {
+        Ctx {
+            lang,
+            issuer: &self.daemon.config.issuer,
+            base: &self.base,
+        }
+    }
+}
+
+/// The preferred of Japanese and English in an Accept-Language header.
+fn accept_language(value: &str) -> Option<Language> {
+    let mut best: Option<(f32, Language)> = None;
+    for item in value.split(',') {
+        let mut parts = item.split(';');
+        let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+            .unwrap_or(1.0);
+        if q.is_nan() || q <= 0.0 {
+            continue;
+        }
+        let lang = match tag.split('-').next().unwrap_or("") {
+            "ja" => Language::Ja,
+            "en" => Language::En,
+            _ => continue,
+        };
+        match best {
+            Some((b, _)) if b >= q => {}
+            _ => best = Some((q, lang)),
+        }
+    }
+    best.map(|(_, lang)| lang)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The client's address; IPv4-mapped IPv6 as plain IPv4.
+fn client_ip(addr: SocketAddr) -> IpAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decisions (run on blocking threads with the store locked)
+
+/// One activation or confirmation request, as typed.
+struct Attempt {
+    service_id: String,
+    user_id: String,
+    /// The activation password or the first code.
+    proof: Zeroizing<String>,
+    peer: String,
+    now: u64,
+}
+
+impl Attempt {
+    fn new(http: &Http, service_id: &str, user_id: String, proof: String, peer: IpAddr) -> Attempt {
+        // Phones like to capitalise; the service ID is the deployment's own.
+        let typed = service_id.trim();
+        let own = &http.daemon.config.service_id;
+        let service_id = if typed.eq_ignore_ascii_case(own) {
+            own.clone()
+        } else {
+            typed.to_owned()
+        };
+        Attempt {
+            service_id,
+            user_id,
+            proof: Zeroizing::new(proof),
+            peer: peer.to_string(),
+            now: unix_now(),
+        }
+    }
+
+    fn record(&self, daemon: &Daemon, store: &Store, user: &str, ok: bool, reason: &str) {
+        daemon.record(
+            store,
+            &Decision {
+                channel: Channel::Http,
+                peer: &self.peer,
+                user,
+                ok,
+                reason,
+                time: self.now,
+            },
+        );
+    }
+
+    /// The enrolment the IDs name. `Err(())` after a store failure.
+    fn lookup(&self, store: &Store) -> Result<Option<Enrolment>, ()> {
+        let Some(user_id) = UserId::parse(&self.user_id) else {
+            return Ok(None);
+        };
+        store.by_ids(&self.service_id, &user_id).map_err(|e| {
+            log::error!("http: store lookup failed: {e}");
+        })
+    }
+}
+
+/// The token, delivered once.
+struct Delivered {
+    otpauth_uri: Zeroizing<String>,
+    secret: Zeroizing<String>,
+    params: TokenParams,
+    account: String,
+    service_id: String,
+    user_id: UserId,
+}
+
+enum Activation {
+    Delivered(Delivered),
+    /// No enrolment under these IDs.
+    Unknown,
+    /// Wrong password; 0 tries left means it was just invalidated.
+    WrongPassword {
+        attempts_left: u32,
+    },
+    Expired,
+    /// Not `issued` any more.
+    Gone(EnrolState),
+    Internal,
+}
+
+/// The state an enrolment is in now, for answers after a lost race.
+fn current_state(store: &Store, e: &Enrolment, now: u64) -> Activation {
+    match store.by_ids(&e.service_id, &e.user_id) {
+        Ok(Some(e)) if e.state == EnrolState::Issued && now >= e.expires_at => Activation::Expired,
+        Ok(Some(e)) => Activation::Gone(e.state),
+        Ok(None) => Activation::Unknown,
+        Err(err) => {
+            log::error!("http: store lookup failed: {err}");
+            Activation::Internal
+        }
+    }
+}
+
+/// SPEC §2.2: checks the activation password and hands out the secret once.
+fn activate(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Activation {
+    let e = match a.lookup(store) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            a.record(
+                daemon,
+                store,
+                UNKNOWN_USER,
+                false,
+                "activation refused: unknown service ID or user ID",
+            );
+            return Activation::Unknown;
+        }
+        Err(()) => return Activation::Internal,
+    };
+    match enrol::activation_allowed(e.state, e.expires_at, a.now) {
+        Ok(()) => {}
+        Err(ActivationRefusal::Expired) => {
+            a.record(
+                daemon,
+                store,
+                &e.user,
+                false,
+                "activation refused: setup link expired",
+            );
+            return Activation::Expired;
+        }
+        Err(ActivationRefusal::Gone) => {
+            let reason = format!("activation refused: enrolment is {}", e.state.as_str());
+            a.record(daemon, store, &e.user, false, &reason);
+            return Activation::Gone(e.state);
+        }
+    }
+    let right = match store.check_activation_password(&e, &a.proof) {
+        Ok(right) => right,
+        Err(err) => {
+            log::error!("http: activation password check failed: {err}");
+            return Activation::Internal;
+        }
+    };
+    if !right {
+        let limit = daemon.config.policy.activation_attempts;
+        return match store.activation_failed(e.id, limit) {
+            Ok(Some(f)) => {
+                let left = match enrol::after_wrong_password(f.failures, limit) {
+                    _ if f.invalidated => 0,
+                    WrongPassword::AttemptsLeft(n) => n,
+                    WrongPassword::Invalidated => 0,
+                };
+                let reason = if left == 0 {
+                    format!("activation refused: wrong activation password ({} wrong); enrolment invalidated", f.failures)
+                } else {
+                    format!("activation refused: wrong activation password ({left} tries left)")
+                };
+                a.record(daemon, store, &e.user, false, &reason);
+                Activation::WrongPassword {
+                    attempts_left: left,
+                }
+            }
+            Ok(None) => current_state(store, &e, a.now),
+            Err(err) => {
+                log::error!("http: cannot count a wrong activation password: {err}");
+                Activation::Internal
+            }
+        };
+    }
+    let secret = match store.activate(e.id, a.now) {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return current_state(store, &e, a.now),
+        Err(err) => {
+            log::error!("http: activation failed: {err}");
+            return Activation::Internal;
+        }
+    };
+    a.record(
+        daemon,
+        store,
+        &e.user,
+        true,
+        "activated: token delivered to the phone",
+    );
+    Activation::Delivered(Delivered {
+        otpauth_uri: totp::otpauth_uri(&daemon.config.issuer, &e.user, &secret, &e.params),
+        secret: totp::base32(&secret),
+        params: e.params,
+        account: e.user,
+        service_id: e.service_id,
+        user_id: e.user_id,
+    })
+}
+
+enum Confirmed {
+    Active {
+        period: u64,
+        adapted: bool,
+    },
+    /// Wrong code, or IDs that name no enrolment.
+    Wrong,
+    /// Not `activated`.
+    Gone(EnrolState),
+    Internal,
+}
+
+/// SPEC §2.3: checks the first code, adapting to 30-second apps.
+fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
+    let e = match a.lookup(store) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            a.record(
+                daemon,
+                store,
+                UNKNOWN_USER,
+                false,
+                "confirmation refused: unknown service ID or user ID",
+            );
+            return Confirmed::Wrong;
+        }
+        Err(()) => return Confirmed::Internal,
+    };
+    if e.state != EnrolState::Activated {
+        let reason = format!("confirmation refused: enrolment is {}", e.state.as_str());
+        a.record(daemon, store, &e.user, false, &reason);
+        return Confirmed::Gone(e.state);
+    }
+    let secret = match store.secret(&e) {
+        Ok(s) => s,
+        Err(err) => {
+            log::error!("http: {err}");
+            return Confirmed::Internal;
+        }
+    };
+    let code: Zeroizing<String> = Zeroizing::new(
+        a.proof
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect(),
+    );
+    let token = &daemon.config.token;
+    let (period, step, adapted) = match enrol::confirm_first_code(
+        &secret,
+        &e.params,
+        &code,
+        a.now,
+        token.window,
+        token.adapt_period,
+    ) {
+        Confirmation::Confirmed { step } => (e.params.period, step, false),
+        Confirmation::Adapted { period, step } => (period, step, true),
+        Confirmation::Wrong => {
+            a.record(
+                daemon,
+                store,
+                &e.user,
+                false,
+                "confirmation refused: wrong first code",
+            );
+            return Confirmed::Wrong;
+        }
+    };
+    match store.confirm(e.id, period, step, a.now) {
+        Ok(true) => {
+            let reason = if adapted {
+                format!("first code confirmed, token active; period adapted to {period} s (the app ignores period={})", e.params.period)
+            } else {
+                format!("first code confirmed, token active (period {period} s)")
+            };
+            a.record(daemon, store, &e.user, true, &reason);
+            Confirmed::Active { period, adapted }
+        }
+        Ok(false) => match current_state(store, &e, a.now) {
+            Activation::Internal => Confirmed::Internal,
+            Activation::Gone(state) => Confirmed::Gone(state),
+            _ => Confirmed::Wrong,
+        },
+        Err(err) => {
+            log::error!("http: confirmation failed: {err}");
+            Confirmed::Internal
+        }
+    }
+}
+
+/// Runs `f` with the store locked on a blocking thread.
+async fn with_store<T, F>(daemon: &Arc<Daemon>, f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Daemon, &mut Store) -> T + Send + 'static,
+{
+    let daemon = Arc::clone(daemon);
+    match tokio::task::spawn_blocking(move || {
+        let mut store = daemon.store();
+        f(&daemon, &mut store)
+    })
+    .await
+    {
+        Ok(value) => Some(value),
+        Err(e) => {
+            log::error!("http: store task failed: {e}");
+            None
+        }
+    }
+}
+
+async fn run_activation(http: &Http, attempt: Attempt) -> Activation {
+    with_store(&http.daemon, move |d, s| activate(d, s, &attempt))
+        .await
+        .unwrap_or(Activation::Internal)
+}
+
+async fn run_confirmation(http: &Http, attempt: Attempt) -> Confirmed {
+    with_store(&http.daemon, move |d, s| confirm(d, s, &attempt))
+        .await
+        .unwrap_or(Confirmed::Internal)
+}
+
+// ---------------------------------------------------------------------------
+// JSON API
+
+#[derive(Deserialize)]
+struct ActivateRequest {
+    service_id: String,
+    user_id: String,
+    activation_password: String,
+}
+
+#[derive(Deserialize)]
+struct ConfirmRequest {
+    service_id: String,
+    user_id: String,
+    otp: String,
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes into `T`; anything else
+/// is an error message for a 400 that names what was expected (never
+/// echoing the input).
+fn parse_json<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    fields: &str,
+) -> Result<T, String> {
+    let too_large = || format!("the request body must be at most {MAX_BODY} bytes");
+    let body = body.map_err(|_| too_large())?;
+    if body.len() > MAX_BODY {
+        return Err(too_large());
+    }
+    serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            format!("the request must be a JSON object with the string fields {fields}")
+        }
+        _ => "the request body is not valid JSON in UTF-8".to_owned(),
+    })
+}
+
+async fn api_activate(
+    State(http): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let peer = client_ip(addr);
+    if !http.allow(peer, "activation") {
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this address; try again in a minute",
+        );
+    }
+    let request: ActivateRequest =
+        match parse_json(body, "service_id, user_id and activation_password") {
+            Ok(r) => r,
+            Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
+        };
+    let attempt = Attempt::new(
+        &http,
+        &request.service_id,
+        request.user_id,
+        request.activation_password,
+        peer,
+    );
+    match run_activation(&http, attempt).await {
+        Activation::Delivered(d) => (
+            StatusCode::OK,
+            Json(json!({
+                "otpauth_uri": d.otpauth_uri.as_str(),
+                "secret": d.secret.as_str(),
+                "period": d.params.period,
+                "digits": d.params.digits,
+                "algorithm": d.params.algorithm.as_str(),
+            })),
+        )
+            .into_response(),
+        Activation::Unknown => json_error(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS),
+        Activation::WrongPassword { attempts_left } => {
+            let error = if attempts_left == 0 {
+                "wrong activation password; too many wrong tries, the enrolment is invalidated and must be issued again"
+            } else {
+                WRONG_CREDENTIALS
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": error, "attempts_left": attempts_left })),
+            )
+                .into_response()
+        }
+        Activation::Expired => json_error(
+            StatusCode::GONE,
+            "the setup link has expired; the token must be issued again",
+        ),
+        Activation::Gone(state) => json_error(
+            StatusCode::GONE,
+            &format!(
+                "the enrolment is {}, not waiting for activation",
+                state.as_str()
+            ),
+        ),
+        Activation::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+async fn api_confirm(
+    State(http): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let peer = client_ip(addr);
+    if !http.allow(peer, "confirmation") {
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this address; try again in a minute",
+        );
+    }
+    let request: ConfirmRequest = match parse_json(body, "service_id, user_id and otp") {
+        Ok(r) => r,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
+    };
+    let attempt = Attempt::new(
+        &http,
+        &request.service_id,
+        request.user_id,
+        request.otp,
+        peer,
+    );
+    match run_confirmation(&http, attempt).await {
+        Confirmed::Active { period, adapted } => (
+            StatusCode::OK,
+            Json(json!({ "state": "active", "period": period, "adapted": adapted })),
+        )
+            .into_response(),
+        Confirmed::Wrong => json_error(StatusCode::UNAUTHORIZED, WRONG_CODE),
+        Confirmed::Gone(state) => json_error(
+            StatusCode::GONE,
+            &format!(
+                "the enrolment is {}, not waiting for confirmation",
+                state.as_str()
+            ),
+        ),
+        Confirmed::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pages
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SetupQuery {
+    sid: String,
+    uid: String,
+    lang: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ActivateForm {
+    service_id: String,
+    user_id: String,
+    activation_password: String,
+    lang: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConfirmForm {
+    service_id: String,
+    user_id: String,
+    otp: String,
+    lang: String,
+}
+
+/// A user ID as shown: grouped when it parses, else as typed (shortened).
+fn shown_user_id(typed: &str) -> String {
+    UserId::parse(typed)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| typed.chars().take(32).collect())
+}
+
+fn shown_service_id(typed: &str) -> String {
+    typed.trim().chars().take(64).collect()
+}
+
+async fn setup_page(
+    State(http): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<SetupQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let ctx = http.ctx(http.language(&query.lang, &headers));
+    html(
+        StatusCode::OK,
+        page::setup_form(
+            &ctx,
+            &shown_service_id(&query.sid),
+            &shown_user_id(&query.uid),
+            None,
+        ),
+    )
+}
+
+async fn setup_submit(
+    State(http): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<ActivateForm>, FormRejection>,
+) -> Response {
+    let peer = client_ip(addr);
+    if !http.allow(peer, "activation") {
+        let lang = http.language("", &headers);
+        return html(
+            StatusCode::TOO_MANY_REQUESTS,
+            page::message(&http.ctx(lang), Message::RateLimited),
+        );
+    }
+    let Ok(Form(form)) = form else {
+        let lang = http.language("", &headers);
+        return html(
+            StatusCode::BAD_REQUEST,
+            page::message(&http.ctx(lang), Message::BadRequest),
+        );
+    };
+    let ctx = http.ctx(http.language(&form.lang, &headers));
+    let sid = shown_service_id(&form.service_id);
+    let uid = shown_user_id(&form.user_id);
+    let password = Zeroizing::new(form.activation_password);
+    if sid.is_empty() || form.user_id.trim().is_empty() || password.trim().is_empty() {
+        return html(
+            StatusCode::BAD_REQUEST,
+            page::setup_form(&ctx, &sid, &uid, Some(Notice::MissingFields)),
+        );
+    }
+    let attempt = Attempt::new(
+        &http,
+        &form.service_id,
+        form.user_id,
+        password.trim().to_owned(),
+        peer,
+    );
+    let wrong = |attempts_left| {
+        html(
+            StatusCode::UNAUTHORIZED,
+            page::setup_form(
+                &ctx,
+                &sid,
+                &uid,
+                Some(Notice::WrongPassword { attempts_left }),
+            ),
+        )
+    };
+    match run_activation(&http, attempt).await {
+        Activation::Delivered(d) => {
+            let user_id = d.user_id.to_string();
+            let grouped = totp::grouped(&d.secret);
+            let mut body = page::token(
+                &ctx,
+                &TokenView {
+                    service_id: &d.service_id,
+                    user_id: &user_id,
+                    account: &d.account,
+                    otpauth_uri: &d.otpauth_uri,
+                    secret_grouped: &grouped,
+                    period: d.params.period,
+                    digits: d.params.digits,
+                    algorithm: d.params.algorithm.as_str(),
+                },
+            );
+            html(StatusCode::OK, std::mem::take(&mut *body))
+        }
+        Activation::Unknown => wrong(None),
+        Activation::WrongPassword { attempts_left: 0 } => html(
+            StatusCode::GONE,
+            page::message(&ctx, Message::InvalidatedNow),
+        ),
+        Activation::WrongPassword { attempts_left } => wrong(Some(attempts_left)),
+        Activation::Expired => html(StatusCode::GONE, page::message(&ctx, Message::Expired)),
+        Activation::Gone(state) => {
+            html(StatusCode::GONE, page::message(&ctx, Message::Gone(state)))
+        }
+        Activation::Internal => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page::message(&ctx, Message::Internal),
+        ),
+    }
+}
+
+async fn confirm_submit(
+    State(http): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
+    let peer = client_ip(addr);
+    if !http.allow(peer, "confirmation") {
+        let lang = http.language("", &headers);
+        return html(
+            StatusCode::TOO_MANY_REQUESTS,
+            page::message(&http.ctx(lang), Message::RateLimited),
+        );
+    }
+    let Ok(Form(form)) = form else {
+        let lang = http.language("", &headers);
+        return html(
+            StatusCode::BAD_REQUEST,
+            page::message(&http.ctx(lang), Message::BadRequest),
+        );
+    };
+    let ctx = http.ctx(http.language(&form.lang, &headers));
+    let sid = shown_service_id(&form.service_id);
+    let uid = shown_user_id(&form.user_id);
+    let otp = Zeroizing::new(form.otp);
+    if otp.trim().is_empty() || sid.is_empty() || form.user_id.trim().is_empty() {
+        return html(
+            StatusCode::BAD_REQUEST,
+            page::confirm_form(&ctx, &sid, &uid, Notice::MissingFields),
+        );
+    }
+    let attempt = Attempt::new(&http, &form.service_id, form.user_id, otp.to_string(), peer);
+    match run_confirmation(&http, attempt).await {
+        Confirmed::Active { period, adapted } => {
+            html(StatusCode::OK, page::confirmed(&ctx, period, adapted))
+        }
+        Confirmed::Wrong => html(
+            StatusCode::UNAUTHORIZED,
+            page::confirm_form(&ctx, &sid, &uid, Notice::WrongCode),
+        ),
+        Confirmed::Gone(state) => html(StatusCode::GONE, page::message(&ctx, Message::Gone(state))),
+        Confirmed::Internal => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page::message(&ctx, Message::Internal),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use otpcore::config::Config;
+    use otpcore::store::NewEnrolment;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    const PASSWORD: &str = "4321";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        daemon: Arc<Daemon>,
+        app: Router,
+    }
+
+    fn fixture_with(edit: impl FnOnce(&mut Config)) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::embedded_defaults(&dir.path().join("state"));
+        if let Some(h) = config.http.as_mut() {
+            h.rate_limit_per_minute = 1000;
+        }
+        edit(&mut config);
+        let store = Store::open(&config.state_dir).expect("store");
+        let daemon = Arc::new(Daemon::new(config, store, false));
+        let app = router(Arc::clone(&daemon));
+        Fixture {
+            _dir: dir,
+            daemon,
+            app,
+        }
+    }
+
+    fn fixture() -> Fixture {
+        fixture_with(|_| {})
+    }
+
+    impl Fixture {
+        /// Issues a token for `user` that expires `ttl` seconds from now
+        /// (negative: already expired).
+        fn issue(&self, user: &str, ttl: i64) -> Enrolment {
+            let now = unix_now();
+            let config = &self.daemon.config;
+            self.daemon
+                .store()
+                .issue(
+                    &NewEnrolment {
+                        user,
+                        email: "alice@example.jp",
+                        service_id: &config.service_id,
+                        params: config.token.params(),
+                        language: "en",
+                        activation_password: PASSWORD,
+                        expires_at: now.saturating_add_signed(ttl),
+                        replace: false,
+                    },
+                    now,
+                )
+                .expect("issue")
+        }
+
+        fn reload(&self, e: &Enrolment) -> Enrolment {
+            self.daemon
+                .store()
+                .by_ids(&e.service_id, &e.user_id)
+                .expect("query")
+                .expect("exists")
+        }
+
+        async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+            let response = self.app.clone().oneshot(req).await.expect("infallible");
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, headers, body.to_vec())
+        }
+
+        async fn api(&self, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+            let (status, headers, body) =
+                self.send(request(path, "application/json", body, 1)).await;
+            assert_eq!(
+                headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+                Some(&b"application/json"[..])
+            );
+            (status, serde_json::from_slice(&body).expect("JSON answer"))
+        }
+
+        async fn activate(&self, e: &Enrolment, password: &str) -> (StatusCode, Value) {
+            let body = json!({
+                "service_id": e.service_id,
+                "user_id": e.user_id.to_string(),
+                "activation_password": password,
+            });
+            self.api("/api/v1/activate", body.to_string()).await
+        }
+
+        async fn confirm(&self, e: &Enrolment, otp: &str) -> (StatusCode, Value) {
+            let body = json!({
+                "service_id": e.service_id,
+                "user_id": e.user_id.as_str(),
+                "otp": otp,
+            });
+            self.api("/api/v1/confirm", body.to_string()).await
+        }
+
+        async fn page(&self, req: Request<Body>) -> (StatusCode, String) {
+            let (status, headers, body) = self.send(req).await;
+            assert_eq!(
+                headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+                Some(&b"text/html; charset=utf-8"[..])
+            );
+            (status, String::from_utf8(body).expect("UTF-8 page"))
+        }
+    }
+
+    /// A POST from 192.0.2.`host`.
+    fn request(path: &str, content_type: &str, body: impl Into<Body>, host: u8) -> Request<Body> {
+        let mut req = Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .expect("request");
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, host], 40000))));
+        req
+    }
+
+    fn form(path: &str, fields: &[(&str, &str)]) -> Request<Body> {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(' ', "+")))
+            .collect();
+        request(path, "application/x-www-form-urlencoded", body.join("&"), 1)
+    }
+
+    fn get(path: &str, accept_language: Option<&str>) -> Request<Body> {
+        let mut builder = Request::get(path);
+        if let Some(lang) = accept_language {
+            builder = builder.header(header::ACCEPT_LANGUAGE, lang);
+        }
+        builder.body(Body::empty()).expect("request")
+    }
+
+    fn secret_of(value: &Value) -> Vec<u8> {
+        totp::decode_base32(value["secret"].as_str().expect("secret"))
+            .expect("base32")
+            .to_vec()
+    }
+
+    fn audit(f: &Fixture) -> Vec<otpcore::store::AuditEntry> {
+        f.daemon.store().audit_entries(None, 0).expect("audit")
+    }
+
+    #[tokio::test]
+    async fn activation_delivers_the_token_once() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let (_, headers, body) = f
+            .send(request(
+                "/api/v1/activate",
+                "application/json",
+                json!({
+                    "service_id": "otpd",
+                    "user_id": e.user_id.to_string(),
+                    "activation_password": PASSWORD,
+                })
+                .to_string(),
+                1,
+            ))
+            .await;
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+            Some(&b"no-store"[..])
+        );
+        let uri = v["otpauth_uri"].as_str().expect("uri");
+        assert!(uri.starts_with("otpauth://totp/otpd:alice?"), "{uri}");
+        assert!(uri.contains("period=60"), "{uri}");
+        assert!(uri.contains(&format!("secret={}", v["secret"].as_str().expect("s"))));
+        assert_eq!(v["period"], 60);
+        assert_eq!(v["digits"], 6);
+        assert_eq!(v["algorithm"], "SHA1");
+        let stored = f.daemon.store().secret(&e).expect("secret");
+        assert_eq!(secret_of(&v), stored.to_vec());
+        assert_eq!(f.reload(&e).state, EnrolState::Activated);
+
+        let (status, v) = f.activate(&e, PASSWORD).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert!(v["error"].is_string() && v.get("secret").is_none());
+
+        let entries = audit(&f);
+        let first = &entries[0];
+        assert_eq!(
+            (
+                first.user.as_str(),
+                first.channel.as_str(),
+                first.peer.as_str(),
+                first.result.as_str()
+            ),
+            ("alice", "http", "192.0.2.1", "ok")
+        );
+        assert_eq!(entries[1].result, "fail");
+        let secret = totp::base32(&stored);
+        for entry in &entries {
+            assert!(!entry.reason.contains(PASSWORD) && !entry.reason.contains(secret.as_str()));
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_count_down_then_invalidate() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        for left in (0..5).rev() {
+            let (status, v) = f.activate(&e, "9999").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(v["attempts_left"], left, "{v}");
+            assert!(v["error"].is_string());
+        }
+        let (status, v) = f.activate(&e, PASSWORD).await;
+        assert_eq!(status, StatusCode::GONE, "{v}");
+        assert!(v.get("secret").is_none());
+        assert_eq!(f.reload(&e).state, EnrolState::Invalidated);
+        // Passwords that break the rules are just wrong ones.
+        let other = f.issue("bob", 3600);
+        let (status, v) = f.activate(&other, "12ab").await;
+        assert_eq!(
+            (status, v["attempts_left"].as_u64()),
+            (StatusCode::UNAUTHORIZED, Some(4))
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_look_like_a_wrong_password_without_a_count() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let cases = [
+            json!({"service_id": "OTHER", "user_id": e.user_id.as_str(), "activation_password": PASSWORD}),
+            json!({"service_id": "OTPD", "user_id": "0000-0000-0000-00", "activation_password": PASSWORD}),
+            json!({"service_id": "OTPD", "user_id": "not an id", "activation_password": PASSWORD}),
+            json!({"service_id": "OTPD", "user_id": "", "activation_password": ""}),
+        ];
+        let (_, wrong) = f.activate(&e, "9999").await;
+        for body in cases {
+            let (status, v) = f.api("/api/v1/activate", body.to_string()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+            assert!(v.get("attempts_left").is_none(), "{v}");
+            assert_eq!(v["error"], wrong["error"]);
+        }
+        let e = f.reload(&e);
+        assert_eq!((e.state, e.activation_failures), (EnrolState::Issued, 1));
+        assert!(audit(&f)
+            .iter()
+            .any(|a| a.user == UNKNOWN_USER && a.reason.contains("unknown service ID or user ID")));
+    }
+
+    #[tokio::test]
+    async fn expired_link_is_gone_and_delivers_nothing() {
+        let f = fixture();
+        let e = f.issue("alice", -10);
+        let (status, v) = f.activate(&e, PASSWORD).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert!(v["error"].as_str().expect("error").contains("expired"));
+        assert!(v.get("secret").is_none());
+        assert_eq!(f.reload(&e).state, EnrolState::Issued);
+        let (status, page) = f
+            .page(form(
+                "/setup",
+                &[
+                    ("service_id", "OTPD"),
+                    ("user_id", e.user_id.as_str()),
+                    ("activation_password", PASSWORD),
+                ],
+            ))
+            .await;
+        assert_eq!(status, StatusCode::GONE);
+        assert!(page.contains("expired") && !page.contains("otpauth://"));
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_400_and_change_nothing() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let uid = e.user_id.as_str();
+        let big = json!({
+            "service_id": "OTPD", "user_id": uid, "activation_password": "9999",
+            "padding": "x".repeat(MAX_BODY),
+        })
+        .to_string();
+        let mut invalid_utf8 =
+            format!("{{\"service_id\":\"OTPD\",\"user_id\":\"{uid}\",\"activation_password\":\"")
+                .into_bytes();
+        invalid_utf8.extend_from_slice(&[0xff, 0xfe, b'"', b'}']);
+        let bodies: Vec<Vec<u8>> = vec![
+            b"not json".to_vec(),
+            b"".to_vec(),
+            b"[]".to_vec(),
+            b"{\"service_id\":\"OTPD\"".to_vec(),
+            format!(
+                "{{\"service_id\":\"OTPD\",\"user_id\":{uid},\"activation_password\":\"9999\"}}"
+            )
+            .into_bytes(),
+            format!(
+                "{{\"service_id\":\"OTPD\",\"user_id\":\"{uid}\",\"activation_password\":9999}}"
+            )
+            .into_bytes(),
+            format!("{{\"service_id\":\"OTPD\",\"user_id\":\"{uid}\"}}").into_bytes(),
+            format!(
+                "{{\"service_id\":null,\"user_id\":\"{uid}\",\"activation_password\":\"9999\"}}"
+            )
+            .into_bytes(),
+            big.into_bytes(),
+            invalid_utf8,
+        ];
+        for body in bodies {
+            let shown = String::from_utf8_lossy(&body)
+                .chars()
+                .take(80)
+                .collect::<String>();
+            for path in ["/api/v1/activate", "/api/v1/confirm"] {
+                let (status, v) = f.api(path, body.clone()).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {shown}");
+                let error = v["error"].as_str().expect("error");
+                assert!(!error.contains("9999"), "input echoed: {error}");
+            }
+        }
+        // Oversized forms too.
+        let (status, _) = f
+            .page(form("/setup", &[("service_id", &"x".repeat(MAX_BODY + 1))]))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let e = f.reload(&e);
+        assert_eq!((e.state, e.activation_failures), (EnrolState::Issued, 0));
+        assert!(audit(&f).is_empty());
+    }
+
+    #[tokio::test]
+    async fn confirmation_at_the_token_period() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let (status, v) = f.confirm(&e, "123456").await;
+        assert_eq!(status, StatusCode::GONE, "not activated yet: {v}");
+        let (_, v) = f.activate(&e, PASSWORD).await;
+        let secret = secret_of(&v);
+        let (status, v) = f.confirm(&e, "000000").await;
+        let wrong_expected = e
+            .params
+            .matching_step(&secret, "000000", unix_now(), 1)
+            .is_none();
+        if wrong_expected {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(v, json!({"error": WRONG_CODE}));
+        }
+        let code = e.params.code_at(&secret, unix_now());
+        let (status, v) = f.confirm(&e, &code).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(
+            v,
+            json!({"state": "active", "period": 60, "adapted": false})
+        );
+        let active = f.reload(&e);
+        assert_eq!(
+            (active.state, active.params.period),
+            (EnrolState::Active, 60)
+        );
+        let (status, _) = f.confirm(&e, &code).await;
+        assert_eq!(status, StatusCode::GONE);
+    }
+
+    /// A 30-second code that no 60-second step near `now` shares.
+    fn thirty_second_code(secret: &[u8], params: &TokenParams) -> Zeroizing<String> {
+        let now = unix_now();
+        let thirty = TokenParams {
+            period: 30,
+            ..*params
+        };
+        let code = thirty.code_at(secret, now);
+        assert!(
+            params.matching_step(secret, &code, now, 2).is_none(),
+            "one-in-a-million collision"
+        );
+        code
+    }
+
+    #[tokio::test]
+    async fn thirty_second_apps_are_adapted_and_audited() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let (_, v) = f.activate(&e, PASSWORD).await;
+        let code = thirty_second_code(&secret_of(&v), &e.params);
+        let (status, v) = f.confirm(&e, &code).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v, json!({"state": "active", "period": 30, "adapted": true}));
+        assert_eq!(f.reload(&e).params.period, 30);
+        let last = audit(&f).pop().expect("entry");
+        assert_eq!(
+            (last.result.as_str(), last.channel.as_str()),
+            ("ok", "http")
+        );
+        assert!(
+            last.reason.contains("period adapted to 30 s"),
+            "{}",
+            last.reason
+        );
+        assert!(!last.reason.contains(code.as_str()));
+    }
+
+    #[tokio::test]
+    async fn adaptation_can_be_turned_off() {
+        let f = fixture_with(|c| c.token.adapt_period = false);
+        let e = f.issue("alice", 3600);
+        let (_, v) = f.activate(&e, PASSWORD).await;
+        let code = thirty_second_code(&secret_of(&v), &e.params);
+        let (status, _) = f.confirm(&e, &code).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(f.reload(&e).state, EnrolState::Activated);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_counts_pages_and_api_per_address() {
+        let f = fixture_with(|c| {
+            if let Some(h) = c.http.as_mut() {
+                h.rate_limit_per_minute = 3;
+            }
+        });
+        let bad = || request("/api/v1/activate", "application/json", "{}", 7);
+        assert_eq!(f.send(bad()).await.0, StatusCode::BAD_REQUEST);
+        let mut page = form("/setup", &[("service_id", "X")]);
+        page.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 1))));
+        assert_eq!(f.send(page).await.0, StatusCode::BAD_REQUEST);
+        let confirm = request("/api/v1/confirm", "application/json", "{}", 7);
+        assert_eq!(f.send(confirm).await.0, StatusCode::BAD_REQUEST);
+        // The form page itself is not counted.
+        assert_eq!(f.send(get("/setup", None)).await.0, StatusCode::OK);
+        for _ in 0..2 {
+            let (status, _, body) = f.send(bad()).await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            let v: Value = serde_json::from_slice(&body).expect("json");
+            assert!(v["error"].is_string());
+        }
+        let other = request("/api/v1/activate", "application/json", "{}", 8);
+        assert_eq!(f.send(other).await.0, StatusCode::BAD_REQUEST);
+        // One audit line for the burst, not one per refused request.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let limited: Vec<_> = audit(&f)
+            .into_iter()
+            .filter(|a| a.reason.contains("rate limit"))
+            .collect();
+        assert_eq!(limited.len(), 1);
+        assert_eq!(limited[0].peer, "192.0.2.7");
+    }
+
+    #[test]
+    fn rate_limit_window_slides_and_groups_ipv6_by_64() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2::ffff".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(limiter.check(a, t0), Verdict::Allowed);
+        assert_eq!(
+            limiter.check(b, t0 + Duration::from_secs(30)),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            limiter.check(a, t0 + Duration::from_secs(31)),
+            Verdict::Denied { first: true }
+        );
+        assert_eq!(
+            limiter.check(a, t0 + Duration::from_secs(32)),
+            Verdict::Denied { first: false }
+        );
+        assert_eq!(
+            limiter.check(c, t0 + Duration::from_secs(32)),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            limiter.check(a, t0 + Duration::from_secs(61)),
+            Verdict::Allowed
+        );
+    }
+
+    /// Values of `attr="…"` attributes in `html`.
+    fn attribute_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
+        let needle = format!(" {attr}=\"");
+        html.match_indices(&needle)
+            .filter_map(|(i, _)| {
+                let rest = &html[i + needle.len()..];
+                rest.find('"').map(|end| &rest[..end])
+            })
+            .collect()
+    }
+
+    fn assert_self_contained(page: &str) {
+        for attr in ["src", "href", "action"] {
+            for value in attribute_values(page, attr) {
+                assert!(
+                    !value.contains("http") && !value.contains("//")
+                        || value.starts_with("otpauth://"),
+                    "external {attr}: {value}"
+                );
+            }
+        }
+        assert!(!page.contains("<script"));
+        assert!(!page.contains("<link"));
+        assert!(page
+            .contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"));
+    }
+
+    #[tokio::test]
+    async fn setup_page_prefills_ids_and_is_self_contained() {
+        let f = fixture();
+        let (status, page) = f
+            .page(get("/setup?sid=OTPD&uid=12345678901234", None))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("<html lang=\"en\">"));
+        assert!(page.contains("value=\"OTPD\""));
+        assert!(page.contains("value=\"1234-5678-9012-34\""));
+        assert!(page.contains("Activation password"));
+        assert_self_contained(&page);
+        let (_, page) = f.page(get("/setup?sid=%22%3E%3Cscript%3E", None)).await;
+        assert!(page.contains("value=\"&quot;&gt;&lt;script&gt;\""));
+        assert_self_contained(&page);
+    }
+
+    #[tokio::test]
+    async fn japanese_page_from_accept_language() {
+        let f = fixture();
+        let (_, page) = f
+            .page(get("/setup?sid=OTPD", Some("ja-JP,ja;q=0.9,en;q=0.8")))
+            .await;
+        assert!(page.contains("<html lang=\"ja\">"));
+        for words in ["サービスID", "ユーザID", "利用開始パスワード"] {
+            assert!(page.contains(words), "{words}");
+        }
+        let (_, page) = f.page(get("/setup", Some("en-US,ja;q=0.5"))).await;
+        assert!(page.contains("<html lang=\"en\">"));
+        // An explicit choice wins.
+        let (_, page) = f.page(get("/setup?lang=ja", Some("en"))).await;
+        assert!(page.contains("<html lang=\"ja\">"));
+        // No header: [mail].language.
+        let f = fixture_with(|c| {
+            if let Some(m) = c.mail.as_mut() {
+                m.language = Language::Ja;
+            }
+        });
+        let (_, page) = f.page(get("/setup", None)).await;
+        assert!(page.contains("<html lang=\"ja\">"));
+    }
+
+    #[test]
+    fn accept_language_preferences() {
+        assert_eq!(accept_language("ja"), Some(Language::Ja));
+        assert_eq!(
+            accept_language("fr, ja;q=0.3, en;q=0.2"),
+            Some(Language::Ja)
+        );
+        assert_eq!(accept_language("ja;q=0, en-GB"), Some(Language::En));
+        assert_eq!(accept_language("fr, de"), None);
+        assert_eq!(accept_language("*"), None);
+        assert_eq!(accept_language(";;,q=,ja;q=abc"), None);
+    }
+
+    #[tokio::test]
+    async fn page_flow_in_japanese() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let uid = e.user_id.to_string();
+        let (status, page) = f
+            .page(form(
+                "/setup",
+                &[
+                    ("service_id", "OTPD"),
+                    ("user_id", &uid),
+                    ("activation_password", "1111"),
+                    ("lang", "ja"),
+                ],
+            ))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(page.contains("あと4回入力できます"), "{page}");
+        assert!(page.contains(&format!("value=\"{uid}\"")));
+
+        let (status, page) = f
+            .page(form(
+                "/setup",
+                &[
+                    ("service_id", "otpd"),
+                    ("user_id", &uid.replace('-', " ")),
+                    ("activation_password", PASSWORD),
+                    ("lang", "ja"),
+                ],
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_self_contained(&page);
+        let secret = f.daemon.store().secret(&e).expect("secret");
+        let grouped = totp::grouped(&totp::base32(&secret));
+        assert!(page.contains(grouped.as_str()));
+        assert!(page.contains("<svg role=\"img\""));
+        assert!(page.contains("href=\"otpauth://totp/otpd:alice?secret="));
+        assert!(page.contains("period=60"));
+        assert!(page.contains("ワンタイムパスワードは1分ごとに変化します"));
+        assert!(page.contains("携帯電話機の時刻設定が正しくない場合"));
+        assert!(page.contains("action=\"/setup/confirm\""));
+
+        let code = thirty_second_code(&secret, &e.params);
+        let (status, page) = f
+            .page(form(
+                "/setup/confirm",
+                &[
+                    ("service_id", "OTPD"),
+                    ("user_id", &uid),
+                    ("otp", "12"),
+                    ("lang", "ja"),
+                ],
+            ))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(page.contains("ワンタイムパスワードが正しくありません"));
+        let (status, page) = f
+            .page(form(
+                "/setup/confirm",
+                &[
+                    ("service_id", "OTPD"),
+                    ("user_id", &uid),
+                    ("otp", &format!("{} {}", &code[..3], &code[3..])),
+                    ("lang", "ja"),
+                ],
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("設定が完了しました"));
+        assert!(page.contains("30秒ごとに新しいワンタイムパスワードを表示します。問題ありません"));
+    }
+
+    #[tokio::test]
+    async fn page_in_english_counts_down_and_locks() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let wrong = || {
+            form(
+                "/setup",
+                &[
+                    ("service_id", "OTPD"),
+                    ("user_id", e.user_id.as_str()),
+                    ("activation_password", "0000"),
+                    ("lang", "en"),
+                ],
+            )
+        };
+        let (_, page) = f.page(wrong()).await;
+        assert!(page.contains("4 tries left"), "{page}");
+        for _ in 0..3 {
+            f.page(wrong()).await;
+        }
+        let (status, page) = f.page(wrong()).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert!(page.contains("too many times"), "{page}");
+        let (_, page) = f
+            .page(form("/setup", &[("service_id", "OTPD"), ("lang", "en")]))
+            .await;
+        assert!(page.contains("Please fill in every field"));
+    }
+
+    #[tokio::test]
+    async fn healthz_and_real_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = HttpListener::from_std(socket, None).expect("listener");
+        let url = listener.url();
+        let addr = url.trim_start_matches("http://").to_owned();
+        let (stop, shutdown) = Shutdown::new();
+        let server = tokio::spawn(listener.serve(Arc::clone(&f.daemon), shutdown));
+
+        async fn exchange(addr: &str, request: String) -> String {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("read");
+            answer
+        }
+        let answer = exchange(
+            &addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+
+        let body = json!({"service_id": "OTPD", "user_id": e.user_id.as_str(), "activation_password": "0000"})
+            .to_string();
+        let answer = exchange(
+            &addr,
+            format!(
+                "POST /api/v1/activate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(answer.contains("\"attempts_left\":4"), "{answer}");
+        assert_eq!(audit(&f)[0].peer, "127.0.0.1");
+
+        stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(15), server)
+            .await
+            .expect("stops")
+            .expect("joins")
+            .expect("serves cleanly");
+    }
+
+    #[tokio::test]
+    async fn tls_listener_from_config() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let f = fixture();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        let config = HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: "https://localhost".to_owned(),
+            tls_cert: Some(cert),
+            tls_key: Some(key.clone()),
+            rate_limit_per_minute: 20,
+        };
+        let listener = HttpListener::bind(&config).await.expect("bind");
+        let url = listener.url();
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let (stop, shutdown) = Shutdown::new();
+        let server = tokio::spawn(listener.serve(Arc::clone(&f.daemon), shutdown));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).expect("root");
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("https://"))
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+
+        stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(15), server)
+            .await
+            .expect("stops")
+            .expect("joins")
+            .expect("serves cleanly");
+
+        // A missing key is a start-up error that names the files.
+        std::fs::remove_file(&key).expect("remove key");
+        let error = HttpListener::bind(&config).await.err().expect("refused");
+        assert!(error.contains("tls.key"), "{error}");
+    }
+}

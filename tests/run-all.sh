@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, end-to-end tests included, on a fresh Debian
+# machine as root: installs the real peers the tests talk to, builds the
+# workspace, and runs `cargo test --workspace` (the e2e crate's tests start
+# otpd, aiosmtpd, oathtool, ... themselves).
+#
+# Not root: the system packages are not installed and the e2e tests print
+# "skipped: not root"; the unit and in-process tests still run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The peers of the end-to-end tests (Debian package names).
+packages=(
+  ca-certificates
+  python3-aiosmtpd   # the SMTP server that receives setup mails
+  oathtool           # the phone: computes TOTP codes
+  sqlite3            # ages an enrolment to test expired links
+  expect             # types at otpctl's prompts on a pseudo-terminal
+  chromium           # the activation page in a real browser
+  chromium-driver
+  fonts-ipafont-gothic  # Japanese glyphs in the screenshots
+)
+
+if [ "$(id -u)" -eq 0 ]; then
+  missing=()
+  for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "run-all: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+  else
+    echo "run-all: system packages already installed"
+  fi
+else
+  echo "run-all: not root; skipping apt-get (the end-to-end tests will be skipped)"
+fi
+
+cargo build --workspace --all-targets
+cargo test --workspace
