@@ -22,7 +22,7 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use zeroize::Zeroizing;
 
-use crate::enrol::State;
+use crate::enrol::{confirm_first_code, Confirmation, State};
 use crate::rules::UserId;
 use crate::totp::{Algorithm, TokenParams};
 
@@ -140,6 +140,32 @@ pub struct ActivationFailure {
     pub invalidated: bool,
 }
 
+/// The outcome of [`Store::confirm_first_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstCode {
+    /// The token is active now, with this period; `adapted` when it was
+    /// switched to 30 seconds.
+    Active { period: u64, adapted: bool },
+    /// The code matches no step.
+    Wrong,
+    /// The enrolment is not (or no longer) waiting for its first code.
+    NotActivated,
+}
+
+/// An argon2id hash of an activation password (PHC string format).
+pub struct ActivationHash(String);
+
+impl ActivationHash {
+    /// Whether `password` is the activation password. Takes tens of
+    /// milliseconds by design; call it off any async executor.
+    pub fn verify(&self, password: &str) -> Result<bool> {
+        let parsed = PasswordHash::new(&self.0).map_err(|e| StoreError::Hash(e.to_string()))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    }
+}
+
 /// The forward migrations; entry N takes schema N to N+1.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (
@@ -230,7 +256,6 @@ fn enrolment_from_row(row: &Row<'_>) -> rusqlite::Result<Enrolment> {
 pub struct Store {
     conn: Connection,
     cipher: Aes256Gcm,
-    argon2: Argon2<'static>,
 }
 
 fn file_error(path: &Path, message: impl std::fmt::Display) -> StoreError {
@@ -328,11 +353,7 @@ impl Store {
         };
         let cipher =
             Aes256Gcm::new_from_slice(&key).map_err(|_| StoreError::WrongKey(key_path.clone()))?;
-        let store = Store {
-            conn,
-            cipher,
-            argon2: Argon2::default(),
-        };
+        let store = Store { conn, cipher };
         match check {
             Some(sealed) => {
                 let plain = unseal(&store.cipher, &sealed, b"key_check")
@@ -358,8 +379,7 @@ impl Store {
     /// an active one keeps working until the new one is confirmed.
     pub fn issue(&mut self, new: &NewEnrolment<'_>, now: u64) -> Result<Enrolment> {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        let hash = self
-            .argon2
+        let hash = Argon2::default()
             .hash_password(new.activation_password.as_bytes(), &salt)
             .map_err(|e| StoreError::Hash(e.to_string()))?
             .to_string();
@@ -490,19 +510,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Checks an activation password against the stored argon2id hash.
-    /// Slow on purpose; call it off any async executor.
-    pub fn check_activation_password(&self, enrolment: &Enrolment, password: &str) -> Result<bool> {
+    /// The stored hash of an enrolment's activation password. Checking a
+    /// password against it is slow on purpose, so callers that share the
+    /// store release it before calling [`ActivationHash::verify`].
+    pub fn activation_hash(&self, enrolment: &Enrolment) -> Result<ActivationHash> {
         let hash: String = self.conn.query_row(
             "SELECT password_hash FROM enrolments WHERE id = ?1",
             params![enrolment.id],
             |r| r.get(0),
         )?;
-        let parsed = PasswordHash::new(&hash).map_err(|e| StoreError::Hash(e.to_string()))?;
-        Ok(self
-            .argon2
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        Ok(ActivationHash(hash))
     }
 
     /// Counts a wrong activation password, invalidating the enrolment at
@@ -556,10 +573,46 @@ impl Store {
             .ok_or(StoreError::Corrupt(enrolment.id))
     }
 
+    /// Checks the first code of an `activated` enrolment (SPEC §2.3) and,
+    /// when it matches, makes the enrolment active. Spaces and hyphens in
+    /// the code are ignored. With `adapt`, a code of 30-second steps
+    /// switches the token to 30 seconds.
+    pub fn confirm_first_code(
+        &mut self,
+        enrolment: &Enrolment,
+        code: &str,
+        now: u64,
+        window: u64,
+        adapt: bool,
+    ) -> Result<FirstCode> {
+        if enrolment.state != State::Activated {
+            return Ok(FirstCode::NotActivated);
+        }
+        let secret = self.secret(enrolment)?;
+        let code: Zeroizing<String> = Zeroizing::new(
+            code.chars()
+                .filter(|c| !c.is_whitespace() && *c != '-')
+                .collect(),
+        );
+        let (period, step) =
+            match confirm_first_code(&secret, &enrolment.params, &code, now, window, adapt) {
+                Confirmation::Confirmed { step } => (enrolment.params.period, step),
+                Confirmation::Adapted { period, step } => (period, step),
+                Confirmation::Wrong => return Ok(FirstCode::Wrong),
+            };
+        if !self.mark_confirmed(enrolment.id, period, step, now)? {
+            return Ok(FirstCode::NotActivated);
+        }
+        Ok(FirstCode::Active {
+            period,
+            adapted: period != enrolment.params.period,
+        })
+    }
+
     /// Makes an `activated` enrolment active with the confirmed `period`
     /// and first used `step`; the user's previous active token, if any, is
     /// replaced in the same transaction. `false` if it was not `activated`.
-    pub fn confirm(&mut self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
+    fn mark_confirmed(&mut self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let user: Option<String> = tx
             .query_row(
@@ -750,8 +803,9 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(!hash.contains("4321"));
         assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()));
-        assert!(store.check_activation_password(&e, "4321").expect("check"));
-        assert!(!store.check_activation_password(&e, "1234").expect("check"));
+        let stored = store.activation_hash(&e).expect("hash");
+        assert!(stored.verify("4321").expect("check"));
+        assert!(!stored.verify("1234").expect("check"));
     }
 
     #[test]
@@ -779,14 +833,65 @@ mod tests {
             store.activate(e.id, NOW + 11).expect("again").is_none(),
             "secret handed out once"
         );
-        assert!(store.confirm(e.id, 30, 42, NOW + 20).expect("confirm"));
+        assert!(store
+            .mark_confirmed(e.id, 30, 42, NOW + 20)
+            .expect("confirm"));
         assert!(!store
-            .confirm(e.id, 30, 42, NOW + 21)
+            .mark_confirmed(e.id, 30, 42, NOW + 21)
             .expect("confirm twice"));
         let active = store.active("alice").expect("query").expect("active");
         assert_eq!(active.params.period, 30);
         assert_eq!(active.last_step, Some(42));
         assert_eq!(store.secret(&active).expect("secret"), secret);
+    }
+
+    #[test]
+    fn first_code_confirms_or_adapts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        assert_eq!(
+            store
+                .confirm_first_code(&e, "000000", NOW, 1, true)
+                .expect("q"),
+            FirstCode::NotActivated
+        );
+        let secret = store
+            .activate(e.id, NOW)
+            .expect("activate")
+            .expect("secret");
+        let e = store.latest("alice").expect("q").expect("e");
+        // NOW + 40 lies in the second half of a minute: its 30-second code
+        // is no 60-second code nearby.
+        let t = NOW + 40;
+        let thirty = TokenParams {
+            period: 30,
+            ..PARAMS
+        };
+        let code = thirty.code_at(&secret, t);
+        let spaced = format!("{} {}", &code[..3], &code[3..]);
+        assert_eq!(
+            store
+                .confirm_first_code(&e, &spaced, t, 1, false)
+                .expect("q"),
+            FirstCode::Wrong
+        );
+        assert_eq!(
+            store
+                .confirm_first_code(&e, &spaced, t, 1, true)
+                .expect("q"),
+            FirstCode::Active {
+                period: 30,
+                adapted: true
+            }
+        );
+        let active = store.active("alice").expect("q").expect("active");
+        assert_eq!(
+            (active.params.period, active.last_step),
+            (30, Some(thirty.step_at(t)))
+        );
     }
 
     #[test]
@@ -850,7 +955,7 @@ mod tests {
             Err(StoreError::HasPending { .. })
         ));
         store.activate(old.id, NOW).expect("activate");
-        store.confirm(old.id, 60, 1, NOW).expect("confirm");
+        store.mark_confirmed(old.id, 60, 1, NOW).expect("confirm");
         assert!(matches!(
             store.issue(&new_enrolment("alice", false), NOW),
             Err(StoreError::HasActive { .. })
@@ -867,7 +972,7 @@ mod tests {
             Some(new.id)
         );
         store.activate(new.id, NOW).expect("activate");
-        store.confirm(new.id, 60, 2, NOW).expect("confirm");
+        store.mark_confirmed(new.id, 60, 2, NOW).expect("confirm");
         assert_eq!(
             store.active("alice").expect("q").map(|e| e.id),
             Some(new.id)

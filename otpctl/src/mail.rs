@@ -366,29 +366,8 @@ fn ensure_private_dir(dir: &Path) -> Result<(), MailError> {
 
 /// `YYYY-MM-DD HH:MM UTC` for unix seconds.
 fn utc_minutes(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let minute_of_day = unix % 86_400 / 60;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        minute_of_day / 60,
-        minute_of_day % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let stamp = otpcore::time::rfc3339(unix);
+    format!("{} UTC", stamp[..16].replacen('T', " ", 1))
 }
 
 #[cfg(test)]

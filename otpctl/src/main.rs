@@ -11,9 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use otpcore::config::{Config, Language};
-use otpcore::enrol::{confirm_first_code, Confirmation, State};
+use otpcore::enrol::State;
 use otpcore::rules;
-use otpcore::store::{AuditEntry, Channel, Enrolment, NewEnrolment, Store};
+use otpcore::store::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Store};
 use otpcore::time::rfc3339;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -406,33 +406,29 @@ impl Ctx {
                 enrolment.state.as_str()
             )));
         }
-        let secret = self.store.secret(&enrolment)?;
         let token = &self.config.token;
-        let t = now();
-        let outcome = confirm_first_code(
-            &secret,
-            &enrolment.params,
+        let outcome = self.store.confirm_first_code(
+            &enrolment,
             code,
-            t,
+            now(),
             token.window,
             token.adapt_period,
-        );
-        let (period, step, adapted) = match outcome {
-            Confirmation::Confirmed { step } => (enrolment.params.period, step, false),
-            Confirmation::Adapted { period, step } => (period, step, true),
-            Confirmation::Wrong => {
+        )?;
+        let adapted = match outcome {
+            FirstCode::Active { adapted, .. } => adapted,
+            FirstCode::Wrong => {
                 self.audit(user, "reject", "first code does not match");
                 return Err(Refused(
                     "the code does not match; check the phone's clock and type the code shown now"
                         .to_owned(),
                 ));
             }
+            FirstCode::NotActivated => {
+                return Err(Refused(format!(
+                    "the token of {user} changed meanwhile; look at `otpctl show {user}`"
+                )))
+            }
         };
-        if !self.store.confirm(enrolment.id, period, step, t)? {
-            return Err(Refused(format!(
-                "the token of {user} changed meanwhile; look at `otpctl show {user}`"
-            )));
-        }
         if adapted {
             self.audit(user, "ok", "confirmed; period adapted to 30 s");
             Ok(format!(

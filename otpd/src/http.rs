@@ -27,9 +27,9 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use axum_server::tls_rustls::RustlsConfig;
 use otpcore::config::{HttpConfig, Language};
-use otpcore::enrol::{self, ActivationRefusal, Confirmation, State as EnrolState, WrongPassword};
+use otpcore::enrol::{self, ActivationRefusal, State as EnrolState, WrongPassword};
 use otpcore::rules::UserId;
-use otpcore::store::{Channel, Enrolment, Store};
+use otpcore::store::{ActivationHash, Channel, Enrolment, FirstCode, Store};
 use otpcore::totp::{self, TokenParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -446,7 +446,7 @@ struct Delivered {
 }
 
 enum Activation {
-    Delivered(Delivered),
+    Delivered(Box<Delivered>),
     /// No enrolment under these IDs.
     Unknown,
     /// Wrong password; 0 tries left means it was just invalidated.
@@ -472,8 +472,14 @@ fn current_state(store: &Store, e: &Enrolment, now: u64) -> Activation {
     }
 }
 
-/// SPEC §2.2: checks the activation password and hands out the secret once.
-fn activate(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Activation {
+/// SPEC §2.2, first half, with the store locked: the enrolment the IDs
+/// name, if it may be activated, and its password hash. `Err` is the answer
+/// when it may not.
+fn admit_activation(
+    daemon: &Daemon,
+    store: &mut Store,
+    a: &Attempt,
+) -> Result<(Enrolment, ActivationHash), Activation> {
     let e = match a.lookup(store) {
         Ok(Some(e)) => e,
         Ok(None) => {
@@ -484,9 +490,9 @@ fn activate(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Activation {
                 false,
                 "activation refused: unknown service ID or user ID",
             );
-            return Activation::Unknown;
+            return Err(Activation::Unknown);
         }
-        Err(()) => return Activation::Internal,
+        Err(()) => return Err(Activation::Internal),
     };
     match enrol::activation_allowed(e.state, e.expires_at, a.now) {
         Ok(()) => {}
@@ -498,21 +504,32 @@ fn activate(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Activation {
                 false,
                 "activation refused: setup link expired",
             );
-            return Activation::Expired;
+            return Err(Activation::Expired);
         }
         Err(ActivationRefusal::Gone) => {
             let reason = format!("activation refused: enrolment is {}", e.state.as_str());
             a.record(daemon, store, &e.user, false, &reason);
-            return Activation::Gone(e.state);
+            return Err(Activation::Gone(e.state));
         }
     }
-    let right = match store.check_activation_password(&e, &a.proof) {
-        Ok(right) => right,
+    match store.activation_hash(&e) {
+        Ok(hash) => Ok((e, hash)),
         Err(err) => {
-            log::error!("http: activation password check failed: {err}");
-            return Activation::Internal;
+            log::error!("http: cannot read the activation password hash: {err}");
+            Err(Activation::Internal)
         }
-    };
+    }
+}
+
+/// SPEC §2.2, second half, with the store locked again after the slow
+/// password check: counts a wrong password, or hands out the secret once.
+fn finish_activation(
+    daemon: &Daemon,
+    store: &mut Store,
+    a: &Attempt,
+    e: Enrolment,
+    right: bool,
+) -> Activation {
     if !right {
         let limit = daemon.config.policy.activation_attempts;
         return match store.activation_failed(e.id, limit) {
@@ -554,14 +571,14 @@ fn activate(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Activation {
         true,
         "activated: token delivered to the phone",
     );
-    Activation::Delivered(Delivered {
+    Activation::Delivered(Box::new(Delivered {
         otpauth_uri: totp::otpauth_uri(&daemon.config.issuer, &e.user, &secret, &e.params),
         secret: totp::base32(&secret),
         params: e.params,
         account: e.user,
         service_id: e.service_id,
         user_id: e.user_id,
-    })
+    }))
 }
 
 enum Confirmed {
@@ -597,43 +614,10 @@ fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
         a.record(daemon, store, &e.user, false, &reason);
         return Confirmed::Gone(e.state);
     }
-    let secret = match store.secret(&e) {
-        Ok(s) => s,
-        Err(err) => {
-            log::error!("http: {err}");
-            return Confirmed::Internal;
-        }
-    };
-    let code: Zeroizing<String> = Zeroizing::new(
-        a.proof
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .collect(),
-    );
     let token = &daemon.config.token;
-    let (period, step, adapted) = match enrol::confirm_first_code(
-        &secret,
-        &e.params,
-        &code,
-        a.now,
-        token.window,
-        token.adapt_period,
-    ) {
-        Confirmation::Confirmed { step } => (e.params.period, step, false),
-        Confirmation::Adapted { period, step } => (period, step, true),
-        Confirmation::Wrong => {
-            a.record(
-                daemon,
-                store,
-                &e.user,
-                false,
-                "confirmation refused: wrong first code",
-            );
-            return Confirmed::Wrong;
-        }
-    };
-    match store.confirm(e.id, period, step, a.now) {
-        Ok(true) => {
+    let outcome = store.confirm_first_code(&e, &a.proof, a.now, token.window, token.adapt_period);
+    match outcome {
+        Ok(FirstCode::Active { period, adapted }) => {
             let reason = if adapted {
                 format!("first code confirmed, token active; period adapted to {period} s (the app ignores period={})", e.params.period)
             } else {
@@ -642,7 +626,17 @@ fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
             a.record(daemon, store, &e.user, true, &reason);
             Confirmed::Active { period, adapted }
         }
-        Ok(false) => match current_state(store, &e, a.now) {
+        Ok(FirstCode::Wrong) => {
+            a.record(
+                daemon,
+                store,
+                &e.user,
+                false,
+                "confirmation refused: wrong first code",
+            );
+            Confirmed::Wrong
+        }
+        Ok(FirstCode::NotActivated) => match current_state(store, &e, a.now) {
             Activation::Internal => Confirmed::Internal,
             Activation::Gone(state) => Confirmed::Gone(state),
             _ => Confirmed::Wrong,
@@ -675,10 +669,28 @@ where
     }
 }
 
+/// Activation in three steps on a blocking thread, so that the slow
+/// argon2id check does not hold the store that other requests need.
 async fn run_activation(http: &Http, attempt: Attempt) -> Activation {
-    with_store(&http.daemon, move |d, s| activate(d, s, &attempt))
-        .await
-        .unwrap_or(Activation::Internal)
+    let daemon = Arc::clone(&http.daemon);
+    let task = tokio::task::spawn_blocking(move || {
+        let admitted = admit_activation(&daemon, &mut daemon.store(), &attempt);
+        let (e, hash) = match admitted {
+            Ok(admitted) => admitted,
+            Err(answer) => return answer,
+        };
+        match hash.verify(&attempt.proof) {
+            Ok(right) => finish_activation(&daemon, &mut daemon.store(), &attempt, e, right),
+            Err(err) => {
+                log::error!("http: activation password check failed: {err}");
+                Activation::Internal
+            }
+        }
+    });
+    task.await.unwrap_or_else(|e| {
+        log::error!("http: activation task failed: {e}");
+        Activation::Internal
+    })
 }
 
 async fn run_confirmation(http: &Http, attempt: Attempt) -> Confirmed {
@@ -907,6 +919,26 @@ async fn setup_page(
     )
 }
 
+/// What every form handler does first: the per-address rate limit, then
+/// the form itself; a refusal is the page to answer with.
+fn admitted_form<T>(
+    http: &Http,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    what: &str,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<T, Box<Response>> {
+    let refuse = |status, message| {
+        let lang = http.language("", headers);
+        Box::new(html(status, page::message(&http.ctx(lang), message)))
+    };
+    if !http.allow(peer, what) {
+        return Err(refuse(StatusCode::TOO_MANY_REQUESTS, Message::RateLimited));
+    }
+    form.map(|Form(form)| form)
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, Message::BadRequest))
+}
+
 async fn setup_submit(
     State(http): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -914,19 +946,9 @@ async fn setup_submit(
     form: Result<Form<ActivateForm>, FormRejection>,
 ) -> Response {
     let peer = client_ip(addr);
-    if !http.allow(peer, "activation") {
-        let lang = http.language("", &headers);
-        return html(
-            StatusCode::TOO_MANY_REQUESTS,
-            page::message(&http.ctx(lang), Message::RateLimited),
-        );
-    }
-    let Ok(Form(form)) = form else {
-        let lang = http.language("", &headers);
-        return html(
-            StatusCode::BAD_REQUEST,
-            page::message(&http.ctx(lang), Message::BadRequest),
-        );
+    let form = match admitted_form(&http, peer, &headers, "activation", form) {
+        Ok(form) => form,
+        Err(refusal) => return *refusal,
     };
     let ctx = http.ctx(http.language(&form.lang, &headers));
     let sid = shown_service_id(&form.service_id);
@@ -999,19 +1021,9 @@ async fn confirm_submit(
     form: Result<Form<ConfirmForm>, FormRejection>,
 ) -> Response {
     let peer = client_ip(addr);
-    if !http.allow(peer, "confirmation") {
-        let lang = http.language("", &headers);
-        return html(
-            StatusCode::TOO_MANY_REQUESTS,
-            page::message(&http.ctx(lang), Message::RateLimited),
-        );
-    }
-    let Ok(Form(form)) = form else {
-        let lang = http.language("", &headers);
-        return html(
-            StatusCode::BAD_REQUEST,
-            page::message(&http.ctx(lang), Message::BadRequest),
-        );
+    let form = match admitted_form(&http, peer, &headers, "confirmation", form) {
+        Ok(form) => form,
+        Err(refusal) => return *refusal,
     };
     let ctx = http.ctx(http.language(&form.lang, &headers));
     let sid = shown_service_id(&form.service_id);

@@ -1,0 +1,180 @@
+//! The shipped configuration against the built binaries, bad configurations
+//! failing closed, and our codes against oathtool's for fixed times.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use e2e::{e2e_enabled, free_port, otpctl_bin, otpd_bin, stderr};
+use otpcore::totp::{base32, Algorithm, TokenParams};
+
+/// conf/otpd.toml with its paths and addresses moved into `dir`.
+fn shipped_config(dir: &Path) -> String {
+    let shipped = include_str!("../../conf/otpd.toml");
+    let replacements = [
+        (
+            "\"/var/lib/otpd\"",
+            format!("\"{}\"", dir.join("state").display()),
+        ),
+        (
+            "\"/run/otpd/otpd.sock\"",
+            format!("\"{}\"", dir.join("otpd.sock").display()),
+        ),
+        (
+            "\"127.0.0.1:8080\"",
+            format!("\"127.0.0.1:{}\"", free_port()),
+        ),
+        ("\"0.0.0.0:1812\"", format!("\"127.0.0.1:{}\"", free_port())),
+    ];
+    let mut text = shipped.to_owned();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "conf/otpd.toml holds {from}");
+        text = text.replace(from, &to);
+    }
+    text
+}
+
+fn write_config(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, text).expect("write config");
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+fn run(binary: PathBuf, args: &[&str], config: &Path) -> Output {
+    Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn shipped_example_passes_check_config() {
+    if !e2e_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "otpd.toml", &shipped_config(dir.path()), 0o640);
+    let out = run(otpd_bin(), &["--check-config"], &config);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_configs_are_refused_naming_key_and_line() {
+    if !e2e_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = shipped_config(dir.path());
+    let cases = [
+        (
+            "unknown key",
+            good.replace("window = 1", "window = 1\nwindoww = 1"),
+            "windoww",
+            0o600,
+        ),
+        (
+            "bad value",
+            good.replace("digits = 6", "digits = 4"),
+            "digits",
+            0o600,
+        ),
+        (
+            "broken TOML",
+            good.replace("[policy]", "[policy"),
+            "line",
+            0o600,
+        ),
+        (
+            "world-readable secret",
+            good.clone(),
+            "world-readable",
+            0o644,
+        ),
+    ];
+    for (what, text, expected, mode) in cases {
+        let config = write_config(dir.path(), "bad.toml", &text, mode);
+        let line = text
+            .lines()
+            .position(|l| {
+                l.contains(expected)
+                    || (expected == "world-readable" && l.contains("[[radius.client]]"))
+            })
+            .map(|n| n + 1);
+        for (binary, args) in [
+            (otpd_bin(), vec!["--check-config"]),
+            // Starting on a bad config fails closed: no listener comes up.
+            (otpd_bin(), vec![]),
+            (otpctl_bin(), vec!["list"]),
+        ] {
+            let out = run(binary.clone(), &args, &config);
+            let message = stderr(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{what} {binary:?} {args:?}: {message}"
+            );
+            assert!(message.contains(expected), "{what}: {message}");
+            if let Some(line) = line.filter(|_| expected != "line") {
+                assert!(
+                    message.contains(&format!("line {line}")),
+                    "{what}: no line {line} in {message}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn codes_equal_oathtool_for_fixed_times() {
+    if !e2e_enabled() {
+        return;
+    }
+    let secrets: [&[u8]; 3] = [
+        b"12345678901234567890",
+        b"12345678901234567890123456789012",
+        b"\x00\xffotpd fixed test secret\x10\x20\x7f",
+    ];
+    let times = [
+        59_u64,
+        1_111_111_109,
+        1_234_567_890,
+        1_800_000_030,
+        2_000_000_000,
+    ];
+    for secret in secrets {
+        let b32 = base32(secret);
+        for algorithm in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+            for (digits, period) in [(6, 60), (8, 60), (6, 30)] {
+                let params = TokenParams {
+                    algorithm,
+                    digits,
+                    period,
+                };
+                for t in times {
+                    let out = Command::new("oathtool")
+                        .arg(format!("--totp={}", algorithm.as_str()))
+                        .arg(format!("--digits={digits}"))
+                        .arg(format!("--time-step-size={period}s"))
+                        .arg(format!("--now=@{t}"))
+                        .arg("--base32")
+                        .arg(b32.as_str())
+                        .output()
+                        .expect("oathtool runs");
+                    assert!(out.status.success(), "{}", stderr(&out));
+                    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                    assert_eq!(
+                        params.code_at(secret, t).as_str(),
+                        theirs,
+                        "{algorithm:?} {digits} digits {period} s at {t}"
+                    );
+                }
+            }
+        }
+    }
+}
