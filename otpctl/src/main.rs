@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
 use otpcore::rules;
@@ -177,9 +178,43 @@ fn ask(prompt: &str) -> Result<Zeroizing<String>, Refused> {
     read_line()
 }
 
-/// Asks on the terminal without echo.
+/// Turns the terminal's echo off until dropped.
+struct EchoOff<'a> {
+    tty: &'a std::fs::File,
+    saved: Termios,
+}
+
+impl<'a> EchoOff<'a> {
+    fn new(tty: &'a std::fs::File) -> Result<EchoOff<'a>, Refused> {
+        let saved = termios::tcgetattr(tty)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        termios::tcsetattr(tty, SetArg::TCSANOW, &quiet)?;
+        Ok(EchoOff { tty, saved })
+    }
+}
+
+impl Drop for EchoOff<'_> {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(self.tty, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Asks on the terminal without echo. Echo goes off before the prompt is
+/// shown, so nothing typed ahead of the prompt is echoed either.
 fn ask_hidden(prompt: &str) -> Result<Zeroizing<String>, Refused> {
-    Ok(Zeroizing::new(rpassword::prompt_password(prompt)?))
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    let _echo_off = EchoOff::new(&tty)?;
+    (&tty).write_all(prompt.as_bytes())?;
+    let mut line = Zeroizing::new(String::new());
+    std::io::BufReader::new(&tty).read_line(&mut line)?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 fn check_user_name(user: &str) -> Outcome {
