@@ -11,6 +11,7 @@ pub mod rules;
 pub mod store;
 pub mod time;
 pub mod totp;
+pub mod verify;
 
 /// This build's version, as reported by every program.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -17,14 +17,17 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::enrol::{confirm_first_code, Confirmation, State};
 use crate::rules::UserId;
 use crate::totp::{Algorithm, TokenParams};
+use crate::verify::{self, Counters, Policy, Refusal, Verdict};
 
 /// Database file name inside `state_dir`.
 pub const DB_FILE: &str = "otpd.db";
@@ -140,6 +143,25 @@ pub struct ActivationFailure {
     pub invalidated: bool,
 }
 
+/// One code to verify, with what the audit trail records about its origin.
+pub struct VerifyRequest<'a> {
+    pub user: &'a str,
+    pub code: &'a str,
+    pub channel: Channel,
+    /// Who asked: `uid=0 pid=123 service=sshd rhost=203.0.113.5`, a NAS
+    /// address, … (never the code).
+    pub peer: &'a str,
+}
+
+/// The answer to one [`VerifyRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Accept,
+    Reject(Refusal),
+    /// The token's record could not be read (damaged or wrong key): refused.
+    Error(String),
+}
+
 /// The outcome of [`Store::confirm_first_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstCode {
@@ -167,7 +189,8 @@ impl ActivationHash {
 }
 
 /// The forward migrations; entry N takes schema N to N+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -204,7 +227,15 @@ CREATE TABLE audit (
     reason  TEXT NOT NULL
 );
 CREATE INDEX audit_user_time ON audit(user, time);
-"#];
+"#,
+    r#"
+ALTER TABLE enrolments ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE enrolments ADD COLUMN locked_until INTEGER;
+ALTER TABLE enrolments ADD COLUMN last_wrong BLOB;
+ALTER TABLE enrolments ADD COLUMN last_wrong_at INTEGER;
+ALTER TABLE enrolments ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 const ENROLMENT_COLUMNS: &str =
     "id, user, email, service_id, user_id, state, algorithm, digits, period, \
@@ -256,6 +287,9 @@ fn enrolment_from_row(row: &Row<'_>) -> rusqlite::Result<Enrolment> {
 pub struct Store {
     conn: Connection,
     cipher: Aes256Gcm,
+    /// Keys the fingerprints of wrong codes, so the database holds no
+    /// guessable digest of a code.
+    fingerprint_key: Zeroizing<Vec<u8>>,
 }
 
 fn file_error(path: &Path, message: impl std::fmt::Display) -> StoreError {
@@ -353,7 +387,11 @@ impl Store {
         };
         let cipher =
             Aes256Gcm::new_from_slice(&key).map_err(|_| StoreError::WrongKey(key_path.clone()))?;
-        let store = Store { conn, cipher };
+        let store = Store {
+            conn,
+            cipher,
+            fingerprint_key: hmac(&key, &[b"otpd wrong-code fingerprint v1"])?,
+        };
         match check {
             Some(sealed) => {
                 let plain = unseal(&store.cipher, &sealed, b"key_check")
@@ -635,6 +673,101 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Verifies a batch of codes in one immediate transaction (SPEC §2.4):
+    /// one commit for many logins, each answer written before it is given.
+    /// Replay protection is a conditional UPDATE of the last step, so a step
+    /// is accepted once whatever the concurrency, across processes too.
+    /// Every decision is written to the audit table in the same transaction.
+    pub fn verify_batch(
+        &mut self,
+        requests: &[VerifyRequest<'_>],
+        now: u64,
+        policy: &Policy,
+    ) -> Result<Vec<VerifyOutcome>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            let outcome = verify_one(
+                &tx,
+                &self.cipher,
+                &self.fingerprint_key,
+                request,
+                now,
+                policy,
+            )?;
+            let (result, reason) = match &outcome {
+                VerifyOutcome::Accept => ("ok", "code accepted"),
+                VerifyOutcome::Reject(refusal) => ("fail", refusal.as_str()),
+                VerifyOutcome::Error(_) => ("error", "token record unreadable"),
+            };
+            tx.prepare_cached(
+                "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![to_i64(now), request.user, request.channel.as_str(), request.peer, result, reason])?;
+            outcomes.push(outcome);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Lifts the lock and clears the failures of the user's active token.
+    pub fn unlock(&mut self, user: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE enrolments SET failures = 0, locked_until = NULL, last_wrong = NULL, last_wrong_at = NULL \
+             WHERE user = ?1 AND state = 'active'",
+            params![user],
+        )? == 1)
+    }
+
+    /// Learns the clock drift of the user's active token from two
+    /// consecutive codes, searching `search` steps either side of now. Both
+    /// codes are spent. `false` when no pair of steps matches.
+    pub fn resync(
+        &mut self,
+        user: &str,
+        first: &str,
+        second: &str,
+        now: u64,
+        search: u64,
+    ) -> Result<bool> {
+        let Some(token) = self.active(user)? else {
+            return Ok(false);
+        };
+        let secret = self.secret(&token)?;
+        let Some((drift, step)) =
+            verify::resync(&secret, &token.params, first, second, now, search)
+        else {
+            return Ok(false);
+        };
+        Ok(self.conn.execute(
+            "UPDATE enrolments SET drift = ?2, last_step = ?3, failures = 0, locked_until = NULL \
+             WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?3)",
+            params![token.id, drift, to_i64(step)],
+        )? == 1)
+    }
+
+    /// Failures and lock of the user's active token.
+    pub fn counters(&self, user: &str) -> Result<Option<Counters>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT last_step, failures, locked_until, drift FROM enrolments WHERE user = ?1 AND state = 'active'",
+                params![user],
+                |r| {
+                    Ok(Counters {
+                        last_step: r.get::<_, Option<i64>>(0)?.map(to_u64),
+                        failures: r.get(1)?,
+                        locked_until: r.get::<_, Option<i64>>(2)?.map(to_u64),
+                        last_wrong: None,
+                        drift: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// Gives an `issued` enrolment a new expiry (for `otpctl resend`).
     pub fn extend(&mut self, id: i64, expires_at: u64) -> Result<bool> {
         Ok(self.conn.execute(
@@ -672,6 +805,19 @@ impl Store {
     }
 }
 
+type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256 of `parts` under `key`.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
+    // HMAC accepts keys of any length; the error cannot happen.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
+        .map_err(|_| StoreError::Database("HMAC key rejected".to_owned()))?;
+    for part in parts {
+        mac.update(part);
+    }
+    Ok(Zeroizing::new(mac.finalize().into_bytes().to_vec()))
+}
+
 /// Encrypts `plain` bound to `aad` (the record it belongs to): nonce ‖ ciphertext.
 fn seal(cipher: &Aes256Gcm, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
@@ -694,6 +840,126 @@ fn unseal(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec
         .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
         .ok()
         .map(Zeroizing::new)
+}
+
+/// Verifies one code inside the caller's transaction.
+fn verify_one(
+    tx: &rusqlite::Transaction<'_>,
+    cipher: &Aes256Gcm,
+    fingerprint_key: &[u8],
+    request: &VerifyRequest<'_>,
+    now: u64,
+    policy: &Policy,
+) -> Result<VerifyOutcome> {
+    type Row = (
+        i64,
+        String,
+        Vec<u8>,
+        String,
+        u32,
+        i64,
+        Option<i64>,
+        u32,
+        Option<i64>,
+        Option<Vec<u8>>,
+        Option<i64>,
+        i64,
+    );
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
+             last_wrong, last_wrong_at, drift FROM enrolments WHERE user = ?1 AND state = 'active'",
+        )?
+        .query_row(params![request.user], |r| {
+            Ok((
+                r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
+                r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
+            ))
+        })
+        .optional()?;
+    let Some((
+        id,
+        user_id,
+        sealed,
+        algorithm,
+        digits,
+        period,
+        last_step,
+        failures,
+        locked_until,
+        last_wrong,
+        last_wrong_at,
+        drift,
+    )) = row
+    else {
+        return Ok(VerifyOutcome::Reject(Refusal::NoToken));
+    };
+    let (Some(secret), Some(algorithm)) = (
+        unseal(cipher, &sealed, user_id.as_bytes()),
+        Algorithm::parse(&algorithm),
+    ) else {
+        return Ok(VerifyOutcome::Error(format!(
+            "enrolment {id} cannot be decrypted"
+        )));
+    };
+    let params = TokenParams {
+        algorithm,
+        digits,
+        period: to_u64(period),
+    };
+    let counters = Counters {
+        last_step: last_step.map(to_u64),
+        failures,
+        locked_until: locked_until.map(to_u64),
+        last_wrong: last_wrong
+            .and_then(|fp| <[u8; 16]>::try_from(fp.as_slice()).ok())
+            .zip(last_wrong_at.map(to_u64)),
+        drift,
+    };
+    let digest = hmac(
+        fingerprint_key,
+        &[&id.to_be_bytes(), request.code.as_bytes()],
+    )?;
+    let mut fingerprint = [0u8; 16];
+    fingerprint.copy_from_slice(&digest[..16]);
+    match verify::decide(
+        &secret,
+        &params,
+        request.code,
+        now,
+        policy,
+        &counters,
+        fingerprint,
+    ) {
+        Verdict::Accept { step } => {
+            let won = tx
+                .prepare_cached(
+                    "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
+                     last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
+                )?
+                .execute(params![id, to_i64(step)])?;
+            Ok(if won == 1 {
+                VerifyOutcome::Accept
+            } else {
+                VerifyOutcome::Reject(Refusal::Replay)
+            })
+        }
+        Verdict::Reject { refusal, update } => {
+            if let Some(c) = update {
+                tx.prepare_cached(
+                    "UPDATE enrolments SET failures = ?2, locked_until = ?3, last_wrong = ?4, last_wrong_at = ?5 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    c.failures,
+                    c.locked_until.map(to_i64),
+                    c.last_wrong.map(|(fp, _)| fp.to_vec()),
+                    c.last_wrong.map(|(_, at)| to_i64(at)),
+                ])?;
+            }
+            Ok(VerifyOutcome::Reject(refusal))
+        }
+    }
 }
 
 /// Brings the schema up to date, one immediate transaction per step, so
@@ -891,6 +1157,136 @@ mod tests {
         assert_eq!(
             (active.params.period, active.last_step),
             (30, Some(thirty.step_at(t)))
+        );
+    }
+
+    const POLICY: Policy = Policy {
+        window: 1,
+        max_failures: 3,
+        lockout_seconds: 900,
+    };
+
+    /// An active token for `user`; returns its secret.
+    fn active_token(store: &mut Store, user: &str) -> Zeroizing<Vec<u8>> {
+        let e = store
+            .issue(&new_enrolment(user, false), NOW)
+            .expect("issue");
+        let secret = store
+            .activate(e.id, NOW)
+            .expect("activate")
+            .expect("secret");
+        assert!(store.mark_confirmed(e.id, 60, 0, NOW).expect("confirm"));
+        secret
+    }
+
+    fn verify(store: &mut Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
+        let request = VerifyRequest {
+            user,
+            code,
+            channel: Channel::Pam,
+            peer: "uid=0",
+        };
+        store
+            .verify_batch(&[request], now, &POLICY)
+            .expect("verify")
+            .remove(0)
+    }
+
+    #[test]
+    fn verification_accepts_once_and_audits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = active_token(&mut store, "alice");
+        let code = PARAMS.code_at(&secret, NOW);
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Accept
+        );
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+        assert_eq!(
+            verify(&mut store, "bob", &code, NOW),
+            VerifyOutcome::Reject(Refusal::NoToken)
+        );
+        let audit = store.audit_entries(None, NOW).expect("audit");
+        let reasons: Vec<&str> = audit.iter().map(|a| a.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["code accepted", "code already used", "no active token"]
+        );
+        assert!(audit
+            .iter()
+            .all(|a| !a.reason.contains(code.as_str()) && !a.peer.contains(code.as_str())));
+    }
+
+    #[test]
+    fn concurrent_connections_accept_a_code_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = active_token(&mut store, "alice");
+        let code = PARAMS.code_at(&secret, NOW).to_string();
+        let accepted: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let code = code.clone();
+                    let path = dir.path().to_owned();
+                    scope.spawn(move || {
+                        let mut own = Store::open(&path).expect("open");
+                        (0..5)
+                            .filter(|_| {
+                                verify(&mut own, "alice", &code, NOW) == VerifyOutcome::Accept
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+        });
+        assert_eq!(accepted, 1);
+    }
+
+    #[test]
+    fn lockout_unlock_and_resync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = active_token(&mut store, "alice");
+        for wrong in ["000001", "000002", "000003"] {
+            assert!(matches!(
+                verify(&mut store, "alice", wrong, NOW),
+                VerifyOutcome::Reject(Refusal::WrongCode)
+            ));
+        }
+        let code = PARAMS.code_at(&secret, NOW);
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Reject(Refusal::Locked)
+        );
+        assert_eq!(
+            store.counters("alice").expect("q").map(|c| c.locked_until),
+            Some(Some(NOW + 900))
+        );
+        assert!(store.unlock("alice").expect("unlock"));
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Accept
+        );
+
+        // The phone runs ten minutes fast.
+        let fast = PARAMS.step_at(NOW) + 10;
+        let first = PARAMS.code_for_step(&secret, fast);
+        let second = PARAMS.code_for_step(&secret, fast + 1);
+        assert!(!store
+            .resync("alice", &second, &first, NOW, 1440)
+            .expect("resync"));
+        assert!(store
+            .resync("alice", &first, &second, NOW, 1440)
+            .expect("resync"));
+        let next = PARAMS.code_for_step(&secret, fast + 2);
+        assert_eq!(
+            verify(&mut store, "alice", &next, NOW + 60),
+            VerifyOutcome::Accept
         );
     }
 

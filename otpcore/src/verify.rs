@@ -1,0 +1,405 @@
+//! Login verification (SPEC §2.4): window, replay protection, failure
+//! count, lockout and the repeated-wrong-code rule. The functions decide
+//! from the token's counters and the time passed in; the store applies the
+//! decision atomically.
+
+use crate::totp::TokenParams;
+
+/// The limits that verification applies, from `[token]` and `[policy]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Steps accepted on either side of now.
+    pub window: u64,
+    /// Failures that lock the token.
+    pub max_failures: u32,
+    /// How long a lock lasts.
+    pub lockout_seconds: u64,
+}
+
+/// What the store keeps about a token's use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The last accepted time step: codes of it and earlier steps are spent.
+    pub last_step: Option<u64>,
+    /// Failures since the last success or lock.
+    pub failures: u32,
+    /// Locked until this time (exclusive), if locked.
+    pub locked_until: Option<u64>,
+    /// Keyed fingerprint of the last wrong code and when it came.
+    pub last_wrong: Option<([u8; 16], u64)>,
+    /// Clock drift of the token in steps, learnt by resync.
+    pub drift: i64,
+}
+
+/// Why a code was refused. Callers see only "reject"; the audit trail
+/// sees the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user has no active token.
+    NoToken,
+    /// The token is locked after too many failures.
+    Locked,
+    /// The code's step was already used (or an earlier one was).
+    Replay,
+    /// The code matches no step in the window.
+    WrongCode,
+    /// The same wrong code again within one period: not counted again.
+    RepeatedWrongCode,
+    /// Not a code at all (wrong length or not digits).
+    Malformed,
+}
+
+impl Refusal {
+    /// Words for the audit trail and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoToken => "no active token",
+            Refusal::Locked => "token locked",
+            Refusal::Replay => "code already used",
+            Refusal::WrongCode => "wrong code",
+            Refusal::RepeatedWrongCode => "same wrong code again (not counted)",
+            Refusal::Malformed => "not a code",
+        }
+    }
+}
+
+/// The decision about one code, with the counters to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted: store `step` as the last step (only if it is still later
+    /// than the stored one) and reset the failures.
+    Accept { step: u64 },
+    /// Refused; `update` is what to store, if anything changes.
+    Reject {
+        refusal: Refusal,
+        update: Option<Counters>,
+    },
+}
+
+/// The current step, corrected by the token's drift.
+fn drifted_time(params: &TokenParams, now: u64, drift: i64) -> u64 {
+    let shift = drift.unsigned_abs().saturating_mul(params.period);
+    if drift >= 0 {
+        now.saturating_add(shift)
+    } else {
+        now.saturating_sub(shift)
+    }
+}
+
+/// Counters after one more failure at `now`; the lock starts at the limit.
+/// An expired lock starts the count afresh.
+fn failed(counters: &Counters, policy: &Policy, now: u64, fingerprint: [u8; 16]) -> Counters {
+    let lock_expired = counters.locked_until.is_some_and(|t| t <= now);
+    let failures = if lock_expired {
+        1
+    } else {
+        counters.failures.saturating_add(1)
+    };
+    let locked_until = if failures >= policy.max_failures {
+        Some(now.saturating_add(policy.lockout_seconds))
+    } else if lock_expired {
+        None
+    } else {
+        counters.locked_until
+    };
+    Counters {
+        failures,
+        locked_until,
+        last_wrong: Some((fingerprint, now)),
+        ..*counters
+    }
+}
+
+/// Decides about `code`. `fingerprint` is a keyed digest of the code (the
+/// store makes it), compared with the previous wrong code's.
+pub fn decide(
+    secret: &[u8],
+    params: &TokenParams,
+    code: &str,
+    now: u64,
+    policy: &Policy,
+    counters: &Counters,
+    fingerprint: [u8; 16],
+) -> Verdict {
+    let reject = |refusal, update| Verdict::Reject { refusal, update };
+    if counters.locked_until.is_some_and(|t| now < t) {
+        return reject(Refusal::Locked, None);
+    }
+    let repeated = counters
+        .last_wrong
+        .is_some_and(|(fp, at)| fp == fingerprint && now < at.saturating_add(params.period));
+    if repeated {
+        return reject(Refusal::RepeatedWrongCode, None);
+    }
+    let well_formed =
+        code.len() == params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
+    let t = drifted_time(params, now, counters.drift);
+    let refusal = match params.matching_step(secret, code, t, policy.window) {
+        Some(step) if counters.last_step.is_none_or(|last| step > last) => {
+            return Verdict::Accept { step };
+        }
+        Some(_) => Refusal::Replay,
+        None if well_formed => Refusal::WrongCode,
+        None => Refusal::Malformed,
+    };
+    reject(refusal, Some(failed(counters, policy, now, fingerprint)))
+}
+
+/// Finds the drift from two consecutive codes typed now: the step `s`
+/// within `search` steps of now whose code is `first` and whose successor's
+/// is `second`. Returns (drift in steps, the later step) to store.
+pub fn resync(
+    secret: &[u8],
+    params: &TokenParams,
+    first: &str,
+    second: &str,
+    now: u64,
+    search: u64,
+) -> Option<(i64, u64)> {
+    let here = params.step_at(now);
+    let low = here.saturating_sub(search);
+    let high = here.saturating_add(search);
+    (low..=high)
+        .find(|&s| {
+            params.code_for_step(secret, s).as_str() == first
+                && params.code_for_step(secret, s + 1).as_str() == second
+        })
+        .map(|s| {
+            let later = s + 1;
+            let drift =
+                i64::try_from(later).unwrap_or(i64::MAX) - i64::try_from(here).unwrap_or(i64::MAX);
+            (drift, later)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::totp::Algorithm;
+
+    const SECRET: &[u8] = b"12345678901234567890";
+    const PARAMS: TokenParams = TokenParams {
+        algorithm: Algorithm::Sha1,
+        digits: 6,
+        period: 60,
+    };
+    const POLICY: Policy = Policy {
+        window: 1,
+        max_failures: 3,
+        lockout_seconds: 900,
+    };
+    const NOW: u64 = 1_800_000_000;
+    const FP_A: [u8; 16] = [1; 16];
+    const FP_B: [u8; 16] = [2; 16];
+
+    fn code(step: u64) -> String {
+        PARAMS.code_for_step(SECRET, step).to_string()
+    }
+
+    fn now_step() -> u64 {
+        PARAMS.step_at(NOW)
+    }
+
+    #[test]
+    fn accepts_within_the_window_and_never_twice() {
+        let c = Counters::default();
+        for offset in [-1i64, 0, 1] {
+            let step = now_step().checked_add_signed(offset).expect("step");
+            assert_eq!(
+                decide(SECRET, &PARAMS, &code(step), NOW, &POLICY, &c, FP_A),
+                Verdict::Accept { step }
+            );
+        }
+        let used = Counters {
+            last_step: Some(now_step()),
+            ..c
+        };
+        let verdict = decide(
+            SECRET,
+            &PARAMS,
+            &code(now_step()),
+            NOW,
+            &POLICY,
+            &used,
+            FP_A,
+        );
+        assert!(
+            matches!(verdict, Verdict::Reject { refusal: Refusal::Replay, update: Some(u) } if u.failures == 1)
+        );
+        // An earlier step than the last accepted one is spent too.
+        let verdict = decide(
+            SECRET,
+            &PARAMS,
+            &code(now_step() - 1),
+            NOW,
+            &POLICY,
+            &used,
+            FP_A,
+        );
+        assert!(matches!(
+            verdict,
+            Verdict::Reject {
+                refusal: Refusal::Replay,
+                ..
+            }
+        ));
+        assert_eq!(
+            decide(
+                SECRET,
+                &PARAMS,
+                &code(now_step() + 1),
+                NOW,
+                &POLICY,
+                &used,
+                FP_A
+            ),
+            Verdict::Accept {
+                step: now_step() + 1
+            }
+        );
+    }
+
+    #[test]
+    fn outside_the_window_is_wrong() {
+        let verdict = decide(
+            SECRET,
+            &PARAMS,
+            &code(now_step() + 2),
+            NOW,
+            &POLICY,
+            &Counters::default(),
+            FP_A,
+        );
+        assert!(matches!(
+            verdict,
+            Verdict::Reject {
+                refusal: Refusal::WrongCode,
+                update: Some(_)
+            }
+        ));
+        let verdict = decide(
+            SECRET,
+            &PARAMS,
+            "12345",
+            NOW,
+            &POLICY,
+            &Counters::default(),
+            FP_A,
+        );
+        assert!(matches!(
+            verdict,
+            Verdict::Reject {
+                refusal: Refusal::Malformed,
+                update: Some(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn failures_lock_and_the_lock_expires() {
+        let mut c = Counters::default();
+        for (n, fp) in [(1, FP_A), (2, FP_B), (3, FP_A)] {
+            match decide(SECRET, &PARAMS, "000000", NOW, &POLICY, &c, fp) {
+                Verdict::Reject {
+                    update: Some(u), ..
+                } => c = u,
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(c.failures, n);
+        }
+        assert_eq!(c.locked_until, Some(NOW + 900));
+        // Locked: even the right code is refused, and nothing changes.
+        assert_eq!(
+            decide(
+                SECRET,
+                &PARAMS,
+                &code(now_step()),
+                NOW + 1,
+                &POLICY,
+                &c,
+                FP_B
+            ),
+            Verdict::Reject {
+                refusal: Refusal::Locked,
+                update: None
+            }
+        );
+        // After lockout_seconds the right code works again.
+        let later = NOW + 900;
+        let step = PARAMS.step_at(later);
+        assert_eq!(
+            decide(SECRET, &PARAMS, &code(step), later, &POLICY, &c, FP_B),
+            Verdict::Accept { step }
+        );
+        // And a wrong code after the lock counts from one again.
+        match decide(SECRET, &PARAMS, "000000", later, &POLICY, &c, [9; 16]) {
+            Verdict::Reject {
+                update: Some(u), ..
+            } => {
+                assert_eq!((u.failures, u.locked_until), (1, None));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_wrong_code_counts_once_per_period() {
+        let c = match decide(
+            SECRET,
+            &PARAMS,
+            "000000",
+            NOW,
+            &POLICY,
+            &Counters::default(),
+            FP_A,
+        ) {
+            Verdict::Reject {
+                update: Some(u), ..
+            } => u,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            decide(SECRET, &PARAMS, "000000", NOW + 59, &POLICY, &c, FP_A),
+            Verdict::Reject {
+                refusal: Refusal::RepeatedWrongCode,
+                update: None
+            }
+        );
+        assert!(matches!(
+            decide(SECRET, &PARAMS, "000000", NOW + 60, &POLICY, &c, FP_A),
+            Verdict::Reject { refusal: Refusal::WrongCode, update: Some(u) } if u.failures == 2
+        ));
+        assert!(matches!(
+            decide(SECRET, &PARAMS, "111111", NOW + 1, &POLICY, &c, FP_B),
+            Verdict::Reject { refusal: Refusal::WrongCode, update: Some(u) } if u.failures == 2
+        ));
+    }
+
+    #[test]
+    fn resync_learns_the_drift() {
+        // The phone runs 5 steps (5 minutes) fast.
+        let phone = now_step() + 5;
+        let (drift, later) =
+            resync(SECRET, &PARAMS, &code(phone), &code(phone + 1), NOW, 100).expect("found");
+        assert_eq!((drift, later), (6, phone + 1));
+        let c = Counters {
+            drift,
+            last_step: Some(later),
+            ..Counters::default()
+        };
+        // The phone's next code is accepted with the drift applied.
+        assert_eq!(
+            decide(
+                SECRET,
+                &PARAMS,
+                &code(phone + 2),
+                NOW + 60,
+                &POLICY,
+                &c,
+                FP_A
+            ),
+            Verdict::Accept { step: phone + 2 }
+        );
+        assert!(resync(SECRET, &PARAMS, &code(phone), &code(phone + 3), NOW, 100).is_none());
+    }
+}
