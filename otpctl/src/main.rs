@@ -4,7 +4,7 @@
 
 mod mail;
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,6 +85,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lift the lock of a user's token and clear its failure count.
+    Unlock { user: String },
+    /// Learn the clock drift of a user's token from two consecutive codes.
+    Resync {
+        user: String,
+        code1: String,
+        code2: String,
+    },
+    /// Ask for a code and have otpd verify it through its socket, exactly
+    /// as pam_otp.so does (the code is spent when accepted).
+    Test { user: String },
+    /// Show the audit trail, oldest first.
+    Audit {
+        /// Only this user's entries.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only entries from this time on (YYYY-MM-DD or RFC 3339 UTC).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_since(text: &str) -> Result<u64, String> {
+    otpcore::time::parse_rfc3339(text)
+        .ok_or_else(|| format!("{text:?} is not a date (YYYY-MM-DD) or RFC 3339 UTC time"))
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -153,6 +180,10 @@ fn run(cli: Cli) -> Outcome {
         Command::Resend { user } => ctx.resend(&user),
         Command::Show { user, json } => ctx.show(&user, json),
         Command::List { json } => ctx.list(json),
+        Command::Unlock { user } => ctx.unlock(&user),
+        Command::Resync { user, code1, code2 } => ctx.resync(&user, &code1, &code2),
+        Command::Test { user } => ctx.test(&user),
+        Command::Audit { user, since, json } => ctx.audit_trail(user.as_deref(), since, json),
     }
 }
 
@@ -579,6 +610,132 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+impl Ctx {
+    fn unlock(&mut self, user: &str) -> Outcome {
+        if !self.store.unlock(user)? {
+            return Err(Refused(format!("{user} has no active token")));
+        }
+        self.audit(user, "ok", "unlocked");
+        println!("Token of {user} unlocked.");
+        Ok(())
+    }
+
+    fn resync(&mut self, user: &str, code1: &str, code2: &str) -> Outcome {
+        let Some(token) = self.store.active(user)? else {
+            return Err(Refused(format!("{user} has no active token")));
+        };
+        // Look a day either way: clocks that are further off need fixing.
+        let search = 86_400 / token.params.period.max(1);
+        if !self
+            .store
+            .resync(user, code1.trim(), code2.trim(), now(), search)?
+        {
+            self.audit(
+                user,
+                "fail",
+                "resync: the codes are not two consecutive codes of the token",
+            );
+            return Err(Refused(
+                "the two codes are not consecutive codes of this token within a day of now"
+                    .to_owned(),
+            ));
+        }
+        self.audit(user, "ok", "resynchronised");
+        println!("Token of {user} resynchronised.");
+        Ok(())
+    }
+
+    fn test(&self, user: &str) -> Outcome {
+        let socket = self
+            .config
+            .socket
+            .as_ref()
+            .ok_or_else(|| Refused("the configuration has no [socket] section".to_owned()))?;
+        let code = if self.interactive {
+            ask_hidden("One-time password: ")?
+        } else {
+            read_line()?
+        };
+        let request = json!({
+            "op": "verify",
+            "user": user,
+            "otp": code.trim(),
+            "service": "otpctl-test",
+        });
+        let answer = ask_daemon(&socket.path, &request)?;
+        match answer["result"].as_str() {
+            Some("accept") => {
+                println!("accept: otpd accepted the code for {user}.");
+                Ok(())
+            }
+            Some("reject") => Err(Refused(format!(
+                "reject: otpd refused the code for {user} (see `otpctl audit --user {user}` for why)"
+            ))),
+            _ => Err(Refused(format!(
+                "error: {}",
+                answer["message"].as_str().unwrap_or("unexpected answer from otpd")
+            ))),
+        }
+    }
+
+    fn audit_trail(&self, user: Option<&str>, since: Option<u64>, json: bool) -> Outcome {
+        let entries = self.store.audit_entries(user, since.unwrap_or(0))?;
+        if json {
+            let values: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "time": rfc3339(e.time),
+                        "user": e.user,
+                        "channel": e.channel,
+                        "peer": e.peer,
+                        "result": e.result,
+                        "reason": e.reason,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(values));
+        } else {
+            for e in &entries {
+                println!(
+                    "{} {:<6} {:<5} {:<16} {} [{}]",
+                    rfc3339(e.time),
+                    e.channel,
+                    e.result,
+                    e.user,
+                    e.reason,
+                    e.peer
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one request line to otpd's socket and reads its answer line.
+fn ask_daemon(
+    path: &std::path::Path,
+    request: &serde_json::Value,
+) -> Result<serde_json::Value, Refused> {
+    use std::os::unix::net::UnixStream;
+    let unreachable =
+        |e: std::io::Error| Refused(format!("otpd does not answer on {}: {e}", path.display()));
+    let stream = UnixStream::connect(path).map_err(unreachable)?;
+    let deadline = Some(std::time::Duration::from_secs(5));
+    stream.set_read_timeout(deadline).map_err(unreachable)?;
+    stream.set_write_timeout(deadline).map_err(unreachable)?;
+    let mut line = Zeroizing::new(request.to_string());
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(unreachable)?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&stream)
+        .take(4096)
+        .read_line(&mut answer)
+        .map_err(unreachable)?;
+    serde_json::from_str(&answer)
+        .map_err(|_| Refused(format!("otpd sent an unreadable answer: {answer:?}")))
 }
 
 fn print_enrolment(e: &Enrolment) {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FormRejection, QueryRejection};
@@ -37,7 +37,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::page::{self, Ctx, Message, Notice, TokenView};
-use crate::{Daemon, Decision, Shutdown};
+use crate::{unix_now, Daemon, Decision, Shutdown};
 
 /// Largest request body accepted, form or JSON.
 pub const MAX_BODY: usize = 4096;
@@ -358,13 +358,6 @@ fn accept_language(value: &str) -> Option<Language> {
         }
     }
     best.map(|(_, lang)| lang)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The client's address; IPv4-mapped IPv6 as plain IPv4.

@@ -5,6 +5,8 @@
 
 mod http;
 mod page;
+mod socket;
+mod verifier;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,12 +82,29 @@ impl Daemon {
 
     /// Records a decision: audit table, log facade and syslog (authpriv).
     pub fn record(&self, store: &Store, d: &Decision<'_>) {
+        self.log(d);
+        let entry = AuditEntry {
+            time: d.time,
+            user: d.user.to_owned(),
+            channel: d.channel.as_str().to_owned(),
+            peer: d.peer.to_owned(),
+            result: if d.ok { "ok" } else { "fail" }.to_owned(),
+            reason: d.reason.to_owned(),
+        };
+        if let Err(e) = store.audit(&entry) {
+            log::error!("cannot write the audit table: {e}");
+        }
+    }
+
+    /// Logs a decision to the log facade and syslog (authpriv) only, for
+    /// decisions the store has audited itself.
+    pub fn log(&self, d: &Decision<'_>) {
         let result = if d.ok { "ok" } else { "fail" };
         let line = format!(
             "{} {result} user={} peer={}: {}",
             d.channel.as_str(),
             printable(d.user),
-            d.peer,
+            printable(d.peer),
             d.reason
         );
         log::info!("{line}");
@@ -100,18 +119,15 @@ impl Daemon {
                 log::debug!("syslog: {e}");
             }
         }
-        let entry = AuditEntry {
-            time: d.time,
-            user: d.user.to_owned(),
-            channel: d.channel.as_str().to_owned(),
-            peer: d.peer.to_owned(),
-            result: result.to_owned(),
-            reason: d.reason.to_owned(),
-        };
-        if let Err(e) = store.audit(&entry) {
-            log::error!("cannot write the audit table: {e}");
-        }
     }
+}
+
+/// Seconds since the Unix epoch; the one clock the listeners read.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Replaces control characters, so a name cannot forge log lines.
@@ -283,9 +299,16 @@ async fn run(config: Config) -> ExitCode {
         },
         None => None,
     };
-    if config.socket.is_some() {
-        log::warn!("[socket] is configured, but this otpd does not serve the Unix socket yet");
-    }
+    let socket = match &config.socket {
+        Some(s) => match socket::SocketListener::bind(s) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     if config.radius.is_some() {
         log::warn!("[radius] is configured, but this otpd does not serve RADIUS yet");
     }
@@ -297,6 +320,22 @@ async fn run(config: Config) -> ExitCode {
         println!("otpd {} listening on {}", otpcore::VERSION, listener.url());
         let _ = std::io::stdout().flush();
         listeners.spawn(listener.serve(Arc::clone(&daemon), shutdown.clone()));
+    }
+    if let Some(listener) = socket {
+        let verifier = match verifier::Verifier::start(Arc::clone(&daemon)) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("otpd: cannot start the verifier: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "otpd {} listening on unix:{}",
+            otpcore::VERSION,
+            listener.path().display()
+        );
+        let _ = std::io::stdout().flush();
+        listeners.spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown.clone()));
     }
 
     let (mut term, mut int) = signals;

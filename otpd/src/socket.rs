@@ -1,0 +1,533 @@
+//! The Unix socket that `pam_otp.so` and `otpctl test` ask (SPEC §3.2): one
+//! JSON object per line each way, at most 4 KiB a line. The peer's
+//! credentials (SO_PEERCRED) are checked before anything is answered.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::unistd::{Gid, Group, Uid, User};
+use otpcore::config::SocketConfig;
+use otpcore::store::{Channel, VerifyOutcome};
+use otpcore::verify::Refusal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use zeroize::Zeroizing;
+
+use crate::verifier::Verifier;
+use crate::{Daemon, Decision, Shutdown};
+
+/// Longest request line, its newline included.
+pub const MAX_LINE: usize = 4096;
+/// A connection that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// The socket, bound with its mode set.
+pub struct SocketListener {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl SocketListener {
+    /// Binds `[socket].path` with `[socket].mode`. A stale socket file is
+    /// replaced; one that another process still answers on is an error.
+    pub fn bind(config: &SocketConfig) -> Result<SocketListener, String> {
+        let path = &config.path;
+        let fail = |e: &dyn std::fmt::Display| format!("cannot listen on {}: {e}", path.display());
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(fail(&"a file that is not a socket is in the way"));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(fail(&"another otpd is serving it"));
+            }
+            fs::remove_file(path).map_err(|e| fail(&e))?;
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| fail(&e))?;
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(&e))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(config.mode)).map_err(|e| fail(&e))?;
+        listener.set_nonblocking(true).map_err(|e| fail(&e))?;
+        Ok(SocketListener {
+            listener,
+            path: path.clone(),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Answers connections until `shutdown`; then removes the socket file.
+    pub async fn serve(
+        self,
+        daemon: Arc<Daemon>,
+        verifier: Verifier,
+        shutdown: Shutdown,
+    ) -> std::io::Result<()> {
+        let listener = UnixListener::from_std(self.listener)?;
+        let access = Arc::new(Access::from_daemon(&daemon));
+        let stop = shutdown.clone();
+        let served = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let connection = Connection {
+                            daemon: Arc::clone(&daemon),
+                            verifier: verifier.clone(),
+                            access: Arc::clone(&access),
+                        };
+                        tokio::spawn(connection.serve(stream, shutdown.clone()));
+                    }
+                    // Out of descriptors and the like: pause, keep serving.
+                    Err(e) => {
+                        log::error!("socket: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = served => {}
+            () = stop.wait() => {}
+        }
+        let _ = fs::remove_file(&self.path);
+        Ok(())
+    }
+}
+
+/// Who may ask: `[socket].allowed_uids` and members of `allowed_groups`.
+struct Access {
+    uids: Vec<u32>,
+    groups: Vec<String>,
+}
+
+impl Access {
+    fn from_daemon(daemon: &Daemon) -> Access {
+        let socket = daemon.config.socket.as_ref();
+        Access {
+            uids: socket.map(|s| s.allowed_uids.clone()).unwrap_or_default(),
+            groups: socket.map(|s| s.allowed_groups.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Whether `uid` (with primary group `gid`) may verify. Group
+    /// membership is looked up afresh for each connection.
+    fn allows(&self, uid: u32, gid: u32) -> bool {
+        if self.uids.contains(&uid) {
+            return true;
+        }
+        if self.groups.is_empty() {
+            return false;
+        }
+        let name = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        self.groups
+            .iter()
+            .any(|group| match Group::from_name(group) {
+                Ok(Some(g)) => {
+                    g.gid == Gid::from_raw(gid)
+                        || name.as_ref().is_some_and(|n| g.mem.iter().any(|m| m == n))
+                }
+                _ => false,
+            })
+    }
+}
+
+/// One request line.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Request {
+    Verify {
+        user: String,
+        otp: String,
+        service: Option<String>,
+        rhost: Option<String>,
+        #[serde(default)]
+        nullok: bool,
+    },
+    Status,
+}
+
+fn error(message: &str) -> Value {
+    json!({"result": "error", "message": message})
+}
+
+/// Keeps a peer-supplied label short and printable for the audit trail.
+fn label(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| if c.is_control() || c == ' ' { '?' } else { c })
+        .collect()
+}
+
+struct Connection {
+    daemon: Arc<Daemon>,
+    verifier: Verifier,
+    access: Arc<Access>,
+}
+
+impl Connection {
+    async fn serve(self, stream: UnixStream, shutdown: Shutdown) {
+        let (uid, gid, pid) = match stream.peer_cred() {
+            Ok(c) => (c.uid(), c.gid(), c.pid().unwrap_or(0)),
+            Err(e) => {
+                log::error!("socket: cannot read the peer's credentials: {e}");
+                return;
+            }
+        };
+        let peer = format!("uid={uid} pid={pid}");
+        let (reader, mut writer) = stream.into_split();
+        let allowed = self.access.allows(uid, gid);
+        if !allowed {
+            self.daemon.log(&Decision {
+                channel: Channel::Pam,
+                peer: &peer,
+                user: "-",
+                ok: false,
+                reason: "socket: permission denied",
+                time: crate::unix_now(),
+            });
+        }
+        let mut reader = BufReader::new(reader);
+        let mut line = Zeroizing::new(Vec::with_capacity(256));
+        loop {
+            line.clear();
+            let read = tokio::select! {
+                r = tokio::time::timeout(IDLE, read_line(&mut reader, &mut line)) => r,
+                () = shutdown.clone().wait() => return,
+            };
+            let answer = match read {
+                Err(_) | Ok(Ok(LineRead::Closed)) => return,
+                Ok(Err(e)) => {
+                    log::debug!("socket: read from {peer}: {e}");
+                    return;
+                }
+                Ok(Ok(LineRead::TooLong)) => {
+                    // The rest of the line cannot be told from the next
+                    // request: answer and hang up.
+                    let message = format!("request line longer than {MAX_LINE} bytes");
+                    let _ = write_line(&mut writer, &error(&message)).await;
+                    return;
+                }
+                // The request is read before the refusal, so the peer
+                // gets the answer rather than a reset connection.
+                Ok(Ok(LineRead::Line)) if !allowed => {
+                    let _ = write_line(&mut writer, &error("permission denied")).await;
+                    return;
+                }
+                Ok(Ok(LineRead::Line)) => self.answer(&line, &peer).await,
+            };
+            if write_line(&mut writer, &answer).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn answer(&self, line: &[u8], peer: &str) -> Value {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return error("request is not valid UTF-8");
+        };
+        let request: Request = match serde_json::from_str(text.trim_end()) {
+            Ok(r) => r,
+            Err(e) => return error(&format!("malformed request: {}", describe_json_error(&e))),
+        };
+        match request {
+            Request::Status => json!({"result": "ok", "version": otpcore::VERSION}),
+            Request::Verify {
+                user,
+                otp,
+                service,
+                rhost,
+                nullok,
+            } => {
+                let otp = Zeroizing::new(otp);
+                if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+                    return error("user must be 1 to 256 printable characters");
+                }
+                if otp.len() > 16 {
+                    return error("otp must be at most 16 characters");
+                }
+                let mut who = peer.to_owned();
+                if let Some(service) = service {
+                    who.push_str(&format!(" service={}", label(&service)));
+                }
+                if let Some(rhost) = rhost {
+                    who.push_str(&format!(" rhost={}", label(&rhost)));
+                }
+                match self.verifier.verify(user, otp, Channel::Pam, who).await {
+                    VerifyOutcome::Accept => json!({"result": "accept"}),
+                    VerifyOutcome::Reject(Refusal::NoToken) if nullok => {
+                        json!({"result": "ignore"})
+                    }
+                    VerifyOutcome::Reject(_) => json!({"result": "reject"}),
+                    VerifyOutcome::Error(_) => error("internal error; see the otpd log"),
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with a request, without any part of its values (a code
+/// sent as a number would otherwise be quoted back and logged).
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "not a JSON object".to_owned(),
+        Category::Data => {
+            let text = e.to_string();
+            if let Some(at) = text.find("missing field `") {
+                let field = &text[at..];
+                field.split(" at line").next().unwrap_or(field).to_owned()
+            } else if text.contains("unknown variant") || text.contains("missing field `op`") {
+                "op must be \"verify\" or \"status\"".to_owned()
+            } else {
+                "a field has the wrong type (user, otp, service and rhost are strings)".to_owned()
+            }
+        }
+    }
+}
+
+enum LineRead {
+    Line,
+    TooLong,
+    Closed,
+}
+
+/// Reads up to and including `\n`, never buffering more than [`MAX_LINE`].
+async fn read_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<LineRead> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                LineRead::Closed
+            } else {
+                LineRead::Line
+            });
+        }
+        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        if line.len() + taken > MAX_LINE {
+            return Ok(LineRead::TooLong);
+        }
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(taken);
+        if done {
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+async fn write_line<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    value: &Value,
+) -> std::io::Result<()> {
+    let mut text = value.to_string();
+    text.push('\n');
+    writer.write_all(text.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otpcore::config::Config;
+    use otpcore::store::{NewEnrolment, Store};
+    use tokio::io::AsyncReadExt;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        daemon: Arc<Daemon>,
+        _stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    /// A daemon serving the socket; `allowed_uids` replaces the default.
+    async fn serve(allowed_uids: Vec<u32>) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::embedded_defaults(dir.path());
+        let socket = config.socket.as_mut().expect("socket section");
+        socket.allowed_uids = allowed_uids;
+        let path = socket.path.clone();
+        let listener = SocketListener::bind(socket).expect("bind");
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Arc::new(Daemon::new(config, store, false));
+        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
+        let (stop, shutdown) = Shutdown::new();
+        tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+        Fixture {
+            _dir: dir,
+            path,
+            daemon,
+            _stop: stop,
+        }
+    }
+
+    fn own_uid() -> u32 {
+        Uid::current().as_raw()
+    }
+
+    /// Sends raw bytes, returns every answer line until the server closes
+    /// or `lines` answers came.
+    async fn exchange(path: &Path, bytes: &[u8], lines: usize) -> Vec<Value> {
+        let stream = UnixStream::connect(path).await.expect("connect");
+        let (reader, mut writer) = stream.into_split();
+        writer.write_all(bytes).await.expect("write");
+        let mut reader = BufReader::new(reader);
+        let mut answers = Vec::new();
+        while answers.len() < lines {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.expect("read") == 0 {
+                break;
+            }
+            answers.push(serde_json::from_str(&line).expect("JSON answer"));
+        }
+        answers
+    }
+
+    /// Issues, activates and confirms a token for `user`; its secret.
+    fn enrol(daemon: &Daemon, user: &str) -> Zeroizing<Vec<u8>> {
+        let now = crate::unix_now();
+        let mut store = daemon.store();
+        let e = store
+            .issue(
+                &NewEnrolment {
+                    user,
+                    email: "u@example.jp",
+                    service_id: "OTPD",
+                    params: daemon.config.token.params(),
+                    language: "en",
+                    activation_password: "4321",
+                    expires_at: now + 3600,
+                    replace: false,
+                },
+                now,
+            )
+            .expect("issue");
+        let secret = store
+            .activate(e.id, now)
+            .expect("activate")
+            .expect("secret");
+        let e = store.latest(user).expect("q").expect("e");
+        // Confirm with the previous step's code, so the current one is fresh.
+        let previous = e.params.code_for_step(&secret, e.params.step_at(now) - 1);
+        let outcome = store
+            .confirm_first_code(&e, &previous, now, 1, false)
+            .expect("confirm");
+        assert!(matches!(outcome, otpcore::store::FirstCode::Active { .. }));
+        secret
+    }
+
+    #[tokio::test]
+    async fn status_and_malformed_lines_on_one_connection() {
+        let f = serve(vec![own_uid()]).await;
+        let answers = exchange(
+            &f.path,
+            b"{\"op\":\"status\"}\nnot json\n\xff\xfe\n{\"op\":\"verify\",\"user\":\"a\",\"otp\":123456}\n\
+              {\"op\":\"verify\",\"user\":\"a\"}\n{\"op\":\"reboot\"}\n[1,2]\n",
+            7,
+        )
+        .await;
+        assert_eq!(
+            answers[0],
+            json!({"result": "ok", "version": otpcore::VERSION})
+        );
+        for answer in &answers[1..] {
+            assert_eq!(answer["result"], "error", "{answer}");
+        }
+        assert!(
+            !answers[3].to_string().contains("123456"),
+            "the code is echoed"
+        );
+        assert!(answers[4]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("otp")));
+    }
+
+    #[tokio::test]
+    async fn oversized_line_is_refused_and_the_daemon_goes_on() {
+        let f = serve(vec![own_uid()]).await;
+        let mut big = vec![b'a'; MAX_LINE + 10];
+        big.push(b'\n');
+        let answers = exchange(&f.path, &big, 2).await;
+        assert_eq!(answers.len(), 1, "the connection closes after the refusal");
+        assert!(answers[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("4096")));
+        let answers = exchange(&f.path, b"{\"op\":\"status\"}\n", 1).await;
+        assert_eq!(answers[0]["result"], "ok");
+    }
+
+    #[tokio::test]
+    async fn unlisted_peers_are_denied() {
+        let f = serve(vec![own_uid().wrapping_add(1)]).await;
+        let stream = UnixStream::connect(&f.path).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        let _ = writer.write_all(b"{\"op\":\"status\"}\n").await;
+        let mut answer = String::new();
+        reader.read_to_string(&mut answer).await.expect("read");
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer).expect("json"),
+            json!({"result": "error", "message": "permission denied"})
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_once_under_concurrency_and_nullok_ignores() {
+        let f = serve(vec![own_uid()]).await;
+        let secret = enrol(&f.daemon, "alice");
+        let params = f.daemon.config.token.params();
+        let code = params.code_at(&secret, crate::unix_now()).to_string();
+        let request = format!(
+            "{{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"{code}\",\"service\":\"sshd\"}}\n"
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let path = f.path.clone();
+            let request = request.clone();
+            tasks.spawn(async move { exchange(&path, request.as_bytes(), 1).await.remove(0) });
+        }
+        let mut accepted = 0;
+        while let Some(answer) = tasks.join_next().await {
+            let answer = answer.expect("task");
+            match answer["result"].as_str() {
+                Some("accept") => accepted += 1,
+                Some("reject") => {}
+                other => panic!("unexpected {other:?}: {answer}"),
+            }
+        }
+        assert_eq!(accepted, 1);
+        let answers = exchange(
+            &f.path,
+            b"{\"op\":\"verify\",\"user\":\"bob\",\"otp\":\"123456\",\"nullok\":true}\n\
+              {\"op\":\"verify\",\"user\":\"bob\",\"otp\":\"123456\"}\n",
+            2,
+        )
+        .await;
+        assert_eq!(
+            answers,
+            [json!({"result": "ignore"}), json!({"result": "reject"})]
+        );
+        let audit = f
+            .daemon
+            .store()
+            .audit_entries(Some("alice"), 0)
+            .expect("audit");
+        assert_eq!(audit.iter().filter(|a| a.result == "ok").count(), 1);
+        assert!(audit
+            .iter()
+            .all(|a| a.channel == "pam" && a.peer.contains("service=sshd")));
+    }
+}

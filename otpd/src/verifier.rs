@@ -1,0 +1,122 @@
+//! The one place where login codes are verified, for every channel (the
+//! Unix socket now, RADIUS later). A dedicated thread takes the waiting
+//! requests in batches and verifies each batch in one SQLite transaction:
+//! every accepted step is committed before its answer goes out, and many
+//! logins share one commit (group commit).
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use otpcore::store::{Channel, VerifyOutcome, VerifyRequest};
+use otpcore::verify::Policy;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use crate::{unix_now, Daemon, Decision};
+
+/// Most requests verified in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// One code to verify and where its answer goes.
+pub struct Job {
+    pub user: String,
+    pub code: Zeroizing<String>,
+    pub channel: Channel,
+    pub peer: String,
+    pub reply: oneshot::Sender<VerifyOutcome>,
+}
+
+/// The handle listeners use; cloning is cheap.
+#[derive(Clone)]
+pub struct Verifier {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Verifier {
+    /// Starts the verification thread over `daemon`'s store.
+    pub fn start(daemon: Arc<Daemon>) -> std::io::Result<Verifier> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("otpd-verify".to_owned())
+            .spawn(move || run(&daemon, &queue))?;
+        Ok(Verifier { jobs })
+    }
+
+    /// Verifies one code. A store failure or a stopped verifier answers
+    /// with an error outcome: nobody gets in.
+    pub async fn verify(
+        &self,
+        user: String,
+        code: Zeroizing<String>,
+        channel: Channel,
+        peer: String,
+    ) -> VerifyOutcome {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            user,
+            code,
+            channel,
+            peer,
+            reply,
+        };
+        if self.jobs.send(job).is_err() {
+            return VerifyOutcome::Error("the verifier has stopped".to_owned());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| VerifyOutcome::Error("the verifier dropped the request".to_owned()))
+    }
+}
+
+fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
+    let config = &daemon.config;
+    let policy = Policy {
+        window: config.token.window,
+        max_failures: config.policy.max_failures,
+        lockout_seconds: config.policy.lockout_seconds,
+    };
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let now = unix_now();
+        let requests: Vec<VerifyRequest<'_>> = batch
+            .iter()
+            .map(|job| VerifyRequest {
+                user: &job.user,
+                code: &job.code,
+                channel: job.channel,
+                peer: &job.peer,
+            })
+            .collect();
+        let outcomes = daemon.store().verify_batch(&requests, now, &policy);
+        drop(requests);
+        let outcomes = outcomes.unwrap_or_else(|e| {
+            log::error!(
+                "verification failed, refusing {} request(s): {e}",
+                batch.len()
+            );
+            vec![VerifyOutcome::Error(e.to_string()); batch.len()]
+        });
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let reason = match &outcome {
+                VerifyOutcome::Accept => "code accepted",
+                VerifyOutcome::Reject(refusal) => refusal.as_str(),
+                VerifyOutcome::Error(_) => "internal error",
+            };
+            daemon.log(&Decision {
+                channel: job.channel,
+                peer: &job.peer,
+                user: &job.user,
+                ok: outcome == VerifyOutcome::Accept,
+                reason,
+                time: now,
+            });
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
