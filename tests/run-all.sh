@@ -15,7 +15,12 @@ packages=(
   python3-aiosmtpd   # the SMTP server that receives setup mails
   oathtool           # the phone: computes TOTP codes
   sqlite3            # ages an enrolment to test expired links
-  expect             # types at otpctl's prompts on a pseudo-terminal
+  expect             # types at otpctl's, ssh's and sudo's prompts on a pseudo-terminal
+  pamtester          # a PAM login host for pam_otp.so
+  valgrind           # checks pam_otp.so's memory use inside pamtester
+  openssh-server     # a real sshd with pam_otp in its stack
+  openssh-client
+  sudo               # sudo with pam_otp in its stack
   chromium           # the activation page in a real browser
   chromium-driver
   fonts-ipafont-gothic  # Japanese glyphs in the screenshots

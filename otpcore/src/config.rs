@@ -34,6 +34,10 @@ pub struct Config {
     pub issuer: String,
     /// Holds the SQLite database and the key file.
     pub state_dir: PathBuf,
+    /// How far each commit is flushed: `normal` survives a crash of otpd,
+    /// `full` a power loss too (an fsync per commit).
+    #[serde(default = "default_synchronous")]
+    pub sqlite_synchronous: Synchronous,
     #[serde(default)]
     pub token: TokenConfig,
     #[serde(default)]
@@ -42,6 +46,18 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     pub radius: Option<RadiusConfig>,
     pub mail: Option<MailConfig>,
+}
+
+/// SQLite's `synchronous` setting for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+fn default_synchronous() -> Synchronous {
+    Synchronous::Normal
 }
 
 /// `[token]`: how new tokens are made and codes checked.
@@ -515,6 +531,7 @@ impl Config {
             service_id: "OTPD".to_owned(),
             issuer: "otpd".to_owned(),
             state_dir: base.to_owned(),
+            sqlite_synchronous: default_synchronous(),
             token: TokenConfig::default(),
             policy: PolicyConfig::default(),
             socket: Some(SocketConfig {
@@ -588,6 +605,7 @@ mod tests {
             parse("service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n").expect("loads");
         assert_eq!(c.token.window, 1);
         assert!(c.token.adapt_period);
+        assert_eq!(c.sqlite_synchronous, Synchronous::Normal);
         assert_eq!(c.policy.link_ttl_hours, 72);
         assert!(c.http.is_none() && c.radius.is_none() && c.socket.is_none() && c.mail.is_none());
     }
@@ -647,6 +665,11 @@ mod tests {
                 "language = \"ja\"",
                 "language = \"fr\"",
                 "unknown variant `fr`",
+            ),
+            (
+                "sqlite_synchronous = \"normal\"",
+                "sqlite_synchronous = \"off\"",
+                "unknown variant `off`",
             ),
             (
                 "service_id = \"EXAMPLE\"",

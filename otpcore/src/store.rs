@@ -162,6 +162,13 @@ pub enum VerifyOutcome {
     Error(String),
 }
 
+/// A token to import: its user, secret and parameters.
+pub struct ImportedToken<'a> {
+    pub user: &'a str,
+    pub secret: &'a [u8],
+    pub params: TokenParams,
+}
+
 /// The outcome of [`Store::confirm_first_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstCode {
@@ -234,6 +241,9 @@ ALTER TABLE enrolments ADD COLUMN locked_until INTEGER;
 ALTER TABLE enrolments ADD COLUMN last_wrong BLOB;
 ALTER TABLE enrolments ADD COLUMN last_wrong_at INTEGER;
 ALTER TABLE enrolments ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE INDEX enrolments_user ON enrolments(user, state);
 "#,
 ];
 
@@ -425,63 +435,79 @@ impl Store {
         OsRng.fill_bytes(&mut secret);
 
         let tx = self.conn.transaction()?;
-        let existing: Vec<String> = {
-            let mut stmt = tx.prepare("SELECT state FROM enrolments WHERE user = ?1 AND state IN ('issued', 'activated', 'active')")?;
-            let rows = stmt.query_map(params![new.user], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        if !new.replace {
-            if existing.iter().any(|s| s == "active") {
-                return Err(StoreError::HasActive {
-                    user: new.user.to_owned(),
-                });
-            }
-            if !existing.is_empty() {
-                return Err(StoreError::HasPending {
-                    user: new.user.to_owned(),
-                });
-            }
-        }
+        refuse_existing(&tx, new.user, new.replace)?;
         tx.execute(
             "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated')",
             params![new.user],
         )?;
-        let user_id = loop {
-            let Some(candidate) = UserId::from_random(OsRng.next_u64()) else {
-                continue;
-            };
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM enrolments WHERE user_id = ?1)",
-                params![candidate.as_str()],
-                |r| r.get(0),
-            )?;
-            if !taken {
-                break candidate;
-            }
-        };
-        let sealed = seal(&self.cipher, &secret, user_id.as_str().as_bytes())?;
-        tx.execute(
-            "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
-             language, state, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'issued', ?11, ?12)",
-            params![
-                new.user,
-                new.email,
-                new.service_id,
-                user_id.as_str(),
-                hash,
-                sealed,
-                new.params.algorithm.as_str(),
-                new.params.digits,
-                to_i64(new.params.period),
-                new.language,
-                to_i64(now),
-                to_i64(new.expires_at),
-            ],
+        let id = insert_enrolment(
+            &tx,
+            &self.cipher,
+            &Insert {
+                user: new.user,
+                email: new.email,
+                service_id: new.service_id,
+                password_hash: &hash,
+                secret: &secret,
+                params: new.params,
+                language: new.language,
+                state: State::Issued,
+                now,
+                expires_at: new.expires_at,
+            },
         )?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
         self.by_id(id)?
             .ok_or(StoreError::Database("new enrolment vanished".to_owned()))
+    }
+
+    /// Records tokens brought from elsewhere (migration), all or none in
+    /// one transaction: active at once, with no activation password and no
+    /// setup mail. `replace` supersedes the users' tokens; without it a
+    /// user who has one is refused, and nothing is imported.
+    pub fn import_tokens(
+        &mut self,
+        tokens: &[ImportedToken<'_>],
+        service_id: &str,
+        replace: bool,
+        now: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for token in tokens {
+            refuse_existing(&tx, token.user, replace)?;
+            tx.execute(
+                "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+                params![token.user],
+            )?;
+            insert_enrolment(
+                &tx,
+                &self.cipher,
+                &Insert {
+                    user: token.user,
+                    email: "",
+                    service_id,
+                    // No PHC string: no password ever matches it.
+                    password_hash: "!",
+                    secret: token.secret,
+                    params: token.params,
+                    language: "",
+                    state: State::Active,
+                    now,
+                    expires_at: now,
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Chooses how far commits are flushed: `false` (SQLite
+    /// `synchronous=NORMAL`) survives a crash of otpd, `true` (`FULL`) a
+    /// power loss too, at the price of an fsync per commit.
+    pub fn set_power_safe(&self, power_safe: bool) -> Result<()> {
+        let mode = if power_safe { "FULL" } else { "NORMAL" };
+        self.conn.pragma_update(None, "synchronous", mode)?;
+        Ok(())
     }
 
     /// Removes an enrolment that never reached its user (the setup mail
@@ -840,6 +866,89 @@ fn unseal(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec
         .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
         .ok()
         .map(Zeroizing::new)
+}
+
+/// The columns of a new enrolment row.
+struct Insert<'a> {
+    user: &'a str,
+    email: &'a str,
+    service_id: &'a str,
+    password_hash: &'a str,
+    secret: &'a [u8],
+    params: TokenParams,
+    language: &'a str,
+    state: State,
+    now: u64,
+    expires_at: u64,
+}
+
+/// Refuses a user who has a pending or active enrolment, unless `replace`.
+fn refuse_existing(tx: &rusqlite::Transaction<'_>, user: &str, replace: bool) -> Result<()> {
+    if replace {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare(
+        "SELECT state FROM enrolments WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+    )?;
+    let existing: Vec<String> = stmt
+        .query_map(params![user], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if existing.iter().any(|s| s == "active") {
+        return Err(StoreError::HasActive {
+            user: user.to_owned(),
+        });
+    }
+    if !existing.is_empty() {
+        return Err(StoreError::HasPending {
+            user: user.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Inserts an enrolment under a fresh user ID, its secret sealed to it.
+fn insert_enrolment(
+    tx: &rusqlite::Transaction<'_>,
+    cipher: &Aes256Gcm,
+    row: &Insert<'_>,
+) -> Result<i64> {
+    let user_id = loop {
+        let Some(candidate) = UserId::from_random(OsRng.next_u64()) else {
+            continue;
+        };
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM enrolments WHERE user_id = ?1)",
+            params![candidate.as_str()],
+            |r| r.get(0),
+        )?;
+        if !taken {
+            break candidate;
+        }
+    };
+    let sealed = seal(cipher, row.secret, user_id.as_str().as_bytes())?;
+    let confirmed_at = (row.state == State::Active).then_some(to_i64(row.now));
+    tx.prepare_cached(
+        "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
+         language, state, created_at, expires_at, confirmed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        row.user,
+        row.email,
+        row.service_id,
+        user_id.as_str(),
+        row.password_hash,
+        sealed,
+        row.params.algorithm.as_str(),
+        row.params.digits,
+        to_i64(row.params.period),
+        row.language,
+        row.state.as_str(),
+        to_i64(row.now),
+        to_i64(row.expires_at),
+        confirmed_at,
+    ])?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// Verifies one code inside the caller's transaction.
@@ -1288,6 +1397,29 @@ mod tests {
             verify(&mut store, "alice", &next, NOW + 60),
             VerifyOutcome::Accept
         );
+    }
+
+    #[test]
+    fn import_is_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        active_token(&mut store, "bob");
+        let secret = b"12345678901234567890";
+        let token = |user| ImportedToken {
+            user,
+            secret,
+            params: PARAMS,
+        };
+        let err = store.import_tokens(&[token("alice"), token("bob")], "SVC", false, NOW);
+        assert!(matches!(err, Err(StoreError::HasActive { .. })));
+        assert!(store.active("alice").expect("q").is_none(), "half imported");
+        store
+            .import_tokens(&[token("alice"), token("bob")], "SVC", true, NOW)
+            .expect("import");
+        let alice = store.active("alice").expect("q").expect("active");
+        assert_eq!(store.secret(&alice).expect("secret").as_slice(), secret);
+        let code = PARAMS.code_at(secret, NOW);
+        assert_eq!(verify(&mut store, "bob", &code, NOW), VerifyOutcome::Accept);
     }
 
     #[test]

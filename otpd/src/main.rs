@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use clap::Parser;
-use otpcore::config::Config;
+use otpcore::config::{Config, Synchronous};
 use otpcore::store::{AuditEntry, Channel, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -276,7 +276,10 @@ async fn run(config: Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let store = match Store::open(&config.state_dir) {
+    let power_safe = config.sqlite_synchronous == Synchronous::Full;
+    let store = match Store::open(&config.state_dir)
+        .and_then(|s| s.set_power_safe(power_safe).map(|()| s))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!(

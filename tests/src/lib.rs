@@ -713,6 +713,9 @@ pub struct EnvOptions {
     pub language: Option<&'static str>,
     /// TOML appended to the config (whole tables, e.g. `[policy]`).
     pub extra_toml: String,
+    /// Lines added to the config's `[socket]` table (e.g.
+    /// `allowed_groups = ["wheel"]`); empty by default.
+    pub socket_toml: String,
 }
 
 impl Default for EnvOptions {
@@ -721,6 +724,7 @@ impl Default for EnvOptions {
             smtp: true,
             language: None,
             extra_toml: String::new(),
+            socket_toml: String::new(),
         }
     }
 }
@@ -792,7 +796,7 @@ state_dir = "{state}"
 [socket]
 path = "{socket}"
 mode = "0660"
-
+{socket_extra}
 [http]
 listen = "127.0.0.1:{http_port}"
 public_url = "http://127.0.0.1:{http_port}"
@@ -810,6 +814,7 @@ smtp_timeout_seconds = 10
             state = state_dir.display(),
             socket = root.join("otpd.sock").display(),
             extra = options.extra_toml,
+            socket_extra = options.socket_toml,
         );
         OpenOptions::new()
             .write(true)
@@ -1219,6 +1224,184 @@ impl Drop for TestEnv {
             if let Some(dir) = self.dir.take() {
                 eprintln!("kept {}", dir.keep().display());
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Login helpers
+
+/// The PAM module that sshd and sudo load: `$PAM_OTP_SO`, or
+/// `target/debug/libpam_otp.so` beside this test.
+pub fn pam_module_path() -> PathBuf {
+    built_binary("PAM_OTP_SO", "libpam_otp.so")
+}
+
+/// The TOTP code (SHA1, 6 digits) of `secret` at `at` seconds since the
+/// epoch, as `oathtool --totp=SHA1 -s PERIOD -N @AT -b SECRET` prints it.
+pub fn oathtool_code_at(secret: &str, period: u64, at: u64) -> String {
+    let output = Command::new("oathtool")
+        .arg("--totp=SHA1")
+        .arg("-s")
+        .arg(period.to_string())
+        .arg("-N")
+        .arg(format!("@{at}"))
+        .arg("-b")
+        .arg(normalize_base32(secret))
+        .output()
+        .expect("run oathtool");
+    assert_success(&output, "oathtool");
+    let code = stdout(&output).trim().to_owned();
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "oathtool printed {code:?}"
+    );
+    code
+}
+
+/// Sends `requests` (one JSON object a line) on one connection to the
+/// socket at `path` and reads one answer line per request.
+pub fn socket_exchange(path: &Path, requests: &[Value]) -> std::io::Result<Vec<Value>> {
+    use std::io::BufRead;
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(RUN_TIMEOUT))?;
+    stream.set_write_timeout(Some(RUN_TIMEOUT))?;
+    let mut text = String::new();
+    for request in requests {
+        text.push_str(&request.to_string());
+        text.push('\n');
+    }
+    stream.write_all(text.as_bytes())?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut answers = Vec::new();
+    for _ in requests {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "otpd closed the connection after {} answer(s)",
+                    answers.len()
+                ),
+            ));
+        }
+        answers.push(
+            serde_json::from_str(&line)
+                .map_err(|e| bad(format!("answer is not JSON ({e}): {line:?}")))?,
+        );
+    }
+    Ok(answers)
+}
+
+impl TestEnv {
+    /// `[socket].path` of the config.
+    pub fn socket_path(&self) -> PathBuf {
+        self.root.join("otpd.sock")
+    }
+
+    /// One request over the socket, one answer; panics when otpd does not
+    /// answer.
+    pub fn socket_request(&self, request: &Value) -> Value {
+        socket_exchange(&self.socket_path(), std::slice::from_ref(request))
+            .unwrap_or_else(|e| panic!("socket request: {e}\n{}", self.otpd_log()))
+            .remove(0)
+    }
+
+    /// Issues, activates and confirms a 60-second token for `user` (mail
+    /// `USER@example.jp`, activation password 4321) and returns its base32
+    /// secret. The confirmation uses the previous step's code, so the codes
+    /// of the current step and of every later step are still unused.
+    pub fn enrol_active(&self, user: &str) -> String {
+        let password = "4321";
+        let issued = self.issue(user, &format!("{user}@example.jp"), password);
+        let token = self.activate_ok(&issued.user_id, password);
+        wait_for_fresh_step(60);
+        let previous = oathtool_code_at(&token.secret, 60, now_unix().saturating_sub(60));
+        let output = self.otpctl(&["confirm", user, "--json"], &format!("{previous}\n"));
+        assert_success(&output, "otpctl confirm with the previous step's code");
+        let confirmed = stdout_json(&output);
+        assert_eq!(confirmed["state"], "active", "{confirmed}");
+        assert_eq!(confirmed["period"], 60, "{confirmed}");
+        token.secret
+    }
+
+    /// `otpctl test USER` with `code` on stdin: true when otpd accepted it
+    /// (exit 0), false when it refused (exit 1); panics on anything else.
+    pub fn otpctl_test(&self, user: &str, code: &str) -> bool {
+        let output = self.otpctl(&["test", user], &format!("{code}\n"));
+        match output.status.code() {
+            Some(0) => true,
+            Some(1) if stderr(&output).contains("reject") => false,
+            _ => panic!(
+                "otpctl test neither accepted nor rejected: {}\n{}",
+                describe(&output),
+                self.otpd_log()
+            ),
+        }
+    }
+
+    /// The process ID of the running otpd.
+    pub fn otpd_pid(&self) -> Option<u32> {
+        self.otpd.as_ref().map(Child::id)
+    }
+
+    /// Stops otpd with SIGTERM and waits for it (SIGKILL after 20 s).
+    pub fn stop_otpd(&mut self) {
+        let Some(mut otpd) = self.otpd.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(otpd.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while otpd.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = otpd.kill();
+                let _ = otpd.wait();
+                panic!("otpd did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills otpd with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill_otpd_9(&mut self) {
+        if let Some(mut otpd) = self.otpd.take() {
+            otpd.kill().expect("SIGKILL otpd");
+            let _ = otpd.wait();
+        }
+    }
+
+    /// Starts otpd again on the same config and state dir, after
+    /// [`TestEnv::stop_otpd`] or [`TestEnv::kill_otpd_9`]; waits until
+    /// both /healthz and the socket answer. The previous run's log is kept
+    /// as `otpd-run-N.log`; [`TestEnv::otpd_log`] shows the new run's.
+    pub fn start_otpd_again(&mut self) {
+        assert!(self.otpd.is_none(), "otpd is still running");
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let _ = fs::rename(
+            self.root.join("otpd.log"),
+            self.root.join(format!("otpd-run-{n}.log")),
+        );
+        self.start_otpd();
+        self.wait_for_socket();
+    }
+
+    /// Waits until otpd answers `{"op":"status"}` on the socket.
+    pub fn wait_for_socket(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let answer = socket_exchange(&self.socket_path(), &[json!({"op": "status"})]);
+            if matches!(&answer, Ok(a) if a[0]["result"] == "ok") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "otpd did not answer on its socket within {START_TIMEOUT:?} ({answer:?}):\n{}",
+                self.otpd_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

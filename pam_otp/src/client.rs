@@ -1,0 +1,294 @@
+//! One verify exchange with otpd over its Unix socket (SPEC §3.2): one JSON
+//! line out, one JSON line (at most 4 KiB) back, then the connection is
+//! closed. Blocking I/O with one deadline for connect, write and read; no
+//! threads, no runtime; writes never raise SIGPIPE in the host.
+
+#![forbid(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use socket2::{Domain, SockAddr, Socket, Type};
+use zeroize::Zeroizing;
+
+/// The longest line either side sends, newline included.
+pub const MAX_LINE: usize = 4096;
+/// The longest user name otpd accepts.
+pub const MAX_USER_LEN: usize = 256;
+/// The longest code otpd accepts.
+pub const MAX_OTP_LEN: usize = 16;
+
+/// `{"op":"verify",...}`.
+#[derive(Serialize)]
+struct VerifyRequest<'a> {
+    op: &'static str,
+    user: &'a str,
+    otp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rhost: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_false")]
+    nullok: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A `Write` into a buffer allocated once: it refuses to grow past
+/// [`MAX_LINE`], so the bytes holding the code are never reallocated (and
+/// left behind un-zeroed).
+struct Line(Zeroizing<Vec<u8>>);
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.0.len().saturating_add(buf.len()) > MAX_LINE {
+            return Err(io::Error::other("request longer than 4 KiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The request line, newline included, in a zeroizing buffer; `None` when
+/// it would exceed [`MAX_LINE`].
+pub fn verify_request(
+    user: &str,
+    otp: &str,
+    service: Option<&str>,
+    rhost: Option<&str>,
+    nullok: bool,
+) -> Option<Zeroizing<Vec<u8>>> {
+    let mut line = Line(Zeroizing::new(Vec::with_capacity(MAX_LINE)));
+    let request = VerifyRequest {
+        op: "verify",
+        user,
+        otp,
+        service,
+        rhost,
+        nullok,
+    };
+    serde_json::to_writer(&mut line, &request).ok()?;
+    line.write_all(b"\n").ok()?;
+    Some(line.0)
+}
+
+/// otpd's answer to a verify request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Accept,
+    Reject,
+    /// The user has no token and the request carried `nullok`.
+    Ignore,
+    /// `{"result":"error","message":...}`.
+    Error(String),
+}
+
+/// Why no answer could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    #[error("cannot send the request: {0}")]
+    Send(io::Error),
+    #[error("cannot read the answer: {0}")]
+    Receive(io::Error),
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+    #[error("the connection closed before a whole answer line")]
+    Closed,
+    #[error("answer line longer than 4 KiB")]
+    TooLong,
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+/// Parses one answer line (without its newline).
+pub fn parse_answer(line: &[u8]) -> Result<Answer, ClientError> {
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| ClientError::Malformed(format!("not JSON ({e})")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| ClientError::Malformed("not a JSON object".to_owned()))?;
+    let result = object
+        .get("result")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| ClientError::Malformed("no \"result\" string".to_owned()))?;
+    match result {
+        "accept" => Ok(Answer::Accept),
+        "reject" => Ok(Answer::Reject),
+        "ignore" => Ok(Answer::Ignore),
+        "error" => Ok(Answer::Error(
+            object
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        )),
+        other => Err(ClientError::Malformed(format!(
+            "unexpected result {:?}",
+            crate::auth::shown(other)
+        ))),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// What is left of the time until `deadline`, or a timeout error.
+fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration, ClientError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(ClientError::Timeout(timeout.as_millis()))
+    } else {
+        Ok(left)
+    }
+}
+
+/// Sends `request` (one line) to the socket at `path` and reads one answer
+/// line, all within `timeout`.
+pub fn exchange(path: &Path, request: &[u8], timeout: Duration) -> Result<Answer, ClientError> {
+    let deadline = Instant::now() + timeout;
+    let address = SockAddr::unix(path).map_err(ClientError::Connect)?;
+    // socket2 opens it with SOCK_CLOEXEC: a host that forks does not leak it.
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(ClientError::Connect)?;
+    // A blocking connect on a Unix stream socket waits for a full backlog at
+    // most SO_SNDTIMEO.
+    socket
+        .set_write_timeout(Some(remaining(deadline, timeout)?))
+        .map_err(ClientError::Connect)?;
+    socket.connect(&address).map_err(|e| {
+        if is_timeout(&e) {
+            ClientError::Timeout(timeout.as_millis())
+        } else {
+            ClientError::Connect(e)
+        }
+    })?;
+
+    let mut sent = 0;
+    while let Some(rest) = request.get(sent..).filter(|r| !r.is_empty()) {
+        socket
+            .set_write_timeout(Some(remaining(deadline, timeout)?))
+            .map_err(ClientError::Send)?;
+        // MSG_NOSIGNAL: a daemon gone away is an error here, not a SIGPIPE
+        // that kills the host.
+        match socket.send_with_flags(rest, libc::MSG_NOSIGNAL) {
+            Ok(0) => return Err(ClientError::Closed),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(ClientError::Timeout(timeout.as_millis())),
+            Err(e) => return Err(ClientError::Send(e)),
+        }
+    }
+
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end);
+            break;
+        }
+        if line.len() > MAX_LINE {
+            return Err(ClientError::TooLong);
+        }
+        socket
+            .set_read_timeout(Some(remaining(deadline, timeout)?))
+            .map_err(ClientError::Receive)?;
+        match (&socket).read(&mut chunk) {
+            // A last line without its newline still counts; a truncated
+            // one fails to parse.
+            Ok(0) if line.is_empty() => return Err(ClientError::Closed),
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(ClientError::Timeout(timeout.as_millis())),
+            Err(e) => return Err(ClientError::Receive(e)),
+        }
+    }
+    if line.len() >= MAX_LINE {
+        return Err(ClientError::TooLong);
+    }
+    parse_answer(&line)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        let line =
+            verify_request("alice", "123456", Some("sshd"), Some("203.0.113.5"), false).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"123456\",\"service\":\"sshd\",\
+             \"rhost\":\"203.0.113.5\"}\n"
+        );
+        let line = verify_request("bob", "", None, None, true).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"op\":\"verify\",\"user\":\"bob\",\"otp\":\"\",\"nullok\":true}\n"
+        );
+        let escaped = verify_request("a\"b\n", "1", None, None, false).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&escaped).unwrap();
+        assert_eq!(value["user"], "a\"b\n");
+        assert!(verify_request(&"x".repeat(5000), "1", None, None, false).is_none());
+        // 35 bytes of frame around the user name, newline included.
+        let at_limit = verify_request(&"x".repeat(MAX_LINE - 35), "", None, None, false).unwrap();
+        assert_eq!(at_limit.len(), MAX_LINE);
+        assert!(verify_request(&"x".repeat(MAX_LINE - 34), "", None, None, false).is_none());
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(
+            parse_answer(br#"{"result":"accept"}"#).unwrap(),
+            Answer::Accept
+        );
+        assert_eq!(
+            parse_answer(br#"{"result":"reject"}"#).unwrap(),
+            Answer::Reject
+        );
+        assert_eq!(
+            parse_answer(br#"{"result":"ignore"}"#).unwrap(),
+            Answer::Ignore
+        );
+        assert_eq!(
+            parse_answer(br#" {"result":"error","message":"permission denied"} "#).unwrap(),
+            Answer::Error("permission denied".to_owned())
+        );
+        assert_eq!(
+            parse_answer(br#"{"result":"accept","extra":1}"#).unwrap(),
+            Answer::Accept
+        );
+        for bad in [
+            &b""[..],
+            b"accept",
+            b"{}",
+            br#"{"result":"ok","version":"0.1.0"}"#,
+            br#"{"result":"ACCEPT"}"#,
+            br#"{"result":true}"#,
+            br#"{"result":"accept"} {"result":"accept"}"#,
+            br#"["accept"]"#,
+            b"\xff\xfe",
+        ] {
+            assert!(
+                parse_answer(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

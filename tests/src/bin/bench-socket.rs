@@ -1,0 +1,269 @@
+//! Verification throughput and latency over otpd's Unix socket.
+//!
+//! Imports N users with active tokens straight into a fresh store, starts
+//! the otpd binary beside this one (build both with --release), then at each
+//! concurrency level runs that many clients for a fixed time, each on its
+//! own connection with one request in flight, every request for a distinct
+//! user and valid code. Prints requests/s, accepted/s and p50/p99 latency.
+//! Every accepted step is committed to SQLite before otpd answers.
+//!
+//! cargo build --release -p otpd -p e2e --bin bench-socket
+//! target/release/bench-socket [--users N] [--seconds S] [--clients 1,16,64] [--synchronous normal|full]
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otpcore::store::{ImportedToken, Store};
+use otpcore::totp::{Algorithm, TokenParams};
+
+/// Long steps, so that a run never crosses a step boundary: every user can
+/// accept the codes of the previous, current and next step, in that order.
+const PERIOD: u64 = 300;
+
+struct Options {
+    users: usize,
+    seconds: f64,
+    clients: Vec<usize>,
+    synchronous: String,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        users: 120_000,
+        seconds: 3.0,
+        clients: vec![1, 16, 64],
+        synchronous: "normal".to_owned(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).map(String::as_str).unwrap_or_default();
+        match pair[0].as_str() {
+            "--users" => o.users = value.parse().expect("--users N"),
+            "--seconds" => o.seconds = value.parse().expect("--seconds S"),
+            "--clients" => {
+                o.clients = value
+                    .split(',')
+                    .map(|c| c.parse().expect("--clients 1,16,64"))
+                    .collect()
+            }
+            "--synchronous" => o.synchronous = value.to_owned(),
+            other => {
+                panic!("unknown option {other}; see the comment at the top of bench-socket.rs")
+            }
+        }
+    }
+    o
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_otpd(dir: &Path, socket: &Path, synchronous: &str) -> Daemon {
+    let config = dir.join("otpd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "service_id = \"BENCH\"\nissuer = \"bench\"\nstate_dir = \"{}\"\nsqlite_synchronous = \"{synchronous}\"\n\
+             [socket]\npath = \"{}\"\n",
+            dir.join("state").display(),
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(e2e::otpd_bin())
+        .arg("--config")
+        .arg(&config)
+        // One log line per decision would measure the terminal.
+        .env("OTPD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start otpd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "otpd did not open its socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon { child }
+}
+
+/// The next (user, step) to try: users in order, then the next step.
+struct Work {
+    secrets: Vec<Vec<u8>>,
+    next: AtomicUsize,
+    base_step: u64,
+}
+
+impl Work {
+    fn take(&self) -> Option<(usize, u64)> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let pass = n / self.secrets.len();
+        (pass < 3).then(|| (n % self.secrets.len(), self.base_step - 1 + pass as u64))
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    accepted: usize,
+    rejected: usize,
+    errors: usize,
+}
+
+fn client(socket: &Path, work: &Work, params: &TokenParams, stop: &AtomicBool) -> Tally {
+    let stream = UnixStream::connect(socket).expect("connect");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let mut tally = Tally::default();
+    let mut answer = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Some((user, step)) = work.take() else {
+            break;
+        };
+        let code = params.code_for_step(&work.secrets[user], step);
+        let request = format!(
+            "{{\"op\":\"verify\",\"user\":\"u{user}\",\"otp\":\"{}\",\"service\":\"bench\"}}\n",
+            code.as_str()
+        );
+        let started = Instant::now();
+        writer.write_all(request.as_bytes()).expect("send");
+        answer.clear();
+        reader.read_line(&mut answer).expect("answer");
+        tally.latencies.push(started.elapsed());
+        if answer.contains("\"accept\"") {
+            tally.accepted += 1;
+        } else if answer.contains("\"reject\"") {
+            tally.rejected += 1;
+        } else {
+            tally.errors += 1;
+        }
+    }
+    tally
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at]
+}
+
+fn main() {
+    let o = options();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state: PathBuf = dir.path().join("state");
+    let params = TokenParams {
+        algorithm: Algorithm::Sha1,
+        digits: 6,
+        period: PERIOD,
+    };
+    // A run must not cross a step boundary.
+    let budget = (o.seconds * o.clients.len() as f64) as u64 + 30;
+    let left = PERIOD - now() % PERIOD;
+    if left < budget {
+        eprintln!("waiting {left} s for a fresh {PERIOD}-second step");
+        std::thread::sleep(Duration::from_secs(left + 1));
+    }
+    eprintln!("importing {} users", o.users);
+    let started = Instant::now();
+    let mut secrets = Vec::with_capacity(o.users);
+    {
+        let mut store = Store::open(&state).expect("store");
+        for i in 0..o.users {
+            let secret: Vec<u8> = (0..20u32)
+                .map(|b| (i as u32).wrapping_mul(2_654_435_761).rotate_left(b) as u8)
+                .collect();
+            secrets.push(secret);
+        }
+        let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
+        let tokens: Vec<ImportedToken<'_>> = names
+            .iter()
+            .zip(&secrets)
+            .map(|(user, secret)| ImportedToken {
+                user,
+                secret,
+                params,
+            })
+            .collect();
+        store
+            .import_tokens(&tokens, "BENCH", false, now())
+            .expect("import");
+    }
+    eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+    let socket = dir.path().join("otpd.sock");
+    let _daemon = start_otpd(dir.path(), &socket, &o.synchronous);
+    let work = Arc::new(Work {
+        secrets,
+        next: AtomicUsize::new(0),
+        base_step: params.step_at(now()),
+    });
+
+    println!(
+        "otpd socket verify, synchronous={}, {} users, {} s per level",
+        o.synchronous, o.users, o.seconds
+    );
+    println!(
+        "{:>7} {:>10} {:>11} {:>9} {:>9} {:>7} {:>6}",
+        "clients", "requests/s", "accepted/s", "p50 ms", "p99 ms", "reject", "error"
+    );
+    for &clients in &o.clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let (work, stop, socket) = (Arc::clone(&work), Arc::clone(&stop), socket.clone());
+                std::thread::spawn(move || client(&socket, &work, &params, &stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(o.seconds));
+        stop.store(true, Ordering::Relaxed);
+        let tallies: Vec<Tally> = handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect();
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut latencies: Vec<Duration> = tallies
+            .iter()
+            .flat_map(|t| t.latencies.iter().copied())
+            .collect();
+        latencies.sort();
+        let accepted: usize = tallies.iter().map(|t| t.accepted).sum();
+        let rejected: usize = tallies.iter().map(|t| t.rejected).sum();
+        let errors: usize = tallies.iter().map(|t| t.errors).sum();
+        println!(
+            "{:>7} {:>10.0} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>6}",
+            clients,
+            latencies.len() as f64 / elapsed,
+            accepted as f64 / elapsed,
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            rejected,
+            errors
+        );
+        if work.next.load(Ordering::Relaxed) >= 3 * work.secrets.len() {
+            println!("(ran out of users: raise --users)");
+        }
+    }
+}
