@@ -138,7 +138,7 @@ fn sudo_with_one_time_password() {
     );
     let err = e2e::stderr(&output);
     assert!(
-        err.contains("One-time password:"),
+        err.contains("One-time password (sudo):"),
         "sudo should show the module's prompt: {err:?}"
     );
     assert!(!err.contains(&code), "the code was echoed: {err:?}");

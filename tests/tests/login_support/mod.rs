@@ -118,6 +118,8 @@ pub struct TestUser {
     /// The user's own group (Debian's user private group).
     pub group: String,
     pub home: PathBuf,
+    /// The Unix password, made up for the test (sudo asks for it).
+    pub password: String,
 }
 
 /// useradd and userdel lock /etc/passwd: one at a time in this process.
@@ -159,7 +161,12 @@ impl TestUser {
         let name = format!("otpe2e{}u{n}", std::process::id());
         let output = accounts(&["useradd", "-m", "-U", "-s", "/bin/sh", &name], "useradd");
         assert_success(&output, &format!("useradd {name}"));
+        let password = format!("pw-{}-{n}", std::process::id());
+        let script = format!("echo '{name}:{password}' | chpasswd");
+        let output = accounts(&["sh", "-c", &script], "chpasswd");
+        assert_success(&output, &format!("chpasswd {name}"));
         let user = TestUser {
+            password,
             uid: id_of(&name, "-u").parse().expect("uid"),
             gid: id_of(&name, "-g").parse().expect("gid"),
             group: id_of(&name, "-gn"),
@@ -199,25 +206,25 @@ impl Drop for TestUser {
 // ---------------------------------------------------------------------------
 // PAM files and the mount namespace
 
-/// Writes the PAM stack of the tests: pam_otp for auth (no password
-/// module), pam_permit for account and session.
-pub fn write_pam_file(path: &Path, socket: &Path) {
-    let module = e2e::pam_module_path();
-    let text = format!(
-        "# otpd end-to-end test stack\n\
-         auth     required {module} socket={socket}\n\
-         account  required pam_permit.so\n\
-         session  required pam_permit.so\n",
-        module = module.display(),
-        socket = socket.display(),
+/// The shipped PAM stack `conf/pam.d/NAME`, pointed at the built module and
+/// the test's socket, so the tests log in through what we ship.
+pub fn write_pam_file(path: &Path, socket: &Path, name: &str) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../conf/pam.d")
+        .join(name);
+    let text = fs::read_to_string(&shipped).expect("the shipped PAM stack");
+    assert!(
+        text.contains(" pam_otp.so socket=/run/otpd/otpd.sock"),
+        "{text}"
     );
+    let module = e2e::pam_module_path();
+    let text = text
+        .replace(" pam_otp.so ", &format!(" {} ", module.display()))
+        .replace("/run/otpd/otpd.sock", &socket.display().to_string());
     fs::write(path, text).expect("write the PAM file");
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod the PAM file");
 }
 
-/// `unshare --mount sh -c 'mount --bind A1 B1 && ... && exec "$@"'`:
-/// `command` runs in a private mount namespace in which each file of
-/// `binds` (temp file, system file) is bound over the system file.
 pub fn in_private_mounts(binds: &[(&Path, &str)], command: &[&str]) -> Command {
     let mut script = String::new();
     let mut args: Vec<String> = Vec::new();
@@ -299,7 +306,7 @@ impl Sshd {
         assert_success(&output, "chown ~/.ssh");
 
         let pam_file = dir.join("pam-sshd");
-        write_pam_file(&pam_file, socket);
+        write_pam_file(&pam_file, socket, "sshd");
         let port = free_port();
         let config = dir.join("sshd_config");
         let text = format!(
@@ -307,11 +314,8 @@ impl Sshd {
              ListenAddress 127.0.0.1\n\
              HostKey {host_key}\n\
              PidFile {pid}\n\
-             UsePAM yes\n\
+             Include {shipped}\n\
              PubkeyAuthentication yes\n\
-             KbdInteractiveAuthentication yes\n\
-             PasswordAuthentication no\n\
-             AuthenticationMethods publickey,keyboard-interactive\n\
              AuthorizedKeysFile .ssh/authorized_keys\n\
              StrictModes no\n\
              PermitRootLogin no\n\
@@ -321,6 +325,9 @@ impl Sshd {
              LogLevel VERBOSE\n",
             host_key = host_key.display(),
             pid = dir.join("sshd.pid").display(),
+            shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conf/sshd_config.d/otpd.conf")
+                .display(),
             user = user.name,
         );
         fs::write(&config, text).expect("sshd_config");
@@ -485,7 +492,7 @@ impl Sudo {
         let dir = dir.join("sudo");
         fs::create_dir_all(&dir).expect("sudo dir");
         let pam_file = dir.join("pam-sudo");
-        write_pam_file(&pam_file, socket);
+        write_pam_file(&pam_file, socket, "sudo");
         let sudoers = dir.join("sudoers");
         fs::write(
             &sudoers,
@@ -503,7 +510,8 @@ impl Sudo {
         Sudo { pam_file, sudoers }
     }
 
-    /// `runuser -u USER -- sudo -k -S id -u` with `code` on stdin.
+    /// `runuser -u USER -- sudo -k -S id -u` with the user's password and
+    /// then `code` on stdin (the shipped stack asks for both).
     pub fn id_u(&self, user: &TestUser, code: &str) -> Output {
         let mut child = in_private_mounts(
             &[
@@ -522,7 +530,7 @@ impl Sudo {
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().expect("stdin");
-            let _ = stdin.write_all(format!("{code}\n").as_bytes());
+            let _ = stdin.write_all(format!("{}\n{code}\n", user.password).as_bytes());
         }
         child.wait_with_output().expect("wait for sudo")
     }
