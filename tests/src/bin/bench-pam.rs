@@ -23,7 +23,11 @@
 //!
 //! apt-get install -y libpam-google-authenticator pamtester
 //! cargo build --release -p otpd -p pam_otp && cargo build --release -p e2e --bin bench-pam
-//! target/release/bench-pam [--logins 200] [--rounds 5]
+//! target/release/bench-pam [--logins 200] [--rounds 5] [--synchronous normal|full]
+//!
+//! google-authenticator fsyncs its secret file after every login
+//! (DISALLOW_REUSE); otpd's default `sqlite_synchronous = "normal"` does
+//! not fsync per commit, `--synchronous full` does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,12 +56,14 @@ const WARM_UP: usize = 5;
 struct Options {
     logins: usize,
     rounds: usize,
+    synchronous: String,
 }
 
 fn options() -> Options {
     let mut o = Options {
         logins: 200,
         rounds: 5,
+        synchronous: "normal".to_owned(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -65,6 +71,7 @@ fn options() -> Options {
         match pair[0].as_str() {
             "--logins" => o.logins = value.parse().expect("--logins N"),
             "--rounds" => o.rounds = value.parse().expect("--rounds N"),
+            "--synchronous" => o.synchronous = value.to_owned(),
             other => panic!("unknown option {other}; see the comment at the top of bench-pam.rs"),
         }
     }
@@ -147,13 +154,13 @@ impl Drop for Daemon {
     }
 }
 
-fn start_otpd(dir: &Path, state: &Path, socket: &Path) -> Daemon {
+fn start_otpd(dir: &Path, state: &Path, socket: &Path, synchronous: &str) -> Daemon {
     let config = dir.join("otpd.toml");
     fs::write(
         &config,
         format!(
             "service_id = \"BENCH\"\nissuer = \"bench\"\nstate_dir = \"{}\"\n\
-             [socket]\npath = \"{}\"\nallowed_uids = [0]\n",
+             sqlite_synchronous = \"{synchronous}\"\n[socket]\npath = \"{}\"\nallowed_uids = [0]\n",
             state.display(),
             socket.display()
         ),
@@ -216,38 +223,66 @@ struct Run {
     failures: Vec<String>,
 }
 
-/// `pamtester SERVICE USER authenticate` for each of `users`, each fed
-/// the code current at that moment.
+/// `pamtester SERVICE USER authenticate` with `code` on stdin: None when
+/// it succeeded, else what pamtester said.
+fn login(service: &PamService, name: &str, code: &str) -> Option<String> {
+    let mut child = Command::new("pamtester")
+        .args([service.name, name, "authenticate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pamtester");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(format!("{code}\n").as_bytes());
+    }
+    let output = child.wait_with_output().expect("pamtester");
+    (!output.status.success()).then(|| {
+        format!(
+            "{} {name}: {} {}",
+            service.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })
+}
+
+/// One login for each of `names`, each fed the code current at that moment.
 fn logins(service: &PamService, names: &[String], secrets: &[Vec<u8>]) -> Run {
     let mut failures = Vec::new();
     let started = Instant::now();
     for (name, secret) in names.iter().zip(secrets) {
-        let mut child = Command::new("pamtester")
-            .args([service.name, name.as_str(), "authenticate"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pamtester");
-        {
-            let code = PARAMS.code_at(secret, now());
-            let mut stdin = child.stdin.take().expect("stdin");
-            let _ = stdin.write_all(format!("{}\n", code.as_str()).as_bytes());
-        }
-        let output = child.wait_with_output().expect("pamtester");
-        if !output.status.success() {
-            failures.push(format!(
-                "{} {name}: {} {}",
-                service.name,
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
+        let code = PARAMS.code_at(secret, now());
+        failures.extend(login(service, name, code.as_str()));
     }
     Run {
         seconds: started.elapsed().as_secs_f64(),
         failures,
     }
+}
+
+/// That the service really checks codes: the current step's code logs in
+/// once, then the same code (a replay) and a code far outside the window
+/// are refused. Returns what went wrong.
+fn controls(service: &PamService, name: &str, secret: &[u8]) -> Vec<String> {
+    let step = PARAMS.step_at(now());
+    let code = PARAMS.code_for_step(secret, step);
+    let far = PARAMS.code_for_step(secret, step + 10);
+    let mut wrong = Vec::new();
+    if let Some(failure) = login(service, name, code.as_str()) {
+        wrong.push(format!("control login refused: {failure}"));
+    }
+    if login(service, name, code.as_str()).is_none() {
+        wrong.push(format!("{}: a replayed code was accepted", service.name));
+    }
+    if far.as_str() != code.as_str() && login(service, name, far.as_str()).is_none() {
+        wrong.push(format!(
+            "{}: a code 10 steps ahead was accepted",
+            service.name
+        ));
+    }
+    wrong
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -278,7 +313,8 @@ fn run(o: &Options) -> bool {
     let socket = dir.path().join("otpd.sock");
     let ga_dir = dir.path().join("ga");
 
-    let total = WARM_UP + o.logins * o.rounds;
+    // Warm-up users, the rounds' users, one control user.
+    let total = WARM_UP + o.logins * o.rounds + 1;
     let names: Vec<String> = (0..total).map(|i| format!("bpam{i}")).collect();
     let secrets = random_secrets(total);
     {
@@ -297,7 +333,7 @@ fn run(o: &Options) -> bool {
             .expect("import");
     }
     write_ga_files(&ga_dir, &names, &secrets);
-    let _daemon = start_otpd(dir.path(), &state, &socket);
+    let _daemon = start_otpd(dir.path(), &state, &socket, &o.synchronous);
     let otp = PamService::new(
         OTP_SERVICE,
         &format!(
@@ -315,13 +351,16 @@ fn run(o: &Options) -> bool {
     );
 
     let mut failures = Vec::new();
+    let control = total - 1;
     for service in [&otp, &ga] {
         failures.extend(logins(service, &names[..WARM_UP], &secrets[..WARM_UP]).failures);
+        failures.extend(controls(service, &names[control], &secrets[control]));
     }
 
     println!(
-        "pamtester logins: pam_otp (otpd) vs pam_google_authenticator, {} logins per run, {} rounds",
-        o.logins, o.rounds
+        "pamtester logins: pam_otp (otpd, synchronous={}) vs pam_google_authenticator, \
+         {} logins per run, {} rounds",
+        o.synchronous, o.logins, o.rounds
     );
     println!(
         "{:>5} {:>6} {:>9} {:>9} {:>7}",
@@ -364,7 +403,7 @@ fn run(o: &Options) -> bool {
         per_login(&ga_secs)
     );
     if failures.is_empty() {
-        println!("all logins succeeded");
+        println!("all logins succeeded; replays and wrong codes were refused on both sides");
     } else {
         println!(
             "{} FAILED LOGINS: the figures above are invalid",
