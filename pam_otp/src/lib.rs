@@ -114,69 +114,44 @@ pub unsafe extern "C" fn pam_sm_authenticate(
     })
 }
 
-/// `auth` stack, credentials: nothing to establish; success.
-///
-/// # Safety
-///
-/// Called by libpam only; no pointer is dereferenced.
-#[allow(unsafe_code)] // the C entry point: `no_mangle`
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_setcred(
-    _pamh: *mut ffi::pam_handle_t,
-    _flags: c_int,
-    _argc: c_int,
-    _argv: *const *const c_char,
-) -> c_int {
-    guard(|| PamCode::SUCCESS)
+/// Defines an entry point that only answers `$code`: the stacks where the
+/// module has nothing to do.
+macro_rules! fixed_answer {
+    ($(#[$doc:meta])* $name:ident => $code:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// Called by libpam only; no pointer is dereferenced.
+        #[allow(unsafe_code)] // the C entry point: `no_mangle`
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            _pamh: *mut ffi::pam_handle_t,
+            _flags: c_int,
+            _argc: c_int,
+            _argv: *const *const c_char,
+        ) -> c_int {
+            guard(|| $code)
+        }
+    };
 }
 
-/// `account` stack: the module has no say about accounts; ignored.
-///
-/// # Safety
-///
-/// Called by libpam only; no pointer is dereferenced.
-#[allow(unsafe_code)] // the C entry point: `no_mangle`
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_acct_mgmt(
-    _pamh: *mut ffi::pam_handle_t,
-    _flags: c_int,
-    _argc: c_int,
-    _argv: *const *const c_char,
-) -> c_int {
-    guard(|| PamCode::IGNORE)
-}
-
-/// `session` stack: nothing to do; ignored.
-///
-/// # Safety
-///
-/// Called by libpam only; no pointer is dereferenced.
-#[allow(unsafe_code)] // the C entry point: `no_mangle`
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_open_session(
-    _pamh: *mut ffi::pam_handle_t,
-    _flags: c_int,
-    _argc: c_int,
-    _argv: *const *const c_char,
-) -> c_int {
-    guard(|| PamCode::IGNORE)
-}
-
-/// `session` stack: nothing to do; ignored.
-///
-/// # Safety
-///
-/// Called by libpam only; no pointer is dereferenced.
-#[allow(unsafe_code)] // the C entry point: `no_mangle`
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_close_session(
-    _pamh: *mut ffi::pam_handle_t,
-    _flags: c_int,
-    _argc: c_int,
-    _argv: *const *const c_char,
-) -> c_int {
-    guard(|| PamCode::IGNORE)
-}
+fixed_answer!(
+    /// `auth` stack, credentials: nothing to establish; success.
+    pam_sm_setcred => PamCode::SUCCESS
+);
+fixed_answer!(
+    /// `account` stack: the module has no say about accounts; ignored.
+    pam_sm_acct_mgmt => PamCode::IGNORE
+);
+fixed_answer!(
+    /// `session` stack: nothing to do; ignored.
+    pam_sm_open_session => PamCode::IGNORE
+);
+fixed_answer!(
+    /// `session` stack: nothing to do; ignored.
+    pam_sm_close_session => PamCode::IGNORE
+);
 
 /// `password` stack: a one-time password cannot be changed through PAM
 /// (tokens are managed with otpctl). A `password` line naming this module

@@ -1406,6 +1406,61 @@ impl TestEnv {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Benchmark helpers
+
+/// An `otpd` with only a `[socket]` section, for the benchmarks; killed on
+/// drop.
+pub struct SocketDaemon {
+    child: Child,
+}
+
+impl Drop for SocketDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the built `otpd` on `state` with its socket at `socket` and the
+/// given `sqlite_synchronous`, and waits until the socket answers.
+pub fn start_socket_otpd(
+    dir: &Path,
+    state: &Path,
+    socket: &Path,
+    synchronous: &str,
+) -> SocketDaemon {
+    let config = dir.join("otpd.toml");
+    fs::write(
+        &config,
+        format!(
+            "service_id = \"BENCH\"\nissuer = \"bench\"\nstate_dir = \"{}\"\n\
+             sqlite_synchronous = \"{synchronous}\"\n[socket]\npath = \"{}\"\nallowed_uids = [0]\n",
+            state.display(),
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(otpd_bin())
+        .arg("--config")
+        .arg(&config)
+        // One log line per decision would measure the terminal.
+        .env("OTPD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start otpd");
+    let mut daemon = SocketDaemon { child };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+            panic!("otpd exited at start-up: {status}");
+        }
+        assert!(Instant::now() < deadline, "otpd did not open its socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

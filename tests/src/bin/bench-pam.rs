@@ -34,10 +34,10 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{base32, Algorithm, TokenParams};
@@ -141,49 +141,6 @@ impl Drop for PamService {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
-}
-
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_otpd(dir: &Path, state: &Path, socket: &Path, synchronous: &str) -> Daemon {
-    let config = dir.join("otpd.toml");
-    fs::write(
-        &config,
-        format!(
-            "service_id = \"BENCH\"\nissuer = \"bench\"\nstate_dir = \"{}\"\n\
-             sqlite_synchronous = \"{synchronous}\"\n[socket]\npath = \"{}\"\nallowed_uids = [0]\n",
-            state.display(),
-            socket.display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(e2e::otpd_bin())
-        .arg("--config")
-        .arg(&config)
-        // One log line per decision would measure the terminal.
-        .env("OTPD_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start otpd");
-    let mut daemon = Daemon { child };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(socket).is_err() {
-        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
-            panic!("otpd exited at start-up: {status}");
-        }
-        assert!(Instant::now() < deadline, "otpd did not open its socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
 }
 
 fn random_secrets(count: usize) -> Vec<Vec<u8>> {
@@ -333,7 +290,7 @@ fn run(o: &Options) -> bool {
             .expect("import");
     }
     write_ga_files(&ga_dir, &names, &secrets);
-    let _daemon = start_otpd(dir.path(), &state, &socket, &o.synchronous);
+    let _daemon = e2e::start_socket_otpd(dir.path(), &state, &socket, &o.synchronous);
     let otp = PamService::new(
         OTP_SERVICE,
         &format!(

@@ -15,7 +15,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,45 +67,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
-}
-
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_otpd(dir: &Path, socket: &Path, synchronous: &str) -> Daemon {
-    let config = dir.join("otpd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "service_id = \"BENCH\"\nissuer = \"bench\"\nstate_dir = \"{}\"\nsqlite_synchronous = \"{synchronous}\"\n\
-             [socket]\npath = \"{}\"\n",
-            dir.join("state").display(),
-            socket.display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(e2e::otpd_bin())
-        .arg("--config")
-        .arg(&config)
-        // One log line per decision would measure the terminal.
-        .env("OTPD_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start otpd");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(socket).is_err() {
-        assert!(Instant::now() < deadline, "otpd did not open its socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child }
 }
 
 /// The next (user, step) to try: users in order, then the next step.
@@ -213,7 +174,7 @@ fn main() {
     }
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
     let socket = dir.path().join("otpd.sock");
-    let _daemon = start_otpd(dir.path(), &socket, &o.synchronous);
+    let _daemon = e2e::start_socket_otpd(dir.path(), &state, &socket, &o.synchronous);
     let work = Arc::new(Work {
         secrets,
         next: AtomicUsize::new(0),
