@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod enrol;
+pub mod import;
 pub mod rules;
 #[cfg(feature = "store")]
 pub mod store;

@@ -794,6 +794,30 @@ impl Store {
             .optional()?)
     }
 
+    /// Withdraws every pending and active token of `user`; how many.
+    pub fn revoke(&mut self, user: &str) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE enrolments SET state = 'revoked' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+            params![user],
+        )?)
+    }
+
+    /// Writes a consistent copy of the database to `path` (SQLite's online
+    /// backup, safe while otpd serves), created 0600. The key file is not
+    /// part of it: back that up too.
+    pub fn backup(&self, path: &Path) -> Result<()> {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| file_error(path, e))?;
+        self.conn
+            .backup(rusqlite::DatabaseName::Main, path, None)
+            .map_err(|e| file_error(path, e))?;
+        Ok(())
+    }
+
     /// Gives an `issued` enrolment a new expiry (for `otpctl resend`).
     pub fn extend(&mut self, id: i64, expires_at: u64) -> Result<bool> {
         Ok(self.conn.execute(
@@ -1420,6 +1444,37 @@ mod tests {
         assert_eq!(store.secret(&alice).expect("secret").as_slice(), secret);
         let code = PARAMS.code_at(secret, NOW);
         assert_eq!(verify(&mut store, "bob", &code, NOW), VerifyOutcome::Accept);
+    }
+
+    #[test]
+    fn revoke_and_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("a")).expect("open");
+        let secret = active_token(&mut store, "alice");
+        let copy = dir.path().join("copy.db");
+        store.backup(&copy).expect("backup");
+        assert_eq!(mode(&copy), 0o600);
+        assert!(
+            store.backup(&copy).is_err(),
+            "an existing file is not overwritten"
+        );
+        assert_eq!(store.revoke("alice").expect("revoke"), 1);
+        let code = PARAMS.code_at(&secret, NOW);
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Reject(Refusal::NoToken)
+        );
+        // The copy, with the key file beside it, is a store that still knows alice.
+        let restored = dir.path().join("b");
+        fs::create_dir(&restored).expect("dir");
+        fs::set_permissions(&restored, fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::copy(&copy, restored.join(DB_FILE)).expect("copy db");
+        fs::copy(dir.path().join("a").join(KEY_FILE), restored.join(KEY_FILE)).expect("copy key");
+        let mut back = Store::open(&restored).expect("open the copy");
+        assert_eq!(
+            verify(&mut back, "alice", &code, NOW),
+            VerifyOutcome::Accept
+        );
     }
 
     #[test]

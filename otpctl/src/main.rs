@@ -96,6 +96,30 @@ enum Command {
     /// Ask for a code and have otpd verify it through its socket, exactly
     /// as pam_otp.so does (the code is spent when accepted).
     Test { user: String },
+    /// Withdraw a user's tokens (pending and active) at once.
+    Revoke { user: String },
+    /// Write a consistent copy of the database to PATH while otpd serves.
+    /// Back up the key file (state_dir/otpd.key) too.
+    Backup { path: PathBuf },
+    /// Import tokens from another system, all or nothing; they are active at
+    /// once. CSV lines `user,base32secret[,period,digits,algorithm]`, or
+    /// google-authenticator-libpam files (a file, or a directory of them; the
+    /// user is --user, the file's owner for `.google_authenticator`, else
+    /// the file's name).
+    Import {
+        #[arg(long, value_enum)]
+        format: ImportFormat,
+        /// Replace tokens the users already have.
+        #[arg(long)]
+        replace: bool,
+        /// The user of a single google-authenticator file.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Show the audit trail, oldest first.
     Audit {
         /// Only this user's entries.
@@ -107,6 +131,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFormat {
+    Csv,
+    GoogleAuthenticator,
 }
 
 fn parse_since(text: &str) -> Result<u64, String> {
@@ -183,6 +213,15 @@ fn run(cli: Cli) -> Outcome {
         Command::Unlock { user } => ctx.unlock(&user),
         Command::Resync { user, code1, code2 } => ctx.resync(&user, &code1, &code2),
         Command::Test { user } => ctx.test(&user),
+        Command::Revoke { user } => ctx.revoke(&user),
+        Command::Backup { path } => ctx.backup(&path),
+        Command::Import {
+            format,
+            replace,
+            user,
+            json,
+            paths,
+        } => ctx.import(format, replace, user.as_deref(), json, &paths),
         Command::Audit { user, since, json } => ctx.audit_trail(user.as_deref(), since, json),
     }
 }
@@ -249,13 +288,7 @@ fn ask_hidden(prompt: &str) -> Result<Zeroizing<String>, Refused> {
 }
 
 fn check_user_name(user: &str) -> Outcome {
-    let ok = !user.is_empty()
-        && user.len() <= 64
-        && !user.starts_with('-')
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
-    if ok {
+    if otpcore::import::valid_user(user) {
         Ok(())
     } else {
         Err(Refused(format!(
@@ -712,6 +745,169 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+impl Ctx {
+    fn revoke(&mut self, user: &str) -> Outcome {
+        let revoked = self.store.revoke(user)?;
+        if revoked == 0 {
+            return Err(Refused(format!("{user} has no token to revoke")));
+        }
+        self.audit(user, "ok", "revoked");
+        println!("Tokens of {user} revoked: {revoked}.");
+        Ok(())
+    }
+
+    fn backup(&self, path: &std::path::Path) -> Outcome {
+        self.store.backup(path)?;
+        println!(
+            "Database copied to {}. Keep a copy of {} with it: the secrets cannot be read without it.",
+            path.display(),
+            self.config.state_dir.join(otpcore::store::KEY_FILE).display()
+        );
+        Ok(())
+    }
+
+    fn import(
+        &mut self,
+        format: ImportFormat,
+        replace: bool,
+        user: Option<&str>,
+        json: bool,
+        paths: &[PathBuf],
+    ) -> Outcome {
+        let tokens = match format {
+            ImportFormat::Csv => read_csv(paths)?,
+            ImportFormat::GoogleAuthenticator => read_google_authenticator(paths, user)?,
+        };
+        if tokens.is_empty() {
+            return Err(Refused("no tokens found; nothing imported".to_owned()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = tokens.iter().find(|t| !seen.insert(t.user.as_str())) {
+            return Err(Refused(format!(
+                "{} appears twice; nothing imported",
+                twice.user
+            )));
+        }
+        let imported: Vec<otpcore::store::ImportedToken<'_>> = tokens
+            .iter()
+            .map(|t| otpcore::store::ImportedToken {
+                user: &t.user,
+                secret: &t.secret,
+                params: t.params,
+            })
+            .collect();
+        self.store
+            .import_tokens(&imported, &self.config.service_id, replace, now())
+            .map_err(|e| Refused(format!("{e}; nothing imported")))?;
+        for t in &tokens {
+            self.audit(&t.user, "ok", "token imported");
+        }
+        if json {
+            let users: Vec<&str> = tokens.iter().map(|t| t.user.as_str()).collect();
+            println!("{}", json!({"imported": tokens.len(), "users": users}));
+        } else {
+            println!("Imported {} tokens; they are active.", tokens.len());
+        }
+        Ok(())
+    }
+}
+
+fn read_text(path: &std::path::Path) -> Result<Zeroizing<String>, Refused> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| Refused(format!("{}: {e}; nothing imported", path.display())))
+}
+
+fn read_csv(paths: &[PathBuf]) -> Result<Vec<otpcore::import::Token>, Refused> {
+    let mut tokens = Vec::new();
+    for path in paths {
+        let text = read_text(path)?;
+        match otpcore::import::parse_csv(&text) {
+            Ok(mut more) => tokens.append(&mut more),
+            Err(errors) => {
+                let lines: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {e}", path.display()))
+                    .collect();
+                return Err(Refused(format!(
+                    "{}
+nothing imported",
+                    lines.join("\n")
+                )));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// The google-authenticator files named by `paths` (directories: the files
+/// in them), each with its user.
+fn read_google_authenticator(
+    paths: &[PathBuf],
+    user: Option<&str>,
+) -> Result<Vec<otpcore::import::Token>, Refused> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries =
+                std::fs::read_dir(path).map_err(|e| Refused(format!("{}: {e}", path.display())))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Refused(format!("{}: {e}", path.display())))?;
+                if entry.path().is_file() {
+                    files.push(entry.path());
+                }
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files.sort();
+    if user.is_some() && files.len() != 1 {
+        return Err(Refused(
+            "--user goes with exactly one google-authenticator file".to_owned(),
+        ));
+    }
+    let mut tokens = Vec::new();
+    for file in &files {
+        let owner = match user {
+            Some(user) => user.to_owned(),
+            None => file_user(file)?,
+        };
+        let text = read_text(file)?;
+        let token = otpcore::import::parse_google_authenticator(&owner, &text)
+            .map_err(|e| Refused(format!("{}: {e}; nothing imported", file.display())))?;
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+/// The user a google-authenticator file belongs to: the owner of a
+/// `.google_authenticator` in a home directory, else the file's name (the
+/// `secret=/dir/${USER}` layout).
+fn file_user(file: &std::path::Path) -> Result<String, Refused> {
+    use std::os::unix::fs::MetadataExt;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name != ".google_authenticator" {
+        return Ok(name);
+    }
+    let uid = std::fs::metadata(file)
+        .map_err(|e| Refused(format!("{}: {e}", file.display())))?
+        .uid();
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or_else(|| {
+            Refused(format!(
+                "{}: its owner (uid {uid}) has no user name",
+                file.display()
+            ))
+        })
 }
 
 /// Sends one request line to otpd's socket and reads its answer line.
