@@ -7,6 +7,7 @@
 pub mod config;
 pub mod enrol;
 pub mod import;
+pub mod radius;
 pub mod rules;
 #[cfg(feature = "store")]
 pub mod store;

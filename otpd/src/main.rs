@@ -5,6 +5,7 @@
 
 mod http;
 mod page;
+mod radius;
 mod socket;
 mod verifier;
 
@@ -312,9 +313,16 @@ async fn run(config: Config) -> ExitCode {
         },
         None => None,
     };
-    if config.radius.is_some() {
-        log::warn!("[radius] is configured, but this otpd does not serve RADIUS yet");
-    }
+    let radius = match &config.radius {
+        Some(r) => match radius::RadiusListener::bind(r) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
 
     let daemon = Arc::new(Daemon::new(config, store, true));
     let (stop, shutdown) = Shutdown::new();
@@ -324,19 +332,32 @@ async fn run(config: Config) -> ExitCode {
         let _ = std::io::stdout().flush();
         listeners.spawn(listener.serve(Arc::clone(&daemon), shutdown.clone()));
     }
-    if let Some(listener) = socket {
-        let verifier = match verifier::Verifier::start(Arc::clone(&daemon)) {
-            Ok(v) => v,
+    // One verifier for every login channel, so they share its batches.
+    let verifier = if socket.is_some() || radius.is_some() {
+        match verifier::Verifier::start(Arc::clone(&daemon)) {
+            Ok(v) => Some(v),
             Err(e) => {
                 eprintln!("otpd: cannot start the verifier: {e}");
                 return ExitCode::FAILURE;
             }
-        };
+        }
+    } else {
+        None
+    };
+    if let (Some(listener), Some(verifier)) = (socket, verifier.clone()) {
         println!(
             "otpd {} listening on unix:{}",
             otpcore::VERSION,
             listener.path().display()
         );
+        let _ = std::io::stdout().flush();
+        listeners.spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown.clone()));
+    }
+    if let (Some(listener), Some(verifier)) = (radius, verifier) {
+        match listener.local_addr() {
+            Ok(addr) => println!("otpd {} listening on radius:{addr}", otpcore::VERSION),
+            Err(e) => log::warn!("radius: cannot read the bound address: {e}"),
+        }
         let _ = std::io::stdout().flush();
         listeners.spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown.clone()));
     }

@@ -1,0 +1,644 @@
+//! The RADIUS listener (SPEC §3.4): Access-Request with PAP, verified
+//! through the [`Verifier`] like every other login; Status-Server
+//! (RFC 5997); a duplicate cache so a NAS's retransmission gets the same
+//! answer without a second verification. Clients are matched by source
+//! address against `[[radius.client]]` (first match wins). Anything that
+//! is not a well-formed, authenticated request from a known client is
+//! dropped without an answer and logged, at most once per 10 s per address.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use otpcore::config::{Cidr, RadiusConfig};
+use otpcore::radius::{self, attr, code, MessageAuthenticator, Packet};
+use otpcore::store::{Channel, VerifyOutcome};
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+use zeroize::Zeroizing;
+
+use crate::verifier::Verifier;
+use crate::{Daemon, Decision, Shutdown};
+
+/// How long an answer is kept for retransmissions.
+const DUPLICATE_TTL: Duration = Duration::from_secs(30);
+/// Most requests remembered at once.
+const DUPLICATE_CAPACITY: usize = 65_536;
+/// At most one "dropped" line per client address this often.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a stop waits for requests being verified.
+const DRAIN: Duration = Duration::from_secs(5);
+/// What every Access-Reject says, whatever the reason (SPEC §2.4).
+const REPLY_FAILED: &[u8] = b"Authentication failed";
+
+/// One `[[radius.client]]`, its secret read.
+struct Client {
+    name: String,
+    address: Cidr,
+    secret: Zeroizing<Vec<u8>>,
+    require_message_authenticator: bool,
+}
+
+/// The UDP socket, bound, and the clients with their secrets.
+pub struct RadiusListener {
+    socket: std::net::UdpSocket,
+    clients: Vec<Client>,
+}
+
+impl RadiusListener {
+    /// Reads every client's secret (a missing or empty `secret_file` is
+    /// an error) and binds `[radius].listen`.
+    pub fn bind(config: &RadiusConfig) -> Result<RadiusListener, String> {
+        let mut clients = Vec::with_capacity(config.client.len());
+        for client in &config.client {
+            let secret = match (&client.secret, &client.secret_file) {
+                (Some(secret), _) => Zeroizing::new(secret.as_bytes().to_vec()),
+                (None, Some(path)) => {
+                    let text = Zeroizing::new(std::fs::read(path).map_err(|e| {
+                        format!(
+                            "radius.client {:?}: cannot read secret_file {}: {e}",
+                            client.name,
+                            path.display()
+                        )
+                    })?);
+                    let mut secret = Zeroizing::new(text.to_vec());
+                    while matches!(secret.last(), Some(b'\n' | b'\r')) {
+                        secret.pop();
+                    }
+                    if secret.is_empty() {
+                        return Err(format!(
+                            "radius.client {:?}: secret_file {} is empty",
+                            client.name,
+                            path.display()
+                        ));
+                    }
+                    secret
+                }
+                (None, None) => {
+                    return Err(format!("radius.client {:?} has no secret", client.name))
+                }
+            };
+            if secret.is_empty() {
+                return Err(format!(
+                    "radius.client {:?}: the secret is empty",
+                    client.name
+                ));
+            }
+            clients.push(Client {
+                name: client.name.clone(),
+                address: client.address,
+                secret,
+                require_message_authenticator: client
+                    .require_message_authenticator
+                    .unwrap_or(config.require_message_authenticator),
+            });
+        }
+        let fail =
+            |e: std::io::Error| format!("cannot listen for RADIUS on {}: {e}", config.listen);
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(fail)?;
+        socket.set_nonblocking(true).map_err(fail)?;
+        Ok(RadiusListener { socket, clients })
+    }
+
+    /// The bound address (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Answers requests until `shutdown`; then waits a little for the
+    /// requests being verified, so their answers still go out.
+    pub async fn serve(
+        self,
+        daemon: Arc<Daemon>,
+        verifier: Verifier,
+        shutdown: Shutdown,
+    ) -> std::io::Result<()> {
+        let socket = Arc::new(UdpSocket::from_std(self.socket)?);
+        let server = Arc::new(Server {
+            daemon,
+            verifier,
+            socket: Arc::clone(&socket),
+            clients: self.clients,
+            duplicates: Mutex::new(Duplicates::default()),
+            drops: Mutex::new(HashMap::new()),
+        });
+        let mut tasks = JoinSet::new();
+        // One byte more than the largest packet, to see oversized ones.
+        let mut buffer = vec![0u8; radius::MAX_PACKET + 1];
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                received = socket.recv_from(&mut buffer) => match received {
+                    Ok((len, from)) => {
+                        let datagram = buffer.get(..len).unwrap_or_default();
+                        if let Some(work) = server.receive(datagram, from) {
+                            tasks.spawn(Arc::clone(&server).answer(work));
+                        }
+                    }
+                    // ICMP errors from earlier sends and the like.
+                    Err(e) => {
+                        log::debug!("radius: receive: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        buffer.fill(0);
+        let _ =
+            tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+        Ok(())
+    }
+}
+
+/// Key of the duplicate cache: client address and port, identifier,
+/// request authenticator.
+type RequestKey = (SocketAddr, u8, [u8; 16]);
+
+enum Cached {
+    /// Being verified: a retransmission is dropped, the answer follows.
+    Pending,
+    Answer(Vec<u8>),
+}
+
+/// Answers of the last 30 s, bounded.
+#[derive(Default)]
+struct Duplicates {
+    entries: HashMap<RequestKey, (Instant, Cached)>,
+    order: VecDeque<(Instant, RequestKey)>,
+}
+
+impl Duplicates {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front().copied() {
+            let expired = now.duration_since(at) >= DUPLICATE_TTL;
+            if !expired && self.entries.len() < DUPLICATE_CAPACITY {
+                break;
+            }
+            self.order.pop_front();
+            if self.entries.get(&key).is_some_and(|(t, _)| *t == at) {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    fn get(&mut self, key: &RequestKey, now: Instant) -> Option<&Cached> {
+        self.expire(now);
+        self.entries.get(key).map(|(_, c)| c)
+    }
+
+    fn insert(&mut self, key: RequestKey, value: Cached, now: Instant) {
+        self.expire(now);
+        self.entries.insert(key, (now, value));
+        self.order.push_back((now, key));
+    }
+
+    /// Stores the answer of a pending request (it keeps its first time).
+    fn answer(&mut self, key: &RequestKey, bytes: Vec<u8>) {
+        if let Some((_, cached)) = self.entries.get_mut(key) {
+            *cached = Cached::Answer(bytes);
+        }
+    }
+}
+
+struct Server {
+    daemon: Arc<Daemon>,
+    verifier: Verifier,
+    socket: Arc<UdpSocket>,
+    clients: Vec<Client>,
+    duplicates: Mutex<Duplicates>,
+    drops: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// An authenticated Access-Request to verify.
+struct Work {
+    key: RequestKey,
+    client: usize,
+    user: String,
+    password: Option<Zeroizing<String>>,
+    identifier: u8,
+    authenticator: [u8; 16],
+}
+
+/// The address without an IPv4-mapped IPv6 disguise.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+impl Server {
+    /// Logs a dropped datagram, at most once per 10 s per address.
+    fn dropped(&self, from: SocketAddr, why: &str) {
+        let now = Instant::now();
+        let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        if drops.len() > 4096 {
+            drops.retain(|_, at| now.duration_since(*at) < DROP_LOG_INTERVAL);
+        }
+        let ip = from.ip();
+        if drops
+            .get(&ip)
+            .is_some_and(|at| now.duration_since(*at) < DROP_LOG_INTERVAL)
+        {
+            return;
+        }
+        drops.insert(ip, now);
+        log::warn!("radius: dropped a datagram from {from}: {why} (further drops from {ip} are not logged for 10 s)");
+    }
+
+    fn send(&self, bytes: &[u8], to: SocketAddr) {
+        if let Err(e) = self.socket.try_send_to(bytes, to) {
+            log::warn!("radius: cannot answer {to}: {e}");
+        }
+    }
+
+    /// Checks one datagram; answers what needs no verification (Status-
+    /// Server, duplicates) and returns the Access-Requests to verify.
+    fn receive(&self, datagram: &[u8], from: SocketAddr) -> Option<Work> {
+        let from = canonical(from);
+        let Some(index) = self
+            .clients
+            .iter()
+            .position(|c| c.address.contains(from.ip()))
+        else {
+            self.dropped(from, "not a configured client");
+            return None;
+        };
+        let client = self.clients.get(index)?;
+        let packet = match Packet::decode(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                self.dropped(
+                    from,
+                    &format!("client {:?}: malformed packet: {e}", client.name),
+                );
+                return None;
+            }
+        };
+        let ma = packet.message_authenticator(&client.secret, None);
+        match (packet.code, ma) {
+            (_, MessageAuthenticator::Invalid) => {
+                self.dropped(
+                    from,
+                    &format!(
+                        "client {:?}: bad Message-Authenticator (wrong secret?)",
+                        client.name
+                    ),
+                );
+                return None;
+            }
+            (code::STATUS_SERVER, MessageAuthenticator::Absent) => {
+                self.dropped(
+                    from,
+                    &format!(
+                        "client {:?}: Status-Server without Message-Authenticator",
+                        client.name
+                    ),
+                );
+                return None;
+            }
+            (code::ACCESS_REQUEST, MessageAuthenticator::Absent)
+                if client.require_message_authenticator =>
+            {
+                self.dropped(
+                    from,
+                    &format!(
+                        "client {:?}: Access-Request without the required Message-Authenticator",
+                        client.name
+                    ),
+                );
+                return None;
+            }
+            (code::STATUS_SERVER, MessageAuthenticator::Valid) => {
+                match radius::encode_response(
+                    code::ACCESS_ACCEPT,
+                    packet.identifier,
+                    &packet.authenticator,
+                    &[],
+                    &client.secret,
+                ) {
+                    Ok(bytes) => self.send(&bytes, from),
+                    Err(e) => log::error!("radius: cannot encode a Status-Server answer: {e}"),
+                }
+                return None;
+            }
+            (code::ACCESS_REQUEST, _) => {}
+            (other, _) => {
+                self.dropped(
+                    from,
+                    &format!(
+                        "client {:?}: packet code {other} is not served",
+                        client.name
+                    ),
+                );
+                return None;
+            }
+        }
+
+        let key = (from, packet.identifier, packet.authenticator);
+        let now = Instant::now();
+        {
+            let mut duplicates = self.duplicates.lock().unwrap_or_else(|e| e.into_inner());
+            match duplicates.get(&key, now) {
+                Some(Cached::Answer(bytes)) => {
+                    log::debug!("radius: retransmission from {from}: cached answer sent");
+                    let bytes = bytes.clone();
+                    drop(duplicates);
+                    self.send(&bytes, from);
+                    return None;
+                }
+                Some(Cached::Pending) => {
+                    log::debug!("radius: retransmission from {from} while verifying: ignored");
+                    return None;
+                }
+                None => duplicates.insert(key, Cached::Pending, now),
+            }
+        }
+
+        let user = packet
+            .user_name()
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let password = match packet.user_password(&client.secret) {
+            Ok(Some(p)) => Some(Zeroizing::new(String::from_utf8_lossy(&p).into_owned())),
+            Ok(None) | Err(_) => None,
+        };
+        Some(Work {
+            key,
+            client: index,
+            user,
+            password,
+            identifier: packet.identifier,
+            authenticator: packet.authenticator,
+        })
+    }
+
+    /// Verifies one Access-Request and answers it.
+    async fn answer(self: Arc<Self>, work: Work) {
+        let Some(client) = self.clients.get(work.client) else {
+            return;
+        };
+        let from = work.key.0;
+        let peer = format!("nas={} addr={from}", crate::printable(&client.name));
+        let valid_user = !work.user.is_empty()
+            && work.user.len() <= 253
+            && !work.user.chars().any(char::is_control);
+        let accepted = match work.password {
+            Some(code) if valid_user => {
+                matches!(
+                    self.verifier
+                        .verify(work.user.clone(), code, Channel::Radius, peer)
+                        .await,
+                    VerifyOutcome::Accept
+                )
+            }
+            _ => {
+                let reason = if valid_user {
+                    "radius: no User-Password (PAP) in the request"
+                } else {
+                    "radius: missing or unusable User-Name"
+                };
+                let user = if valid_user {
+                    work.user.clone()
+                } else {
+                    "-".to_owned()
+                };
+                let daemon = Arc::clone(&self.daemon);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let store = daemon.store();
+                    daemon.record(
+                        &store,
+                        &Decision {
+                            channel: Channel::Radius,
+                            peer: &peer,
+                            user: &user,
+                            ok: false,
+                            reason,
+                            time: crate::unix_now(),
+                        },
+                    );
+                })
+                .await;
+                false
+            }
+        };
+        let encoded = if accepted {
+            radius::encode_response(
+                code::ACCESS_ACCEPT,
+                work.identifier,
+                &work.authenticator,
+                &[],
+                &client.secret,
+            )
+        } else {
+            radius::encode_response(
+                code::ACCESS_REJECT,
+                work.identifier,
+                &work.authenticator,
+                &[(attr::REPLY_MESSAGE, REPLY_FAILED)],
+                &client.secret,
+            )
+        };
+        let bytes = match encoded {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("radius: cannot encode the answer: {e}");
+                return;
+            }
+        };
+        self.duplicates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer(&work.key, bytes.clone());
+        self.send(&bytes, from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn key(n: u8) -> RequestKey {
+        ("127.0.0.1:1000".parse().unwrap(), n, [n; 16])
+    }
+
+    #[test]
+    fn duplicates_expire_and_stay_bounded() {
+        let mut d = Duplicates::default();
+        let t0 = Instant::now();
+        d.insert(key(1), Cached::Pending, t0);
+        d.answer(&key(1), vec![1, 2, 3]);
+        assert!(matches!(d.get(&key(1), t0), Some(Cached::Answer(b)) if b == &[1, 2, 3]));
+        assert!(d.get(&key(2), t0).is_none());
+        let later = t0 + DUPLICATE_TTL + Duration::from_secs(1);
+        assert!(d.get(&key(1), later).is_none());
+        assert!(d.entries.is_empty() && d.order.is_empty());
+        for i in 0..(DUPLICATE_CAPACITY + 10) {
+            let k = (
+                "127.0.0.1:1".parse().unwrap(),
+                0,
+                [
+                    (i % 256) as u8,
+                    (i / 256 % 256) as u8,
+                    (i / 65536) as u8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            d.insert(k, Cached::Pending, t0);
+        }
+        assert!(d.entries.len() <= DUPLICATE_CAPACITY);
+    }
+
+    use otpcore::config::{Config, RadiusClient};
+    use otpcore::store::{NewEnrolment, Store};
+
+    const SECRET: &[u8] = b"in-process-secret";
+
+    /// Issues, activates and confirms a token for `user`; the current
+    /// step's code, still unused.
+    fn enrol(daemon: &Daemon, user: &str) -> String {
+        let now = crate::unix_now();
+        let mut store = daemon.store();
+        let e = store
+            .issue(
+                &NewEnrolment {
+                    user,
+                    email: "u@example.jp",
+                    service_id: "OTPD",
+                    params: daemon.config.token.params(),
+                    language: "en",
+                    activation_password: "4321",
+                    expires_at: now + 3600,
+                    replace: false,
+                },
+                now,
+            )
+            .expect("issue");
+        let secret = store
+            .activate(e.id, now)
+            .expect("activate")
+            .expect("secret");
+        let e = store.latest(user).expect("q").expect("e");
+        let step = e.params.step_at(now);
+        let previous = e.params.code_for_step(&secret, step - 1);
+        store
+            .confirm_first_code(&e, &previous, now, 1, false)
+            .expect("confirm");
+        e.params.code_for_step(&secret, step).to_string()
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_accept_a_code_once_and_stop_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::embedded_defaults(dir.path());
+        let radius_config = RadiusConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            require_message_authenticator: true,
+            client: vec![RadiusClient {
+                name: "nas".to_owned(),
+                address: Cidr::parse("127.0.0.1").unwrap(),
+                secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
+                secret_file: None,
+                require_message_authenticator: None,
+            }],
+        };
+        config.radius = Some(radius_config.clone());
+        let listener = RadiusListener::bind(&radius_config).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Arc::new(Daemon::new(config, store, false));
+        let code = enrol(&daemon, "zoe");
+        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
+        let (stop, shutdown) = Shutdown::new();
+        let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+
+        // 32 NASes ask at once with the same fresh code: one gets in.
+        let mut asks = JoinSet::new();
+        for id in 0..32u8 {
+            let code = code.clone();
+            asks.spawn(async move {
+                let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let auth = [id; 16];
+                let packet =
+                    radius::access_request(id, &auth, b"zoe", code.as_bytes(), SECRET, true)
+                        .unwrap();
+                socket.send_to(&packet, addr).await.unwrap();
+                let mut buffer = [0u8; 4096];
+                let (len, _) =
+                    tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+                        .await
+                        .expect("an answer")
+                        .unwrap();
+                let answer = Packet::decode(&buffer[..len]).unwrap();
+                assert!(answer.is_response_to(&auth, SECRET));
+                answer.code
+            });
+        }
+        let mut accepted = 0;
+        while let Some(answer) = asks.join_next().await {
+            if answer.unwrap() == code::ACCESS_ACCEPT {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 1, "a code must be accepted exactly once");
+
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("serve stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn empty_or_missing_secret_files_fail_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        for path in [empty, dir.path().join("missing")] {
+            let config = RadiusConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                require_message_authenticator: true,
+                client: vec![RadiusClient {
+                    name: "nas".to_owned(),
+                    address: Cidr::parse("127.0.0.1").unwrap(),
+                    secret: None,
+                    secret_file: Some(path.clone()),
+                    require_message_authenticator: None,
+                }],
+            };
+            let err = RadiusListener::bind(&config).err().expect("an error");
+            assert!(err.contains("secret_file"), "{err}");
+        }
+    }
+
+    #[test]
+    fn mapped_addresses_are_canonical() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert_eq!(canonical(mapped), "127.0.0.1:5000".parse().unwrap());
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
+}
