@@ -24,15 +24,18 @@ use tokio::task::JoinSet;
 const DEFAULT_CONFIG: &str = "/etc/otpd/otpd.toml";
 const DEFAULTS_STATE_DIR: &str = "otpd-state";
 
-/// One-time password daemon: activation page and API over HTTP(S).
+/// One-time password daemon: verifies login codes for pam_otp.so (Unix
+/// socket) and VPN gateways (RADIUS), and serves the activation page and
+/// its JSON API (HTTP/HTTPS).
 #[derive(Debug, Parser)]
 #[command(name = "otpd", version, about)]
 struct Args {
-    /// Configuration file.
+    /// Configuration file [default: /etc/otpd/otpd.toml].
     #[arg(long, value_name = "PATH", conflicts_with = "defaults")]
     config: Option<PathBuf>,
-    /// Use the embedded defaults (state in ./otpd-state, HTTP on
-    /// 127.0.0.1:8080) instead of a configuration file.
+    /// Use the embedded defaults instead of a configuration file: state and
+    /// socket in ./otpd-state, mail to ./otpd-state/outbox, HTTP on
+    /// 127.0.0.1:8080, no RADIUS.
     #[arg(long)]
     defaults: bool,
     /// Parse and check the configuration, then exit.
