@@ -43,6 +43,8 @@ use crate::{unix_now, Daemon, Decision, Shutdown};
 pub const MAX_BODY: usize = 4096;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The audit trail's user for requests whose IDs match no enrolment.
 const UNKNOWN_USER: &str = "-";
 /// The same words for unknown IDs and a wrong password (SPEC §4).
@@ -107,18 +109,24 @@ impl HttpListener {
             shutdown.wait().await;
             stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
+        // A client that dawdles over its request headers is cut off, so slow
+        // connections cannot pile up.
         match self.tls {
             None => {
-                axum_server::from_tcp(self.listener)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
+                let mut server = axum_server::from_tcp(self.listener)?;
+                server
+                    .http_builder()
+                    .http1()
+                    .header_read_timeout(HEADER_TIMEOUT);
+                server.handle(handle).serve(app).await
             }
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
+                let mut server = axum_server::from_tcp_rustls(self.listener, tls)?;
+                server
+                    .http_builder()
+                    .http1()
+                    .header_read_timeout(HEADER_TIMEOUT);
+                server.handle(handle).serve(app).await
             }
         }
     }
