@@ -1,0 +1,289 @@
+//! FreeRADIUS in front of otpd (conf/radius/freeradius-proxy.conf): a
+//! private copy of /etc/freeradius/3.0 whose proxy.conf is the shipped
+//! example with only the address, port and secret filled in, and a site
+//! that proxies `user@OTP` to otpd with `suffix`. `radclient` talks to
+//! FreeRADIUS; otpd must see the plain user name. Loopback only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{
+    assert_success, describe, e2e_enabled, free_port, oathtool_code, stdout, stdout_json,
+    wrong_code, EnvOptions, TestEnv,
+};
+use serde_json::Value;
+
+/// Between FreeRADIUS and otpd.
+const OTPD_SECRET: &str = "e2e-proxy-otpd-secret";
+/// Between radclient and FreeRADIUS.
+const NAS_SECRET: &str = "e2e-proxy-nas-secret";
+
+/// The proxying site: `suffix` finds the OTP realm and strips it.
+const SITE: &str = r#"server otp_proxy {
+	listen {
+		type = auth
+		ipaddr = 127.0.0.1
+		port = PORT
+	}
+	authorize {
+		suffix
+	}
+	authenticate {
+	}
+	pre-proxy {
+	}
+	post-proxy {
+	}
+}
+"#;
+
+/// A `freeradius -f` on a private config dir, killed on drop.
+struct FreeRadius {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl FreeRadius {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FreeRadius {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped example with `ipaddr`, `port` and `secret` pointed at otpd;
+/// nothing else changes.
+fn shipped_proxy_conf(otpd_port: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/radius/freeradius-proxy.conf");
+    let mut text = fs::read_to_string(&path).expect("conf/radius/freeradius-proxy.conf");
+    for (placeholder, value) in [
+        ("ipaddr = 192.0.2.20", "ipaddr = 127.0.0.1".to_owned()),
+        ("port = 1812", format!("port = {otpd_port}")),
+        ("secret = change-me", format!("secret = {OTPD_SECRET}")),
+    ] {
+        assert_eq!(
+            text.matches(placeholder).count(),
+            1,
+            "the shipped proxy.conf should hold `{placeholder}` once"
+        );
+        text = text.replace(placeholder, &value);
+    }
+    text
+}
+
+/// Copies /etc/freeradius/3.0 into a temp dir with only the proxying site,
+/// one client (127.0.0.1) and the shipped proxy.conf, validates it with
+/// `freeradius -C` and starts `freeradius -f`.
+fn start_freeradius(otpd_port: u16) -> FreeRadius {
+    let dir = tempfile::Builder::new()
+        .prefix("otpd-e2e-freeradius-")
+        .tempdir()
+        .expect("temp dir");
+    let raddb = dir.path().join("raddb");
+    let status = Command::new("cp")
+        .args(["-a", "/etc/freeradius/3.0"])
+        .arg(&raddb)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cannot copy /etc/freeradius/3.0");
+
+    let conf = raddb.join("radiusd.conf");
+    let text = fs::read_to_string(&conf).expect("radiusd.conf");
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if line.starts_with("raddbdir = ") {
+            out.push_str(&format!("raddbdir = {}", raddb.display()));
+        } else if line.starts_with("run_dir = ") {
+            out.push_str(&format!("run_dir = {}", raddb.join("run").display()));
+        } else if line.starts_with("logdir = ") {
+            out.push_str(&format!("logdir = {}", raddb.join("log").display()));
+        } else if trimmed.starts_with("user = ") || trimmed.starts_with("group = ") {
+            // Stay root: the copy lives in a 0700 directory.
+            out.push('#');
+            out.push_str(line);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(
+        out.contains("\nproxy_requests  = yes") || out.contains("\nproxy_requests = yes"),
+        "radiusd.conf should keep proxy_requests = yes"
+    );
+    fs::write(&conf, out).expect("radiusd.conf");
+    fs::create_dir_all(raddb.join("run")).expect("run");
+    fs::create_dir_all(raddb.join("log")).expect("log");
+    for entry in fs::read_dir(raddb.join("sites-enabled")).expect("sites-enabled") {
+        fs::remove_file(entry.expect("entry").path()).expect("rm site");
+    }
+    // EAP needs certificates and plays no part here.
+    let _ = fs::remove_file(raddb.join("mods-enabled/eap"));
+
+    let port = free_port();
+    fs::write(
+        raddb.join("sites-enabled/otp_proxy"),
+        SITE.replace("PORT", &port.to_string()),
+    )
+    .expect("site");
+    fs::write(
+        raddb.join("clients.conf"),
+        format!("client nas {{\n\tipaddr = 127.0.0.1\n\tsecret = {NAS_SECRET}\n}}\n"),
+    )
+    .expect("clients.conf");
+    fs::write(raddb.join("proxy.conf"), shipped_proxy_conf(otpd_port)).expect("proxy.conf");
+
+    let check = Command::new("freeradius")
+        .arg("-C")
+        .arg("-d")
+        .arg(&raddb)
+        .output()
+        .expect("run freeradius -C (apt-get install freeradius)");
+    assert_success(&check, "freeradius -C");
+
+    let log = dir.path().join("freeradius.log");
+    let child = Command::new("freeradius")
+        .arg("-f")
+        .arg("-d")
+        .arg(&raddb)
+        .args(["-l", "stdout"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).expect("log"))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start freeradius");
+    let mut server = FreeRadius {
+        child,
+        log,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if server.log().contains("Ready to process requests") {
+            return server;
+        }
+        if let Some(status) = server.child.try_wait().expect("try_wait") {
+            panic!("freeradius exited with {status}:\n{}", server.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "freeradius not ready after 15 s:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `radclient` against FreeRADIUS: PAP with a Message-Authenticator.
+fn radclient(port: u16, user: &str, code: &str) -> Output {
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "1", "-t", "8"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("auth")
+        .arg(NAS_SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run radclient (apt-get install freeradius-utils)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            format!(
+                "User-Name = \"{user}\"\nUser-Password = \"{code}\"\n\
+                 Message-Authenticator = 0x00\n"
+            )
+            .as_bytes(),
+        )
+        .expect("write radclient stdin");
+    child.wait_with_output().expect("radclient output")
+}
+
+#[test]
+fn freeradius_proxies_the_otp_realm_to_otpd_with_the_shipped_stanza() {
+    if !e2e_enabled() {
+        return;
+    }
+    let otpd_port = free_port();
+    let env = TestEnv::start_with(EnvOptions {
+        extra_toml: format!(
+            r#"
+[radius]
+listen = "127.0.0.1:{otpd_port}"
+require_message_authenticator = true
+
+[[radius.client]]
+name = "freeradius"
+address = "127.0.0.1/32"
+secret = "{OTPD_SECRET}"
+"#
+        ),
+        ..EnvOptions::default()
+    });
+    let secret = env.enrol_active("alice");
+    let freeradius = start_freeradius(otpd_port);
+    let logs = |output: &Output| {
+        format!(
+            "{}\n--- freeradius ---\n{}\n--- otpd ---\n{}",
+            describe(output),
+            freeradius.log(),
+            env.otpd_log()
+        )
+    };
+
+    let output = radclient(freeradius.port, "alice@OTP", &wrong_code(&secret));
+    assert!(
+        stdout(&output).contains("Received Access-Reject"),
+        "wrong code: {}",
+        logs(&output)
+    );
+
+    let code = oathtool_code(&secret, 60);
+    let output = radclient(freeradius.port, "alice@OTP", &code);
+    assert!(
+        stdout(&output).contains("Received Access-Accept") && output.status.success(),
+        "right code: {}",
+        logs(&output)
+    );
+
+    // otpd saw "alice" (the realm stripped) from FreeRADIUS, twice.
+    let audit = env.otpctl(&["audit", "--json"], "");
+    assert_success(&audit, "otpctl audit");
+    let entries = stdout_json(&audit).as_array().cloned().unwrap_or_default();
+    let radius: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["channel"] == "radius")
+        .collect();
+    assert_eq!(radius.len(), 2, "{entries:#?}");
+    assert!(
+        radius.iter().all(|e| e["user"] == "alice"),
+        "otpd should see the plain user name: {radius:#?}"
+    );
+    assert_eq!(
+        radius.iter().filter(|e| e["result"] == "ok").count(),
+        1,
+        "{radius:#?}"
+    );
+    for e in &radius {
+        let peer = e["peer"].as_str().unwrap_or_default();
+        assert!(
+            peer.starts_with("nas=freeradius addr=127.0.0.1:"),
+            "peer: {peer}"
+        );
+    }
+}
