@@ -21,6 +21,8 @@ packages=(
   openssh-server     # a real sshd with pam_otp in its stack
   openssh-client
   sudo               # sudo with pam_otp in its stack
+  freeradius-utils   # radclient, the VPN gateway of the RADIUS tests
+  freeradius         # a FreeRADIUS proxy in front of otpd
   chromium           # the activation page in a real browser
   chromium-driver
   fonts-ipafont-gothic  # Japanese glyphs in the screenshots
@@ -37,7 +39,14 @@ if [ "$(id -u)" -eq 0 ]; then
     echo "run-all: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
+    # Install the servers without starting them: the tests start their own.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+    fi
     apt-get install -y --no-install-recommends "${missing[@]}"
+    if [ -n "$own_policy" ]; then rm -f "$policy"; fi
   else
     echo "run-all: system packages already installed"
   fi
