@@ -26,6 +26,13 @@ packages=(
   chromium           # the activation page in a real browser
   chromium-driver
   fonts-ipafont-gothic  # Japanese glyphs in the screenshots
+  dpkg-dev           # the Debian package: dpkg-shlibdeps for cargo-deb, dpkg-architecture
+  systemd            # systemd-analyze verify on the packaged unit
+  man-db             # systemd-analyze verify checks the unit's man: pages
+  lintian            # reports on the built .deb (printed, not judged)
+  groff-base         # checks the man pages render without warnings
+  libpam-google-authenticator  # google-authenticator files to import, and the PAM benchmark
+  passwd             # useradd/userdel for the test users
 )
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -49,6 +56,11 @@ if [ "$(id -u)" -eq 0 ]; then
     if [ -n "$own_policy" ]; then rm -f "$policy"; fi
   else
     echo "run-all: system packages already installed"
+  fi
+  # cargo-deb builds the .deb that tests/tests/package.rs installs.
+  if ! cargo deb --version >/dev/null 2>&1; then
+    echo "run-all: installing cargo-deb"
+    cargo install cargo-deb --locked
   fi
 else
   echo "run-all: not root; skipping apt-get (the end-to-end tests will be skipped)"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
@@ -131,6 +131,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions for SHELL (bash, zsh or fish) on stdout.
+    /// Needs no configuration file.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl CompletionShell {
+    fn generator(self) -> clap_complete::Shell {
+        match self {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -191,7 +214,19 @@ fn load_config(cli: &Cli) -> Result<Config, Refused> {
 }
 
 fn run(cli: Cli) -> Outcome {
+    // Completions need neither a configuration nor the store.
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(
+            shell.generator(),
+            &mut command,
+            "otpctl",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
     let config = load_config(&cli)?;
+    drop_privileges(&config.state_dir)?;
     let mut ctx = Ctx {
         store: Store::open(&config.state_dir)?,
         config,
@@ -223,7 +258,56 @@ fn run(cli: Cli) -> Outcome {
             paths,
         } => ctx.import(format, replace, user.as_deref(), json, &paths),
         Command::Audit { user, since, json } => ctx.audit_trail(user.as_deref(), since, json),
+        Command::Completions { .. } => Ok(()),
     }
+}
+
+/// Run as root on a `state_dir` that belongs to another user (the user otpd
+/// runs as), becomes that user before the store is opened: its groups (or
+/// none when it has no passwd entry), its gid, then its uid. So the
+/// database, its WAL files and the key file that otpctl creates stay usable
+/// by otpd. Refuses when the switch fails rather than going on as root.
+fn drop_privileges(state_dir: &std::path::Path) -> Outcome {
+    use nix::unistd::{getgrouplist, setgid, setgroups, setuid, Gid, Uid, User};
+    use std::os::unix::fs::MetadataExt;
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(state_dir) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let uid = Uid::from_raw(meta.uid());
+    let refuse = |what: &str, e: nix::Error| {
+        Refused(format!(
+            "{} belongs to uid {uid}, and switching to it failed ({what}: {e}); \
+             nothing was done (run otpctl as that user)",
+            state_dir.display()
+        ))
+    };
+    let user = User::from_uid(uid).map_err(|e| refuse("reading the passwd entry", e))?;
+    let (gid, groups) = match &user {
+        Some(u) => {
+            let name = std::ffi::CString::new(u.name.as_str())
+                .map_err(|_| refuse("user name", nix::Error::EINVAL))?;
+            let groups = getgrouplist(&name, u.gid).map_err(|e| refuse("getgrouplist", e))?;
+            (u.gid, groups)
+        }
+        None => (Gid::from_raw(meta.gid()), Vec::new()),
+    };
+    setgroups(&groups).map_err(|e| refuse("setgroups", e))?;
+    setgid(gid).map_err(|e| refuse("setgid", e))?;
+    setuid(uid).map_err(|e| refuse("setuid", e))?;
+    if Uid::effective() != uid || Uid::current() != uid {
+        return Err(Refused(format!(
+            "{}: still running as uid {} after switching to uid {uid}; nothing was done",
+            state_dir.display(),
+            Uid::effective()
+        )));
+    }
+    Ok(())
 }
 
 struct Ctx {

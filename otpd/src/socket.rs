@@ -102,7 +102,8 @@ impl SocketListener {
     }
 }
 
-/// Who may ask: `[socket].allowed_uids` and members of `allowed_groups`.
+/// Who may ask: `[socket].allowed_uids`, members of `allowed_groups`, and
+/// the user otpd runs as.
 struct Access {
     uids: Vec<u32>,
     groups: Vec<String>,
@@ -120,7 +121,8 @@ impl Access {
     /// Whether `uid` (with primary group `gid`) may verify. Group
     /// membership is looked up afresh for each connection.
     fn allows(&self, uid: u32, gid: u32) -> bool {
-        if self.uids.contains(&uid) {
+        // otpd's own user owns the store anyway; otpctl switches to it.
+        if self.uids.contains(&uid) || uid == Uid::effective().as_raw() {
             return true;
         }
         if self.groups.is_empty() {
@@ -345,7 +347,6 @@ mod tests {
     use super::*;
     use otpcore::config::Config;
     use otpcore::store::{NewEnrolment, Store};
-    use tokio::io::AsyncReadExt;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -470,18 +471,34 @@ mod tests {
         assert_eq!(answers[0]["result"], "ok");
     }
 
-    #[tokio::test]
-    async fn unlisted_peers_are_denied() {
-        let f = serve(vec![own_uid().wrapping_add(1)]).await;
-        let stream = UnixStream::connect(&f.path).await.expect("connect");
-        let (mut reader, mut writer) = stream.into_split();
-        let _ = writer.write_all(b"{\"op\":\"status\"}\n").await;
-        let mut answer = String::new();
-        reader.read_to_string(&mut answer).await.expect("read");
-        assert_eq!(
-            serde_json::from_str::<Value>(&answer).expect("json"),
-            json!({"result": "error", "message": "permission denied"})
-        );
+    #[test]
+    fn access_by_uid_group_and_own_user() {
+        let me = own_uid();
+        let stranger = me.wrapping_add(4242);
+        let none = Access {
+            uids: vec![],
+            groups: vec![],
+        };
+        assert!(none.allows(me, 0), "otpd's own user may always ask");
+        assert!(!none.allows(stranger, 4242));
+        let listed = Access {
+            uids: vec![stranger],
+            groups: vec![],
+        };
+        assert!(listed.allows(stranger, 4242));
+        // Group 0 (root) exists everywhere: a stranger whose primary group
+        // it is gets in through allowed_groups.
+        let root_name = Group::from_gid(Gid::from_raw(0))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .expect("group 0");
+        let by_group = Access {
+            uids: vec![],
+            groups: vec![root_name],
+        };
+        assert!(by_group.allows(stranger, 0));
+        assert!(!by_group.allows(stranger, 4242));
     }
 
     #[tokio::test]
