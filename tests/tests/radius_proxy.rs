@@ -91,46 +91,12 @@ fn start_freeradius(otpd_port: u16) -> FreeRadius {
         .prefix("otpd-e2e-freeradius-")
         .tempdir()
         .expect("temp dir");
-    let raddb = dir.path().join("raddb");
-    let status = Command::new("cp")
-        .args(["-a", "/etc/freeradius/3.0"])
-        .arg(&raddb)
-        .status()
-        .expect("cp");
-    assert!(status.success(), "cannot copy /etc/freeradius/3.0");
-
-    let conf = raddb.join("radiusd.conf");
-    let text = fs::read_to_string(&conf).expect("radiusd.conf");
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if line.starts_with("raddbdir = ") {
-            out.push_str(&format!("raddbdir = {}", raddb.display()));
-        } else if line.starts_with("run_dir = ") {
-            out.push_str(&format!("run_dir = {}", raddb.join("run").display()));
-        } else if line.starts_with("logdir = ") {
-            out.push_str(&format!("logdir = {}", raddb.join("log").display()));
-        } else if trimmed.starts_with("user = ") || trimmed.starts_with("group = ") {
-            // Stay root: the copy lives in a 0700 directory.
-            out.push('#');
-            out.push_str(line);
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
+    let raddb = e2e::private_raddb(dir.path());
+    let radiusd = fs::read_to_string(raddb.join("radiusd.conf")).expect("radiusd.conf");
     assert!(
-        out.contains("\nproxy_requests  = yes") || out.contains("\nproxy_requests = yes"),
+        radiusd.contains("\nproxy_requests  = yes") || radiusd.contains("\nproxy_requests = yes"),
         "radiusd.conf should keep proxy_requests = yes"
     );
-    fs::write(&conf, out).expect("radiusd.conf");
-    fs::create_dir_all(raddb.join("run")).expect("run");
-    fs::create_dir_all(raddb.join("log")).expect("log");
-    for entry in fs::read_dir(raddb.join("sites-enabled")).expect("sites-enabled") {
-        fs::remove_file(entry.expect("entry").path()).expect("rm site");
-    }
-    // EAP needs certificates and plays no part here.
-    let _ = fs::remove_file(raddb.join("mods-enabled/eap"));
 
     let port = free_port();
     fs::write(
