@@ -389,3 +389,28 @@ async fn run(config: Config) -> ExitCode {
     log::info!("stopped");
     code
 }
+
+/// Fixtures the listeners' in-process tests share.
+#[cfg(test)]
+mod testing {
+    use otpcore::store::ImportedToken;
+
+    use crate::Daemon;
+
+    /// A fixed secret for test tokens.
+    pub const SECRET: &[u8] = b"otpd in-process test";
+
+    /// Gives `user` an active token with [`SECRET`] and the configured
+    /// parameters.
+    pub fn active_token(daemon: &Daemon, user: &str) {
+        let token = ImportedToken {
+            user,
+            secret: SECRET,
+            params: daemon.config.token.params(),
+        };
+        daemon
+            .store()
+            .import_tokens(&[token], "OTPD", false, crate::unix_now())
+            .expect("import a test token");
+    }
+}

@@ -512,42 +512,9 @@ mod tests {
     }
 
     use otpcore::config::{Config, RadiusClient};
-    use otpcore::store::{NewEnrolment, Store};
+    use otpcore::store::Store;
 
     const SECRET: &[u8] = b"in-process-secret";
-
-    /// Issues, activates and confirms a token for `user`; the current
-    /// step's code, still unused.
-    fn enrol(daemon: &Daemon, user: &str) -> String {
-        let now = crate::unix_now();
-        let mut store = daemon.store();
-        let e = store
-            .issue(
-                &NewEnrolment {
-                    user,
-                    email: "u@example.jp",
-                    service_id: "OTPD",
-                    params: daemon.config.token.params(),
-                    language: "en",
-                    activation_password: "4321",
-                    expires_at: now + 3600,
-                    replace: false,
-                },
-                now,
-            )
-            .expect("issue");
-        let secret = store
-            .activate(e.id, now)
-            .expect("activate")
-            .expect("secret");
-        let e = store.latest(user).expect("q").expect("e");
-        let step = e.params.step_at(now);
-        let previous = e.params.code_for_step(&secret, step - 1);
-        store
-            .confirm_first_code(&e, &previous, now, 1, false)
-            .expect("confirm");
-        e.params.code_for_step(&secret, step).to_string()
-    }
 
     #[tokio::test]
     async fn concurrent_requests_accept_a_code_once_and_stop_cleanly() {
@@ -569,7 +536,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let store = Store::open(dir.path()).expect("store");
         let daemon = Arc::new(Daemon::new(config, store, false));
-        let code = enrol(&daemon, "zoe");
+        crate::testing::active_token(&daemon, "zoe");
+        let code = daemon
+            .config
+            .token
+            .params()
+            .code_at(crate::testing::SECRET, crate::unix_now())
+            .to_string();
         let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
         let (stop, shutdown) = Shutdown::new();
         let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));

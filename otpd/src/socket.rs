@@ -346,7 +346,7 @@ async fn write_line<W: AsyncWriteExt + Unpin>(
 mod tests {
     use super::*;
     use otpcore::config::Config;
-    use otpcore::store::{NewEnrolment, Store};
+    use otpcore::store::Store;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -396,39 +396,6 @@ mod tests {
             answers.push(serde_json::from_str(&line).expect("JSON answer"));
         }
         answers
-    }
-
-    /// Issues, activates and confirms a token for `user`; its secret.
-    fn enrol(daemon: &Daemon, user: &str) -> Zeroizing<Vec<u8>> {
-        let now = crate::unix_now();
-        let mut store = daemon.store();
-        let e = store
-            .issue(
-                &NewEnrolment {
-                    user,
-                    email: "u@example.jp",
-                    service_id: "OTPD",
-                    params: daemon.config.token.params(),
-                    language: "en",
-                    activation_password: "4321",
-                    expires_at: now + 3600,
-                    replace: false,
-                },
-                now,
-            )
-            .expect("issue");
-        let secret = store
-            .activate(e.id, now)
-            .expect("activate")
-            .expect("secret");
-        let e = store.latest(user).expect("q").expect("e");
-        // Confirm with the previous step's code, so the current one is fresh.
-        let previous = e.params.code_for_step(&secret, e.params.step_at(now) - 1);
-        let outcome = store
-            .confirm_first_code(&e, &previous, now, 1, false)
-            .expect("confirm");
-        assert!(matches!(outcome, otpcore::store::FirstCode::Active { .. }));
-        secret
     }
 
     #[tokio::test]
@@ -504,9 +471,11 @@ mod tests {
     #[tokio::test]
     async fn verify_accepts_once_under_concurrency_and_nullok_ignores() {
         let f = serve(vec![own_uid()]).await;
-        let secret = enrol(&f.daemon, "alice");
+        crate::testing::active_token(&f.daemon, "alice");
         let params = f.daemon.config.token.params();
-        let code = params.code_at(&secret, crate::unix_now()).to_string();
+        let code = params
+            .code_at(crate::testing::SECRET, crate::unix_now())
+            .to_string();
         let request = format!(
             "{{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"{code}\",\"service\":\"sshd\"}}\n"
         );
