@@ -23,6 +23,8 @@ packages=(
   sudo               # sudo with pam_otp in its stack
   freeradius-utils   # radclient, the VPN gateway of the RADIUS tests
   freeradius         # a FreeRADIUS proxy in front of otpd
+  openvpn            # an OpenVPN gateway asking otpd through its RADIUS plugin
+  openvpn-auth-radius
   chromium           # the activation page in a real browser
   chromium-driver
   fonts-ipafont-gothic  # Japanese glyphs in the screenshots

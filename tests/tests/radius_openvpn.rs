@@ -1,0 +1,530 @@
+//! OpenVPN with the radiusplugin (conf/radius/openvpn-radiusplugin.cnf) in
+//! front of otpd: a real OpenVPN server loads Debian's
+//! /usr/lib/openvpn/radiusplugin.so (package openvpn-auth-radius) with the
+//! shipped example, only its server and NAS addresses, secret and OpenVPN
+//! config path filled in; a real OpenVPN client logs in with `auth-user-pass`
+//! (user name + oathtool's code). A wrong code ends in AUTH_FAILED, the
+//! right one in "Initialization Sequence Completed". otpd does not answer the
+//! plugin's Accounting-Requests, and Debian's plugin (2.1) ignores
+//! `nonfatalaccounting=true` and refuses a login whose Accounting-Start
+//! goes unanswered; so, as the shipped example says, a small accounting
+//! server answers on the `acctport` (1813) beside otpd.
+//!
+//! Network: everything runs in a network namespace this test creates (its
+//! own loopback, the tun devices and the 198.51.100.0/24 VPN pool stay
+//! inside it): otpd is started a second time inside it, with `[radius]` on
+//! the namespace's 127.0.0.1:1812. Enrolment happens before, over HTTP on
+//! the host's loopback, exactly as in the other tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{
+    assert_success, e2e_enabled, oathtool_code, otpd_bin, stdout_json, wait_for_fresh_step,
+    wrong_code, TestEnv,
+};
+use serde_json::Value;
+
+/// Between the radiusplugin and otpd.
+const SECRET: &str = "e2e-openvpn-radius-secret";
+const PLUGIN: &str = "/usr/lib/openvpn/radiusplugin.so";
+const PACKAGES: &str = "openvpn openvpn-auth-radius";
+
+/// An accounting server for the namespace's 127.0.0.1:1813 (the shipped
+/// `acctport`): checks each Accounting-Request's authenticator with the
+/// secret, answers with an Accounting-Response and logs the
+/// Acct-Status-Type. Debian's radiusplugin (2.1) knows no
+/// `nonfatalaccounting` and refuses a login whose Accounting-Start goes
+/// unanswered; otpd does not serve accounting.
+const ACCOUNTING_PY: &str = r#"
+import hashlib, socket, sys
+secret = sys.argv[1].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 1813))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    if len(data) < 20 or data[0] != 4:
+        print("not an Accounting-Request", flush=True)
+        continue
+    if hashlib.md5(data[:4] + bytes(16) + data[20:] + secret).digest() != data[4:20]:
+        print("bad request authenticator", flush=True)
+        continue
+    status, i = None, 20
+    while i + 2 <= len(data) and data[i + 1] >= 2:
+        if data[i] == 40 and data[i + 1] == 6:
+            status = int.from_bytes(data[i + 2:i + 6], "big")
+        i += data[i + 1]
+    head = bytes([5, data[1], 0, 20])
+    s.sendto(head + hashlib.md5(head + data[4:20] + secret).digest(), peer)
+    print(f"answered Accounting-Request Acct-Status-Type={status}", flush=True)
+"#;
+
+/// How long an OpenVPN start or login may take (the plugin waits `wait=5`
+/// seconds per unanswered accounting packet).
+const VPN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shipped example with the RADIUS server, NAS address, secret and
+/// OpenVPN config path filled in; nothing else changes.
+fn shipped_plugin_conf(server_conf: &Path) -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/radius/openvpn-radiusplugin.cnf");
+    let mut text = fs::read_to_string(&path).expect("conf/radius/openvpn-radiusplugin.cnf");
+    for (placeholder, value) in [
+        ("name=192.0.2.20", "name=127.0.0.1".to_owned()),
+        (
+            "NAS-IP-Address=192.0.2.30",
+            "NAS-IP-Address=127.0.0.1".to_owned(),
+        ),
+        ("sharedsecret=change-me", format!("sharedsecret={SECRET}")),
+        (
+            "OpenVPNConfig=/etc/openvpn/server.conf",
+            format!("OpenVPNConfig={}", server_conf.display()),
+        ),
+    ] {
+        assert_eq!(
+            text.matches(placeholder).count(),
+            1,
+            "the shipped radiusplugin.cnf should hold `{placeholder}` once"
+        );
+        text = text.replace(placeholder, &value);
+    }
+    for kept in ["authport=1812", "acctport=1813"] {
+        assert!(text.contains(kept), "the shipped example lost `{kept}`");
+    }
+    text
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_success(&output, what);
+}
+
+/// A throwaway PKI: a CA, a server and a client certificate (P-256).
+fn make_pki(dir: &Path) {
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=otpd e2e VPN CA", "-keyout"])
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(dir.join("ca.crt")),
+        "openssl: CA",
+    );
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let ext = dir.join(format!("{name}.ext"));
+        fs::write(
+            &ext,
+            format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\n\
+                 extendedKeyUsage={usage}\n"
+            ),
+        )
+        .expect("ext file");
+        run(
+            Command::new("openssl")
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes"])
+                .arg("-subj")
+                .arg(format!("/CN=e2e-{name}"))
+                .arg("-keyout")
+                .arg(dir.join(format!("{name}.key")))
+                .arg("-out")
+                .arg(dir.join(format!("{name}.csr"))),
+            "openssl: key and request",
+        );
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(dir.join(format!("{name}.csr")))
+                .arg("-CA")
+                .arg(dir.join("ca.crt"))
+                .arg("-CAkey")
+                .arg(dir.join("ca.key"))
+                .arg("-CAcreateserial")
+                .arg("-extfile")
+                .arg(&ext)
+                .arg("-out")
+                .arg(dir.join(format!("{name}.crt"))),
+            "openssl: signing",
+        );
+    }
+}
+
+/// A network namespace with `lo` up and the processes started in it;
+/// on drop every process in it is killed (one by one, by PID) and the
+/// namespace is deleted.
+struct Lab {
+    ns: String,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(dir: &Path) -> Lab {
+        let ns = format!("otpd-e2e-ovpn-{}", std::process::id());
+        let lab = Lab {
+            ns,
+            dir: dir.to_owned(),
+            children: Vec::new(),
+        };
+        run(
+            Command::new("ip").args(["netns", "add", &lab.ns]),
+            "ip netns add",
+        );
+        run(
+            Command::new("ip").args(["-n", &lab.ns, "link", "set", "lo", "up"]),
+            "ip link set lo up in the namespace",
+        );
+        lab
+    }
+
+    /// Starts `program args` inside the namespace, stdout and stderr to
+    /// `log`; returns the index of the child.
+    fn spawn(&mut self, program: &Path, args: &[&str], log: &Path) -> usize {
+        let out = File::create(log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    fn stop(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn exited(&mut self, index: usize) -> bool {
+        matches!(self.children[index].try_wait(), Ok(Some(_)))
+    }
+
+    fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    /// Waits until the log `name` contains one of `needles`; returns it, or
+    /// `None` after `timeout` or when the process `index` exited without.
+    fn wait_for(
+        &mut self,
+        index: usize,
+        name: &str,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log(name);
+            if let Some(found) = needles.iter().find(|n| text.contains(*n)) {
+                return Some((*found).to_owned());
+            }
+            if self.exited(index) {
+                // One last look: it may have written and exited.
+                let text = self.log(name);
+                return needles
+                    .iter()
+                    .find(|n| text.contains(*n))
+                    .map(|n| (*n).to_owned());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The plugin's background processes (forked by the server) live in
+        // the namespace too.
+        if let Ok(output) = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write file");
+}
+
+fn server_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "mode server
+tls-server
+proto udp4
+local 127.0.0.1
+port 1194
+dev ovpn-srv
+dev-type tun
+disable-dco
+topology subnet
+server 198.51.100.0 255.255.255.0
+ca {d}/ca.crt
+cert {d}/server.crt
+key {d}/server.key
+dh none
+reneg-sec 0
+keepalive 10 60
+status {d}/status.log 1
+tmp-dir {d}
+plugin {PLUGIN} {d}/radiusplugin.cnf
+verb 4
+"
+    )
+}
+
+fn client_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "client
+proto udp4
+remote 127.0.0.1 1194
+nobind
+dev ovpn-cli
+dev-type tun
+disable-dco
+ca {d}/ca.crt
+cert {d}/client.crt
+key {d}/client.key
+remote-cert-tls server
+auth-user-pass {d}/client.auth
+auth-nocache
+auth-retry none
+connect-retry-max 1
+verb 4
+"
+    )
+}
+
+#[test]
+fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
+    if !e2e_enabled() {
+        return;
+    }
+    let openvpn = Path::new("/usr/sbin/openvpn");
+    assert!(
+        openvpn.is_file() && Path::new(PLUGIN).is_file(),
+        "the OpenVPN test needs `apt-get install {PACKAGES}`"
+    );
+
+    // Enrol over HTTP on the host's loopback, then move otpd into the
+    // namespace with a [radius] section on its 127.0.0.1:1812.
+    let mut env = TestEnv::start();
+    let secret = env.enrol_active("alice");
+    env.stop_otpd();
+    let mut config = OpenOptions::new()
+        .append(true)
+        .open(&env.config)
+        .expect("otpd.toml");
+    write!(
+        config,
+        r#"
+[radius]
+listen = "127.0.0.1:1812"
+require_message_authenticator = true
+
+[[radius.client]]
+name = "openvpn"
+address = "127.0.0.1/32"
+secret = "{SECRET}"
+# The radiusplugin sends no Message-Authenticator.
+require_message_authenticator = false
+"#
+    )
+    .expect("append [radius]");
+    drop(config);
+    let root = env.root().to_owned();
+    let dir = root.join("openvpn");
+    fs::create_dir(&dir).expect("openvpn dir");
+    let _ = fs::rename(root.join("otpd.log"), root.join("otpd-host.log"));
+
+    let mut lab = Lab::new(&dir);
+    let config_path = env.config.display().to_string();
+    let otpd = lab.spawn(
+        &otpd_bin(),
+        &["--config", &config_path],
+        &root.join("otpd.log"),
+    );
+    env.wait_for_socket();
+    assert!(!lab.exited(otpd), "otpd exited:\n{}", env.otpd_log());
+
+    let accounting = lab.spawn(
+        Path::new(e2e::SYSTEM_PYTHON),
+        &["-c", ACCOUNTING_PY, SECRET],
+        &dir.join("accounting.log"),
+    );
+    assert!(
+        lab.wait_for(accounting, "accounting.log", &["ready"], VPN_TIMEOUT)
+            .is_some(),
+        "accounting server did not start:\n{}",
+        lab.log("accounting.log")
+    );
+
+    make_pki(&dir);
+    fs::write(
+        dir.join("radiusplugin.cnf"),
+        shipped_plugin_conf(&dir.join("server.conf")),
+    )
+    .expect("radiusplugin.cnf");
+    fs::write(dir.join("server.conf"), server_conf(&dir)).expect("server.conf");
+    fs::write(dir.join("client.conf"), client_conf(&dir)).expect("client.conf");
+
+    let server_conf_path = dir.join("server.conf").display().to_string();
+    let server = lab.spawn(
+        openvpn,
+        &["--config", &server_conf_path],
+        &dir.join("server.log"),
+    );
+    let logs = |lab: &Lab, client: &str| {
+        format!(
+            "--- openvpn server ---\n{}\n--- openvpn client ---\n{}\n--- otpd ---\n{}",
+            lab.log("server.log"),
+            lab.log(client),
+            env.otpd_log()
+        )
+    };
+    let started = lab.wait_for(
+        server,
+        "server.log",
+        &["Initialization Sequence Completed"],
+        VPN_TIMEOUT,
+    );
+    assert!(
+        started.is_some(),
+        "server did not start:\n{}",
+        logs(&lab, "")
+    );
+
+    let client_conf_path = dir.join("client.conf").display().to_string();
+    let auth = dir.join("client.auth");
+
+    // A wrong code: the plugin gets an Access-Reject, the client AUTH_FAILED.
+    write_private(&auth, &format!("alice\n{}\n", wrong_code(&secret)));
+    let client = lab.spawn(
+        openvpn,
+        &["--config", &client_conf_path],
+        &dir.join("client-wrong.log"),
+    );
+    let seen = lab.wait_for(
+        client,
+        "client-wrong.log",
+        &["AUTH_FAILED", "Initialization Sequence Completed"],
+        VPN_TIMEOUT,
+    );
+    assert_eq!(
+        seen.as_deref(),
+        Some("AUTH_FAILED"),
+        "wrong code:\n{}",
+        logs(&lab, "client-wrong.log")
+    );
+    lab.stop(client);
+    assert!(
+        lab.log("server.log")
+            .contains("RADIUS-PLUGIN: BACKGROUND  AUTH: Auth failed!")
+            && lab
+                .log("server.log")
+                .contains("radiusplugin.so/PLUGIN_AUTH_USER_PASS_VERIFY status=1"),
+        "the plugin should have got an Access-Reject:\n{}",
+        logs(&lab, "client-wrong.log")
+    );
+
+    // The right code: the tunnel comes up.
+    wait_for_fresh_step(60);
+    write_private(&auth, &format!("alice\n{}\n", oathtool_code(&secret, 60)));
+    let client = lab.spawn(
+        openvpn,
+        &["--config", &client_conf_path],
+        &dir.join("client-right.log"),
+    );
+    let seen = lab.wait_for(
+        client,
+        "client-right.log",
+        &["AUTH_FAILED", "Initialization Sequence Completed"],
+        VPN_TIMEOUT,
+    );
+    assert_eq!(
+        seen.as_deref(),
+        Some("Initialization Sequence Completed"),
+        "right code:\n{}",
+        logs(&lab, "client-right.log")
+    );
+    let server_log = lab.log("server.log");
+    for needle in [
+        "radiusplugin.so/PLUGIN_AUTH_USER_PASS_VERIFY status=0",
+        "Username/Password authentication succeeded for username 'alice'",
+        "radiusplugin.so/PLUGIN_CLIENT_CONNECT status=0",
+    ] {
+        assert!(
+            server_log.contains(needle),
+            "server log lacks {needle:?}:\n{}",
+            logs(&lab, "client-right.log")
+        );
+    }
+    assert!(
+        lab.log("accounting.log")
+            .contains("answered Accounting-Request Acct-Status-Type=1"),
+        "the plugin should have sent an Accounting-Start:\n{}",
+        lab.log("accounting.log")
+    );
+    assert!(
+        !lab.exited(client) && !lab.exited(server),
+        "client and server should still run:\n{}",
+        logs(&lab, "client-right.log")
+    );
+
+    // otpd decided twice, for "alice" from the namespace's 127.0.0.1.
+    let audit = env.otpctl(&["audit", "--json"], "");
+    assert_success(&audit, "otpctl audit");
+    let entries = stdout_json(&audit).as_array().cloned().unwrap_or_default();
+    let radius: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["channel"] == "radius")
+        .collect();
+    assert_eq!(radius.len(), 2, "{entries:#?}");
+    assert!(radius.iter().all(|e| e["user"] == "alice"), "{radius:#?}");
+    assert_eq!(
+        radius.iter().filter(|e| e["result"] == "ok").count(),
+        1,
+        "{radius:#?}"
+    );
+    for e in &radius {
+        let peer = e["peer"].as_str().unwrap_or_default();
+        assert!(
+            peer.starts_with("nas=openvpn addr=127.0.0.1:"),
+            "peer: {peer}"
+        );
+    }
+}
