@@ -111,17 +111,21 @@ impl Daemon {
             printable(d.peer),
             d.reason
         );
-        log::info!("{line}");
-        if let Some(syslog) = &self.syslog {
-            let mut syslog = syslog.lock().unwrap_or_else(|e| e.into_inner());
-            let sent = if d.ok {
-                syslog.info(&line)
-            } else {
-                syslog.notice(&line)
-            };
-            if let Err(e) = sent {
-                log::debug!("syslog: {e}");
-            }
+        // Under systemd stderr and syslog both reach the journal: a decision
+        // goes to stderr at info level only when syslog is not there.
+        let Some(syslog) = &self.syslog else {
+            log::info!("{line}");
+            return;
+        };
+        log::debug!("{line}");
+        let mut syslog = syslog.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = if d.ok {
+            syslog.info(&line)
+        } else {
+            syslog.notice(&line)
+        };
+        if let Err(e) = sent {
+            log::warn!("syslog: {e}; decision: {line}");
         }
     }
 }
