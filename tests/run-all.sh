@@ -25,6 +25,9 @@ packages=(
   freeradius         # a FreeRADIUS proxy in front of otpd
   openvpn            # an OpenVPN gateway asking otpd through its RADIUS plugin
   openvpn-auth-radius
+  strongswan-charon  # a strongSwan IKEv2 gateway asking otpd over RADIUS
+  strongswan-swanctl
+  libcharon-extra-plugins
   chromium           # the activation page in a real browser
   chromium-driver
   fonts-ipafont-gothic  # Japanese glyphs in the screenshots
