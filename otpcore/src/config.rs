@@ -167,6 +167,9 @@ fn default_rate_limit() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct RadiusConfig {
     pub listen: SocketAddr,
+    /// Where Accounting-Requests (RFC 2866) are answered; none when absent.
+    #[serde(default)]
+    pub accounting_listen: Option<SocketAddr>,
     #[serde(default = "yes")]
     pub require_message_authenticator: bool,
     #[serde(default)]
@@ -688,6 +691,28 @@ mod tests {
                 "{to}: no line {line} in {message}"
             );
         }
+    }
+
+    #[test]
+    fn accounting_listen_is_optional_and_checked() {
+        let c = parse(SPEC_EXAMPLE).expect("example");
+        assert_eq!(c.radius.as_ref().and_then(|r| r.accounting_listen), None);
+        let on = "listen = \"0.0.0.0:1812\"\naccounting_listen = \"0.0.0.0:1813\"";
+        let c = parse(&replace("listen = \"0.0.0.0:1812\"", on)).expect("with accounting");
+        assert_eq!(
+            c.radius.as_ref().and_then(|r| r.accounting_listen),
+            Some("0.0.0.0:1813".parse().expect("addr"))
+        );
+        let bad = "accounting_listen = \"0.0.0.0\"";
+        let text = replace(
+            "listen = \"0.0.0.0:1812\"",
+            &format!("listen = \"0.0.0.0:1812\"\n{bad}"),
+        );
+        let message = parse(&text).expect_err(bad);
+        assert!(message.contains("invalid socket address"), "{message}");
+        assert!(message.contains("accounting_listen"), "{message}");
+        let line = line_of(&text, bad);
+        assert!(message.contains(&format!("line {line}")), "{message}");
     }
 
     #[test]

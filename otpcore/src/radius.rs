@@ -1,13 +1,15 @@
 //! The RADIUS codec (SPEC §3.4): RFC 2865 Access-Request, Access-Accept
-//! and Access-Reject with PAP, RFC 3579 Message-Authenticator and RFC 5997
+//! and Access-Reject with PAP, RFC 2866 Accounting-Request and
+//! Accounting-Response, RFC 3579 Message-Authenticator and RFC 5997
 //! Status-Server. No I/O: bytes in, bytes out.
 //!
 //! Decoding is strict and never panics: the length field must equal the
 //! datagram's length (RFC 2865 would let trailing octets pass as padding;
 //! no NAS sends them, so they are refused), every attribute's length must
-//! be at least 2 and stay inside the packet. Responses always carry the
-//! Message-Authenticator as their first attribute (BlastRADIUS,
-//! CVE-2024-3596).
+//! be at least 2 and stay inside the packet. Access responses always carry
+//! the Message-Authenticator as their first attribute (BlastRADIUS,
+//! CVE-2024-3596); an Accounting-Response carries one, first, when its
+//! request did.
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
@@ -28,6 +30,8 @@ pub mod code {
     pub const ACCESS_REQUEST: u8 = 1;
     pub const ACCESS_ACCEPT: u8 = 2;
     pub const ACCESS_REJECT: u8 = 3;
+    pub const ACCOUNTING_REQUEST: u8 = 4;
+    pub const ACCOUNTING_RESPONSE: u8 = 5;
     pub const ACCESS_CHALLENGE: u8 = 11;
     pub const STATUS_SERVER: u8 = 12;
 }
@@ -39,6 +43,8 @@ pub mod attr {
     pub const CHAP_PASSWORD: u8 = 3;
     pub const NAS_IP_ADDRESS: u8 = 4;
     pub const REPLY_MESSAGE: u8 = 18;
+    pub const ACCT_STATUS_TYPE: u8 = 40;
+    pub const ACCT_SESSION_ID: u8 = 44;
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
 }
 
@@ -231,7 +237,8 @@ impl<'a> Packet<'a> {
 
     /// Whether this response's authenticator is right for a request with
     /// `request_authenticator` (and its Message-Authenticator, when it has
-    /// one, too).
+    /// one, too: over a zero authenticator field in an Accounting-Response,
+    /// as FreeRADIUS computes it).
     pub fn is_response_to(&self, request_authenticator: &[u8; 16], secret: &[u8]) -> bool {
         let mut copy = self.raw.to_vec();
         match copy.get_mut(4..HEADER_LEN) {
@@ -243,10 +250,42 @@ impl<'a> Packet<'a> {
             .chain_update(secret)
             .finalize();
         let auth_ok = bool::from(expected.as_slice().ct_eq(&self.authenticator));
-        let ma_ok = self.message_authenticator(secret, Some(request_authenticator))
+        let ma_authenticator = if self.code == code::ACCOUNTING_RESPONSE {
+            &[0u8; 16]
+        } else {
+            request_authenticator
+        };
+        let ma_ok = self.message_authenticator(secret, Some(ma_authenticator))
             != MessageAuthenticator::Invalid;
         auth_ok && ma_ok
     }
+
+    /// Whether this Accounting-Request's Request Authenticator is
+    /// MD5(Code+Identifier+Length+16 zero octets+Attributes+Secret)
+    /// (RFC 2866 §3).
+    pub fn accounting_request_ok(&self, secret: &[u8]) -> bool {
+        let expected = accounting_request_authenticator(self.raw, secret);
+        bool::from(expected.as_slice().ct_eq(&self.authenticator))
+    }
+
+    /// Checks the Message-Authenticator of an Accounting-Request: computed
+    /// with the authenticator field zeroed (RFC 3579 §3.2, as FreeRADIUS
+    /// and every NAS do it).
+    pub fn accounting_message_authenticator(&self, secret: &[u8]) -> MessageAuthenticator {
+        self.message_authenticator(secret, Some(&[0u8; 16]))
+    }
+}
+
+/// The Request Authenticator of an Accounting-Request `packet` (whatever
+/// its authenticator field holds): MD5 over the packet with that field
+/// zeroed, then the secret.
+pub fn accounting_request_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16] {
+    let mut hash = Md5::new();
+    hash.update(packet.get(..4).unwrap_or_default());
+    hash.update([0u8; 16]);
+    hash.update(packet.get(HEADER_LEN..).unwrap_or_default());
+    hash.update(secret);
+    hash.finalize().into()
 }
 
 fn hmac_md5(key: &[u8], data: &[u8]) -> Option<[u8; 16]> {
@@ -375,8 +414,57 @@ pub fn encode_response(
     attributes: &[(u8, &[u8])],
     secret: &[u8],
 ) -> Result<Vec<u8>, RadiusError> {
-    let (mut packet, ma_at) = assemble(code, identifier, request_authenticator, attributes, true)?;
+    encode_reply(
+        code,
+        identifier,
+        request_authenticator,
+        attributes,
+        secret,
+        true,
+    )
+}
+
+/// An Accounting-Response (RFC 2866 §4.2) to an Accounting-Request with
+/// `request_authenticator`, without attributes but a Message-Authenticator
+/// (first) when `message_authenticator` (when the request had one).
+pub fn encode_accounting_response(
+    identifier: u8,
+    request_authenticator: &[u8; 16],
+    secret: &[u8],
+    message_authenticator: bool,
+) -> Result<Vec<u8>, RadiusError> {
+    encode_reply(
+        code::ACCOUNTING_RESPONSE,
+        identifier,
+        request_authenticator,
+        &[],
+        secret,
+        message_authenticator,
+    )
+}
+
+fn encode_reply(
+    code: u8,
+    identifier: u8,
+    request_authenticator: &[u8; 16],
+    attributes: &[(u8, &[u8])],
+    secret: &[u8],
+    with_ma: bool,
+) -> Result<Vec<u8>, RadiusError> {
+    // The Message-Authenticator of an Accounting-Response is computed with
+    // a zero authenticator field, as FreeRADIUS (radclient) checks it; that
+    // of an Access response with the request's (RFC 3579 §3.2).
+    let ma_authenticator = if code == code::ACCOUNTING_RESPONSE {
+        &[0u8; 16]
+    } else {
+        request_authenticator
+    };
+    let (mut packet, ma_at) = assemble(code, identifier, ma_authenticator, attributes, with_ma)?;
     fill_ma(&mut packet, ma_at, secret)?;
+    packet
+        .get_mut(4..HEADER_LEN)
+        .ok_or(RadiusError::PacketTooLong)?
+        .copy_from_slice(request_authenticator);
     let auth = Md5::new()
         .chain_update(&packet)
         .chain_update(secret)
@@ -408,6 +496,32 @@ pub fn encode_request(
         message_authenticator,
     )?;
     fill_ma(&mut packet, ma_at, secret)?;
+    Ok(packet)
+}
+
+/// An Accounting-Request (what a NAS sends; for tests and tools): the
+/// Message-Authenticator (when `message_authenticator`, first) computed
+/// over the packet with a zero authenticator, then the Request
+/// Authenticator over the whole packet (RFC 2866 §3).
+pub fn encode_accounting_request(
+    identifier: u8,
+    attributes: &[(u8, &[u8])],
+    secret: &[u8],
+    message_authenticator: bool,
+) -> Result<Vec<u8>, RadiusError> {
+    let mut packet = encode_request(
+        code::ACCOUNTING_REQUEST,
+        identifier,
+        &[0u8; 16],
+        attributes,
+        secret,
+        message_authenticator,
+    )?;
+    let auth = accounting_request_authenticator(&packet, secret);
+    packet
+        .get_mut(4..HEADER_LEN)
+        .ok_or(RadiusError::PacketTooLong)?
+        .copy_from_slice(&auth);
     Ok(packet)
 }
 
@@ -479,6 +593,100 @@ mod tests {
         let accept = Packet::decode(&accept).unwrap();
         assert!(accept.is_response_to(&request.authenticator, b"xyzzy5461"));
         assert!(!accept.is_response_to(&request.authenticator, b"wrong"));
+    }
+
+    // Computed by hand (Python's hashlib) from RFC 2866 §3 and §4.2: nemo,
+    // Acct-Status-Type Start, Acct-Session-Id "00000001", identifier 7,
+    // secret xyzzy5461.
+    const ACCT_REQUEST: &str = "0407002a 3bf689cd3627f92e669b4ac5563c17e2 \
+        01066e656d6f 2806 00000001 2c0a 3030303030303031";
+    const ACCT_RESPONSE: &str = "05070014 c2bb2bc3ddabf6a880356414bef00cc4";
+
+    #[test]
+    fn accounting_vector() {
+        let bytes = hex(ACCT_REQUEST);
+        let request = Packet::decode(&bytes).unwrap();
+        assert_eq!(request.code, code::ACCOUNTING_REQUEST);
+        assert!(request.accounting_request_ok(b"xyzzy5461"));
+        assert!(!request.accounting_request_ok(b"xyzzy5462"));
+        assert_eq!(
+            request.accounting_message_authenticator(b"xyzzy5461"),
+            MessageAuthenticator::Absent
+        );
+        let encoded = encode_accounting_request(
+            7,
+            &[
+                (attr::USER_NAME, b"nemo"),
+                (attr::ACCT_STATUS_TYPE, &[0, 0, 0, 1]),
+                (attr::ACCT_SESSION_ID, b"00000001"),
+            ],
+            b"xyzzy5461",
+            false,
+        )
+        .unwrap();
+        assert_eq!(encoded, bytes);
+        let response =
+            encode_accounting_response(7, &request.authenticator, b"xyzzy5461", false).unwrap();
+        assert_eq!(response, hex(ACCT_RESPONSE));
+        let decoded = Packet::decode(&response).unwrap();
+        assert!(decoded.is_response_to(&request.authenticator, b"xyzzy5461"));
+        assert!(!decoded.is_response_to(&request.authenticator, b"other"));
+    }
+
+    #[test]
+    fn accounting_round_trip_with_message_authenticator() {
+        let secret = b"acct-secret";
+        let bytes = encode_accounting_request(
+            200,
+            &[
+                (attr::ACCT_STATUS_TYPE, &[0, 0, 0, 2]),
+                (attr::USER_NAME, b"alice"),
+            ],
+            secret,
+            true,
+        )
+        .unwrap();
+        let request = Packet::decode(&bytes).unwrap();
+        assert_eq!(request.attributes()[0].kind, attr::MESSAGE_AUTHENTICATOR);
+        assert!(request.accounting_request_ok(secret));
+        assert_eq!(
+            request.accounting_message_authenticator(secret),
+            MessageAuthenticator::Valid
+        );
+        assert_eq!(
+            request.accounting_message_authenticator(b"other"),
+            MessageAuthenticator::Invalid
+        );
+        assert_eq!(
+            accounting_request_authenticator(&bytes, secret),
+            request.authenticator
+        );
+        // A flipped bit anywhere breaks the Request Authenticator.
+        for i in 0..bytes.len() {
+            let mut tampered = bytes.clone();
+            tampered[i] ^= 1;
+            if let Ok(p) = Packet::decode(&tampered) {
+                assert!(!p.accounting_request_ok(secret), "byte {i}");
+            }
+        }
+        let response =
+            encode_accounting_response(200, &request.authenticator, secret, true).unwrap();
+        let answer = Packet::decode(&response).unwrap();
+        assert_eq!(answer.code, code::ACCOUNTING_RESPONSE);
+        assert_eq!(answer.identifier, 200);
+        assert_eq!(answer.attributes().len(), 1);
+        assert_eq!(answer.attributes()[0].kind, attr::MESSAGE_AUTHENTICATOR);
+        assert!(answer.is_response_to(&request.authenticator, secret));
+        assert_eq!(
+            answer.message_authenticator(secret, Some(&[0u8; 16])),
+            MessageAuthenticator::Valid
+        );
+        assert!(!answer.is_response_to(&[0u8; 16], secret));
+        let bare = encode_accounting_response(200, &request.authenticator, secret, false).unwrap();
+        assert_eq!(bare.len(), HEADER_LEN);
+        assert!(Packet::decode(&bare)
+            .unwrap()
+            .is_response_to(&request.authenticator, secret));
     }
 
     #[test]
@@ -670,6 +878,8 @@ mod tests {
         let _ = p.message_authenticator(b"secret", None);
         let _ = p.message_authenticator(b"secret", Some(&[0u8; 16]));
         let _ = p.is_response_to(&[0u8; 16], b"secret");
+        let _ = p.accounting_request_ok(b"secret");
+        let _ = p.accounting_message_authenticator(b"secret");
     }
 
     proptest! {

@@ -365,6 +365,14 @@ async fn run(config: Config) -> ExitCode {
             Ok(addr) => println!("otpd {} listening on radius:{addr}", otpcore::VERSION),
             Err(e) => log::warn!("radius: cannot read the bound address: {e}"),
         }
+        match listener.accounting_addr() {
+            Some(Ok(addr)) => println!(
+                "otpd {} listening on radius-accounting:{addr}",
+                otpcore::VERSION
+            ),
+            Some(Err(e)) => log::warn!("radius: cannot read the bound accounting address: {e}"),
+            None => {}
+        }
         let _ = std::io::stdout().flush();
         listeners.spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown.clone()));
     }

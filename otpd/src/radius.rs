@@ -1,10 +1,14 @@
 //! The RADIUS listener (SPEC §3.4): Access-Request with PAP, verified
 //! through the [`Verifier`] like every other login; Status-Server
 //! (RFC 5997); a duplicate cache so a NAS's retransmission gets the same
-//! answer without a second verification. Clients are matched by source
-//! address against `[[radius.client]]` (first match wins). Anything that
-//! is not a well-formed, authenticated request from a known client is
-//! dropped without an answer and logged, at most once per 10 s per address.
+//! answer without a second verification; with `accounting_listen`, an
+//! Accounting-Response (RFC 2866) to every authenticated Accounting-Request,
+//! storing nothing (its answer depends on the request alone, so a
+//! retransmission gets the same bytes without a cache). Clients are
+//! matched by source address against `[[radius.client]]` (first match
+//! wins). Anything that is not a well-formed, authenticated request from a
+//! known client is dropped without an answer and logged, at most once per
+//! 10 s per address.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -40,15 +44,16 @@ struct Client {
     require_message_authenticator: bool,
 }
 
-/// The UDP socket, bound, and the clients with their secrets.
+/// The UDP sockets, bound, and the clients with their secrets.
 pub struct RadiusListener {
     socket: std::net::UdpSocket,
+    accounting: Option<std::net::UdpSocket>,
     clients: Vec<Client>,
 }
 
 impl RadiusListener {
     /// Reads every client's secret (a missing or empty `secret_file` is
-    /// an error) and binds `[radius].listen`.
+    /// an error) and binds `[radius].listen` (and `accounting_listen`).
     pub fn bind(config: &RadiusConfig) -> Result<RadiusListener, String> {
         let mut clients = Vec::with_capacity(config.client.len());
         for client in &config.client {
@@ -98,12 +103,34 @@ impl RadiusListener {
             |e: std::io::Error| format!("cannot listen for RADIUS on {}: {e}", config.listen);
         let socket = std::net::UdpSocket::bind(config.listen).map_err(fail)?;
         socket.set_nonblocking(true).map_err(fail)?;
-        Ok(RadiusListener { socket, clients })
+        let accounting = match config.accounting_listen {
+            Some(addr) => {
+                let fail = |e: std::io::Error| {
+                    format!("cannot listen for RADIUS accounting on {addr}: {e}")
+                };
+                let socket = std::net::UdpSocket::bind(addr).map_err(fail)?;
+                socket.set_nonblocking(true).map_err(fail)?;
+                Some(socket)
+            }
+            None => None,
+        };
+        Ok(RadiusListener {
+            socket,
+            accounting,
+            clients,
+        })
     }
 
     /// The bound address (port 0 resolved).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The bound accounting address, if there is one.
+    pub fn accounting_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.accounting
+            .as_ref()
+            .map(std::net::UdpSocket::local_addr)
     }
 
     /// Answers requests until `shutdown`; then waits a little for the
@@ -115,6 +142,10 @@ impl RadiusListener {
         shutdown: Shutdown,
     ) -> std::io::Result<()> {
         let socket = Arc::new(UdpSocket::from_std(self.socket)?);
+        let accounting = match self.accounting {
+            Some(s) => Some(UdpSocket::from_std(s)?),
+            None => None,
+        };
         let server = Arc::new(Server {
             daemon,
             verifier,
@@ -126,6 +157,7 @@ impl RadiusListener {
         let mut tasks = JoinSet::new();
         // One byte more than the largest packet, to see oversized ones.
         let mut buffer = vec![0u8; radius::MAX_PACKET + 1];
+        let mut accounting_buffer = vec![0u8; radius::MAX_PACKET + 1];
         let stop = shutdown.wait();
         tokio::pin!(stop);
         loop {
@@ -145,13 +177,41 @@ impl RadiusListener {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                received = receive_from(accounting.as_ref(), &mut accounting_buffer) => match received {
+                    Ok((len, from)) => {
+                        let datagram = accounting_buffer.get(..len).unwrap_or_default();
+                        if let (Some(bytes), Some(to)) =
+                            (server.account(datagram, from), accounting.as_ref())
+                        {
+                            if let Err(e) = to.try_send_to(&bytes, from) {
+                                log::warn!("radius: cannot answer {from}'s accounting: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("radius: accounting receive: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
             }
         }
         buffer.fill(0);
+        accounting_buffer.fill(0);
         let _ =
             tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
         Ok(())
+    }
+}
+
+/// A datagram from `socket`, or never when there is none.
+async fn receive_from(
+    socket: Option<&UdpSocket>,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buffer).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -257,6 +317,85 @@ impl Server {
     fn send(&self, bytes: &[u8], to: SocketAddr) {
         if let Err(e) = self.socket.try_send_to(bytes, to) {
             log::warn!("radius: cannot answer {to}: {e}");
+        }
+    }
+
+    /// Checks one datagram from the accounting port; returns the
+    /// Accounting-Response to send, or `None` (dropped, and logged).
+    fn account(&self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        let from = canonical(from);
+        let Some(client) = self.clients.iter().find(|c| c.address.contains(from.ip())) else {
+            self.dropped(from, "accounting: not a configured client");
+            return None;
+        };
+        let packet = match Packet::decode(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                self.dropped(
+                    from,
+                    &format!(
+                        "accounting: client {:?}: malformed packet: {e}",
+                        client.name
+                    ),
+                );
+                return None;
+            }
+        };
+        if packet.code != code::ACCOUNTING_REQUEST {
+            self.dropped(
+                from,
+                &format!(
+                    "accounting: client {:?}: packet code {} is not served",
+                    client.name, packet.code
+                ),
+            );
+            return None;
+        }
+        if !packet.accounting_request_ok(&client.secret) {
+            self.dropped(
+                from,
+                &format!(
+                    "accounting: client {:?}: bad Request Authenticator (wrong secret?)",
+                    client.name
+                ),
+            );
+            return None;
+        }
+        let with_ma = match packet.accounting_message_authenticator(&client.secret) {
+            MessageAuthenticator::Absent => false,
+            MessageAuthenticator::Valid => true,
+            MessageAuthenticator::Invalid => {
+                self.dropped(
+                    from,
+                    &format!(
+                        "accounting: client {:?}: bad Message-Authenticator",
+                        client.name
+                    ),
+                );
+                return None;
+            }
+        };
+        let user = packet
+            .user_name()
+            .map(|u| crate::printable(&String::from_utf8_lossy(u)))
+            .unwrap_or_else(|| "-".to_owned());
+        match radius::encode_accounting_response(
+            packet.identifier,
+            &packet.authenticator,
+            &client.secret,
+            with_ma,
+        ) {
+            Ok(bytes) => {
+                log::debug!(
+                    "radius: Accounting-Request from nas={} addr={from} user={user}: answered",
+                    crate::printable(&client.name)
+                );
+                Some(bytes)
+            }
+            Err(e) => {
+                log::error!("radius: cannot encode an Accounting-Response: {e}");
+                None
+            }
         }
     }
 
@@ -522,6 +661,7 @@ mod tests {
         let mut config = Config::embedded_defaults(dir.path());
         let radius_config = RadiusConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            accounting_listen: None,
             require_message_authenticator: true,
             client: vec![RadiusClient {
                 name: "nas".to_owned(),
@@ -585,6 +725,90 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test]
+    async fn accounting_requests_are_answered_and_the_rest_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::embedded_defaults(dir.path());
+        let radius_config = RadiusConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            accounting_listen: Some("127.0.0.1:0".parse().unwrap()),
+            require_message_authenticator: true,
+            client: vec![RadiusClient {
+                name: "nas".to_owned(),
+                address: Cidr::parse("127.0.0.1").unwrap(),
+                secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
+                secret_file: None,
+                require_message_authenticator: None,
+            }],
+        };
+        config.radius = Some(radius_config.clone());
+        let listener = RadiusListener::bind(&radius_config).expect("bind");
+        let addr = listener.accounting_addr().expect("accounting").unwrap();
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Arc::new(Daemon::new(config, store, false));
+        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
+        let (stop, shutdown) = Shutdown::new();
+        let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let exchange = |packet: Vec<u8>| {
+            let socket = &socket;
+            async move {
+                socket.send_to(&packet, addr).await.unwrap();
+                let mut buffer = [0u8; 4096];
+                match tokio::time::timeout(
+                    Duration::from_millis(500),
+                    socket.recv_from(&mut buffer),
+                )
+                .await
+                {
+                    Ok(received) => Some(buffer[..received.unwrap().0].to_vec()),
+                    Err(_) => None,
+                }
+            }
+        };
+        let start: &[(u8, &[u8])] = &[
+            (attr::ACCT_STATUS_TYPE, &[0, 0, 0, 1]),
+            (attr::ACCT_SESSION_ID, b"s1"),
+            (attr::USER_NAME, b"zoe"),
+        ];
+        for (id, with_ma) in [(1u8, false), (2, true)] {
+            let request = radius::encode_accounting_request(id, start, SECRET, with_ma).unwrap();
+            let request_auth = Packet::decode(&request).unwrap().authenticator;
+            let answer = exchange(request).await.expect("an Accounting-Response");
+            let answer = Packet::decode(&answer).unwrap();
+            assert_eq!(answer.code, code::ACCOUNTING_RESPONSE);
+            assert_eq!(answer.identifier, id);
+            assert!(answer.is_response_to(&request_auth, SECRET));
+            let first = answer.attributes().first().map(|a| a.kind);
+            if with_ma {
+                assert_eq!(first, Some(attr::MESSAGE_AUTHENTICATOR));
+            } else {
+                assert_eq!(first, None);
+            }
+        }
+        // Wrong secret, a bad Message-Authenticator, an Access-Request and
+        // garbage on the accounting port: no answer.
+        let wrong = radius::encode_accounting_request(3, start, b"wrong", false).unwrap();
+        assert_eq!(exchange(wrong).await, None, "wrong secret");
+        let mut bad_ma = radius::encode_accounting_request(4, start, SECRET, true).unwrap();
+        bad_ma[radius::HEADER_LEN + 2] ^= 1;
+        let auth = radius::accounting_request_authenticator(&bad_ma, SECRET);
+        bad_ma[4..20].copy_from_slice(&auth);
+        assert_eq!(exchange(bad_ma).await, None, "bad Message-Authenticator");
+        let access =
+            radius::access_request(5, &[5u8; 16], b"zoe", b"123456", SECRET, true).unwrap();
+        assert_eq!(exchange(access).await, None, "Access-Request");
+        assert_eq!(exchange(vec![4, 0, 0]).await, None, "garbage");
+
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("serve stops")
+            .unwrap()
+            .unwrap();
+    }
+
     #[test]
     fn empty_or_missing_secret_files_fail_the_start() {
         let dir = tempfile::tempdir().unwrap();
@@ -593,6 +817,7 @@ mod tests {
         for path in [empty, dir.path().join("missing")] {
             let config = RadiusConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
+                accounting_listen: None,
                 require_message_authenticator: true,
                 client: vec![RadiusClient {
                     name: "nas".to_owned(),

@@ -1,8 +1,9 @@
 //! RADIUS end to end (SPEC §3.4): FreeRADIUS's `radclient` as the NAS
 //! against the built `otpd`, and raw UDP for what radclient cannot send
 //! (requests without a Message-Authenticator, wrong secrets, unknown
-//! clients, retransmissions, malformed packets). Only loopback addresses
-//! are ever sent to.
+//! clients, retransmissions, malformed packets); accounting (RFC 2866) on
+//! `accounting_listen` with `radclient acct`. Only loopback addresses are
+//! ever sent to.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,12 +22,18 @@ const SECRET: &str = "e2e-radius-secret";
 
 /// A daemon with `[radius]` on a free loopback port and one client.
 fn radius_env(client_address: &str, client_extra: &str) -> (TestEnv, u16) {
+    radius_env_with(client_address, client_extra, "")
+}
+
+/// The same, with `radius_extra` added to `[radius]`.
+fn radius_env_with(client_address: &str, client_extra: &str, radius_extra: &str) -> (TestEnv, u16) {
     let port = free_port();
     let extra_toml = format!(
         r#"
 [radius]
 listen = "127.0.0.1:{port}"
 require_message_authenticator = true
+{radius_extra}
 
 [[radius.client]]
 name = "nas1"
@@ -44,11 +51,15 @@ secret = "{SECRET}"
 
 /// `radclient -x 127.0.0.1:PORT KIND SECRET` with `attributes` on stdin.
 fn radclient(port: u16, kind: &str, attributes: &str) -> Output {
+    radclient_with_secret(port, kind, SECRET, attributes)
+}
+
+fn radclient_with_secret(port: u16, kind: &str, secret: &str, attributes: &str) -> Output {
     let mut child = Command::new("radclient")
         .args(["-x", "-r", "1", "-t", "3"])
         .arg(format!("127.0.0.1:{port}"))
         .arg(kind)
-        .arg(SECRET)
+        .arg(secret)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -400,4 +411,77 @@ fn per_client_override_accepts_requests_without_message_authenticator() {
     // A present but wrong Message-Authenticator is still dropped.
     let bad = request(2, "erin", "123456", "other", true);
     assert_eq!(exchange(&socket, port, &bad), None);
+}
+
+#[test]
+fn radclient_accounting_gets_an_accounting_response() {
+    if !e2e_enabled() {
+        return;
+    }
+    let acct = free_port();
+    let (env, port) = radius_env_with(
+        "127.0.0.1/32",
+        "",
+        &format!("accounting_listen = \"127.0.0.1:{acct}\""),
+    );
+    let start =
+        "Acct-Status-Type = Start\nAcct-Session-Id = \"e2e-session-1\"\nUser-Name = \"alice\"\n";
+    let output = radclient(acct, "acct", start);
+    assert!(
+        stdout(&output).contains("Received Accounting-Response") && output.status.success(),
+        "accounting: {}\n{}",
+        describe(&output),
+        env.otpd_log()
+    );
+    // With a Message-Authenticator: the answer carries one too (radclient
+    // drops an answer whose Message-Authenticator does not verify).
+    let output = radclient(
+        acct,
+        "acct",
+        &format!("{start}Message-Authenticator = 0x00\n"),
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains("Received Accounting-Response") && output.status.success(),
+        "accounting with Message-Authenticator: {}\n{}",
+        describe(&output),
+        env.otpd_log()
+    );
+    assert!(
+        text.split("Received Accounting-Response")
+            .nth(1)
+            .unwrap_or_default()
+            .contains("Message-Authenticator = 0x"),
+        "{text}"
+    );
+
+    // A wrong secret gets no answer.
+    let output = radclient_with_secret(acct, "acct", "not-the-secret", start);
+    assert!(
+        !stdout(&output).contains("Received") && !output.status.success(),
+        "wrong secret: {}",
+        describe(&output)
+    );
+
+    // The authentication port does not answer accounting, nor the
+    // accounting port authentication.
+    let socket = udp();
+    let packet = radius::encode_accounting_request(
+        9,
+        &[(attr::USER_NAME, b"alice")],
+        SECRET.as_bytes(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(exchange(&socket, port, &packet), None, "accounting on 1812");
+    let access = request(10, "alice", "123456", SECRET, true);
+    assert_eq!(exchange(&socket, acct, &access), None, "auth on 1813");
+
+    let log = env.otpd_log();
+    assert!(log.contains("radius: dropped"), "{log}");
+    assert!(!log.contains(SECRET), "the secret reached the log");
+    assert!(
+        !log.contains("e2e-session-1"),
+        "attribute values reached the log"
+    );
 }

@@ -4,16 +4,16 @@
 //! shipped example, only its server and NAS addresses, secret and OpenVPN
 //! config path filled in; a real OpenVPN client logs in with `auth-user-pass`
 //! (user name + oathtool's code). A wrong code ends in AUTH_FAILED, the
-//! right one in "Initialization Sequence Completed". otpd does not answer the
-//! plugin's Accounting-Requests, and Debian's plugin (2.1) ignores
-//! `nonfatalaccounting=true` and refuses a login whose Accounting-Start
-//! goes unanswered; so, as the shipped example says, a small accounting
-//! server answers on the `acctport` (1813) beside otpd.
+//! right one in "Initialization Sequence Completed". Debian's plugin (2.1)
+//! ignores `nonfatalaccounting=true` and refuses a login whose
+//! Accounting-Start goes unanswered; so, as the shipped example says, otpd
+//! answers accounting too (`accounting_listen` on the `acctport`, 1813).
 //!
 //! Network: everything runs in a network namespace this test creates (its
 //! own loopback, the tun devices and the 198.51.100.0/24 VPN pool stay
 //! inside it): otpd is started a second time inside it, with `[radius]` on
-//! the namespace's 127.0.0.1:1812. Enrolment happens before, over HTTP on
+//! the namespace's 127.0.0.1:1812 and accounting on its 127.0.0.1:1813.
+//! Enrolment happens before, over HTTP on
 //! the host's loopback, exactly as in the other tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -35,36 +35,6 @@ use serde_json::Value;
 const SECRET: &str = "e2e-openvpn-radius-secret";
 const PLUGIN: &str = "/usr/lib/openvpn/radiusplugin.so";
 const PACKAGES: &str = "openvpn openvpn-auth-radius";
-
-/// An accounting server for the namespace's 127.0.0.1:1813 (the shipped
-/// `acctport`): checks each Accounting-Request's authenticator with the
-/// secret, answers with an Accounting-Response and logs the
-/// Acct-Status-Type. Debian's radiusplugin (2.1) knows no
-/// `nonfatalaccounting` and refuses a login whose Accounting-Start goes
-/// unanswered; otpd does not serve accounting.
-const ACCOUNTING_PY: &str = r#"
-import hashlib, socket, sys
-secret = sys.argv[1].encode()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 1813))
-print("ready", flush=True)
-while True:
-    data, peer = s.recvfrom(4096)
-    if len(data) < 20 or data[0] != 4:
-        print("not an Accounting-Request", flush=True)
-        continue
-    if hashlib.md5(data[:4] + bytes(16) + data[20:] + secret).digest() != data[4:20]:
-        print("bad request authenticator", flush=True)
-        continue
-    status, i = None, 20
-    while i + 2 <= len(data) and data[i + 1] >= 2:
-        if data[i] == 40 and data[i + 1] == 6:
-            status = int.from_bytes(data[i + 2:i + 6], "big")
-        i += data[i + 1]
-    head = bytes([5, data[1], 0, 20])
-    s.sendto(head + hashlib.md5(head + data[4:20] + secret).digest(), peer)
-    print(f"answered Accounting-Request Acct-Status-Type={status}", flush=True)
-"#;
 
 /// How long an OpenVPN start or login may take (the plugin waits `wait=5`
 /// seconds per unanswered accounting packet).
@@ -341,7 +311,7 @@ fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
     );
 
     // Enrol over HTTP on the host's loopback, then move otpd into the
-    // namespace with a [radius] section on its 127.0.0.1:1812.
+    // namespace with a [radius] section on its 127.0.0.1:1812 and 1813.
     let mut env = TestEnv::start();
     let secret = env.enrol_active("alice");
     env.stop_otpd();
@@ -354,6 +324,7 @@ fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
         r#"
 [radius]
 listen = "127.0.0.1:1812"
+accounting_listen = "127.0.0.1:1813"
 require_message_authenticator = true
 
 [[radius.client]]
@@ -373,25 +344,15 @@ require_message_authenticator = false
 
     let mut lab = Lab::new(&dir);
     let config_path = env.config.display().to_string();
+    // At debug level otpd logs one line per Accounting-Request it answers.
+    let otpd_path = otpd_bin().display().to_string();
     let otpd = lab.spawn(
-        &otpd_bin(),
-        &["--config", &config_path],
+        Path::new("/usr/bin/env"),
+        &["OTPD_LOG=debug", &otpd_path, "--config", &config_path],
         &root.join("otpd.log"),
     );
     env.wait_for_socket();
     assert!(!lab.exited(otpd), "otpd exited:\n{}", env.otpd_log());
-
-    let accounting = lab.spawn(
-        Path::new(e2e::SYSTEM_PYTHON),
-        &["-c", ACCOUNTING_PY, SECRET],
-        &dir.join("accounting.log"),
-    );
-    assert!(
-        lab.wait_for(accounting, "accounting.log", &["ready"], VPN_TIMEOUT)
-            .is_some(),
-        "accounting server did not start:\n{}",
-        lab.log("accounting.log")
-    );
 
     make_pki(&dir);
     fs::write(
@@ -493,11 +454,14 @@ require_message_authenticator = false
             logs(&lab, "client-right.log")
         );
     }
+    // The plugin's Accounting-Start, answered by otpd (the login above
+    // would have failed otherwise).
     assert!(
-        lab.log("accounting.log")
-            .contains("answered Accounting-Request Acct-Status-Type=1"),
-        "the plugin should have sent an Accounting-Start:\n{}",
-        lab.log("accounting.log")
+        env.otpd_log()
+            .contains("radius: Accounting-Request from nas=openvpn addr=127.0.0.1:")
+            && env.otpd_log().contains("user=alice: answered"),
+        "otpd should have answered the plugin's Accounting-Start:\n{}",
+        env.otpd_log()
     );
     assert!(
         !lab.exited(client) && !lab.exited(server),
