@@ -1407,6 +1407,24 @@ impl TestEnv {
 }
 
 // ---------------------------------------------------------------------------
+// RADIUS
+
+/// A [`TestEnv`] whose otpd also answers RADIUS on a free 127.0.0.1 port,
+/// for one client at 127.0.0.1 named `client` with `secret` and
+/// Message-Authenticator required; the port comes back too.
+pub fn start_with_radius(client: &str, secret: &str) -> (TestEnv, u16) {
+    let port = free_port();
+    let env = TestEnv::start_with(EnvOptions {
+        extra_toml: format!(
+            "\n[radius]\nlisten = \"127.0.0.1:{port}\"\nrequire_message_authenticator = true\n\n\
+             [[radius.client]]\nname = \"{client}\"\naddress = \"127.0.0.1/32\"\nsecret = \"{secret}\"\n"
+        ),
+        ..EnvOptions::default()
+    });
+    (env, port)
+}
+
+// ---------------------------------------------------------------------------
 // FreeRADIUS
 
 /// A private copy of Debian's FreeRADIUS configuration in `dir/raddb`: its

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     assert_success, describe, e2e_enabled, free_port, oathtool_code, stdout, stdout_json,
-    wrong_code, EnvOptions, TestEnv,
+    wrong_code,
 };
 use serde_json::Value;
 
@@ -185,22 +185,7 @@ fn freeradius_proxies_the_otp_realm_to_otpd_with_the_shipped_stanza() {
     if !e2e_enabled() {
         return;
     }
-    let otpd_port = free_port();
-    let env = TestEnv::start_with(EnvOptions {
-        extra_toml: format!(
-            r#"
-[radius]
-listen = "127.0.0.1:{otpd_port}"
-require_message_authenticator = true
-
-[[radius.client]]
-name = "freeradius"
-address = "127.0.0.1/32"
-secret = "{OTPD_SECRET}"
-"#
-        ),
-        ..EnvOptions::default()
-    });
+    let (env, otpd_port) = e2e::start_with_radius("freeradius", OTPD_SECRET);
     let secret = env.enrol_active("alice");
     let freeradius = start_freeradius(otpd_port);
     let logs = |output: &Output| {

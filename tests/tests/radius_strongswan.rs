@@ -21,8 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, e2e_enabled, free_port, oathtool_code, stdout, stdout_json,
-    wrong_code, EnvOptions, TestEnv,
+    assert_success, describe, e2e_enabled, oathtool_code, stdout, stdout_json, wrong_code, TestEnv,
 };
 use serde_json::Value;
 
@@ -391,22 +390,7 @@ fn audit_radius(env: &TestEnv) -> Vec<Value> {
 }
 
 fn inside_gateway_namespace(client_ns: &str) {
-    let otpd_port = free_port();
-    let env = TestEnv::start_with(EnvOptions {
-        extra_toml: format!(
-            r#"
-[radius]
-listen = "127.0.0.1:{otpd_port}"
-require_message_authenticator = true
-
-[[radius.client]]
-name = "strongswan"
-address = "127.0.0.1/32"
-secret = "{RADIUS_SECRET}"
-"#
-        ),
-        ..EnvOptions::default()
-    });
+    let (env, otpd_port) = e2e::start_with_radius("strongswan", RADIUS_SECRET);
     let secret = env.enrol_active("alice");
 
     // The gateway: eap-gtc checks passwords with the eap-radius plugin's
