@@ -655,13 +655,15 @@ mod tests {
 
     const SECRET: &[u8] = b"in-process-secret";
 
-    #[tokio::test]
-    async fn concurrent_requests_accept_a_code_once_and_stop_cleanly() {
+    /// A daemon with one RADIUS client `nas` at 127.0.0.1 (secret
+    /// [`SECRET`]) and its listener on port 0, with an accounting port when
+    /// asked; not serving yet.
+    fn fixture(accounting: bool) -> (tempfile::TempDir, Arc<Daemon>, RadiusListener) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::embedded_defaults(dir.path());
         let radius_config = RadiusConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            accounting_listen: None,
+            accounting_listen: accounting.then(|| "127.0.0.1:0".parse().unwrap()),
             require_message_authenticator: true,
             client: vec![RadiusClient {
                 name: "nas".to_owned(),
@@ -673,9 +675,15 @@ mod tests {
         };
         config.radius = Some(radius_config.clone());
         let listener = RadiusListener::bind(&radius_config).expect("bind");
-        let addr = listener.local_addr().unwrap();
         let store = Store::open(dir.path()).expect("store");
         let daemon = Arc::new(Daemon::new(config, store, false));
+        (dir, daemon, listener)
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_accept_a_code_once_and_stop_cleanly() {
+        let (_dir, daemon, listener) = fixture(false);
+        let addr = listener.local_addr().unwrap();
         crate::testing::active_token(&daemon, "zoe");
         let code = daemon
             .config
@@ -727,25 +735,8 @@ mod tests {
 
     #[tokio::test]
     async fn accounting_requests_are_answered_and_the_rest_dropped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::embedded_defaults(dir.path());
-        let radius_config = RadiusConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            accounting_listen: Some("127.0.0.1:0".parse().unwrap()),
-            require_message_authenticator: true,
-            client: vec![RadiusClient {
-                name: "nas".to_owned(),
-                address: Cidr::parse("127.0.0.1").unwrap(),
-                secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
-                secret_file: None,
-                require_message_authenticator: None,
-            }],
-        };
-        config.radius = Some(radius_config.clone());
-        let listener = RadiusListener::bind(&radius_config).expect("bind");
+        let (_dir, daemon, listener) = fixture(true);
         let addr = listener.accounting_addr().expect("accounting").unwrap();
-        let store = Store::open(dir.path()).expect("store");
-        let daemon = Arc::new(Daemon::new(config, store, false));
         let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
         let (stop, shutdown) = Shutdown::new();
         let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));

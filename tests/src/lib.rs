@@ -544,21 +544,7 @@ pub fn normalize_base32(secret: &str) -> String {
 /// The current TOTP code (SHA1, 6 digits) for `secret` with a `period` of
 /// 60 or 30 seconds, as `oathtool --totp=SHA1 -s PERIOD -b SECRET` prints it.
 pub fn oathtool_code(secret: &str, period: u64) -> String {
-    let output = Command::new("oathtool")
-        .arg("--totp=SHA1")
-        .arg("-s")
-        .arg(period.to_string())
-        .arg("-b")
-        .arg(normalize_base32(secret))
-        .output()
-        .expect("run oathtool");
-    assert_success(&output, "oathtool");
-    let code = stdout(&output).trim().to_owned();
-    assert!(
-        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
-        "oathtool printed {code:?}"
-    );
-    code
+    oathtool_code_at(secret, period, now_unix())
 }
 
 /// A 6-digit code that is neither the current 60-second nor the current
@@ -1403,6 +1389,89 @@ impl TestEnv {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PAM
+
+/// Runs `command` with `input` on its stdin and collects its output; kills
+/// it and panics after [`RUN_TIMEOUT`].
+pub fn run_with_input(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        // It may exit before reading: ignore EPIPE.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("collect the output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect the output");
+            panic!(
+                "{command:?} did not finish within {RUN_TIMEOUT:?}: {}",
+                describe(&output)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// stdout and stderr together, as a person at the terminal reads them.
+pub fn said(output: &Output) -> String {
+    format!("{}{}", stdout(output), stderr(output))
+}
+
+/// A PAM service file `/etc/pam.d/NAME` for pamtester, removed on drop.
+pub struct PamService {
+    name: String,
+    path: PathBuf,
+}
+
+impl PamService {
+    /// `auth required <built module> ARGS` followed by the `extra` lines.
+    pub fn new(args: &str, extra: &[&str]) -> PamService {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "otpd-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = Path::new("/etc/pam.d").join(&name);
+        let mut text = format!("auth required {} {args}\n", pam_module_path().display());
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::write(&path, text).expect("write the /etc/pam.d service file");
+        PamService { name, path }
+    }
+
+    /// The service name, as pamtester takes it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `pamtester SERVICE USER authenticate` with `input` typed at the prompts.
+    pub fn authenticate(&self, user: &str, input: &str) -> Output {
+        run_with_input(
+            Command::new("pamtester").args([self.name.as_str(), user, "authenticate"]),
+            input,
+        )
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -14,18 +14,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::{
     assert_success, describe, e2e_enabled, enrolment_array, now_unix, oathtool_code,
-    oathtool_code_at, otpctl_bin, pam_module_path, socket_exchange, start_socket_otpd, stderr,
-    stdout, stdout_json, wait_for_fresh_step, TestEnv,
+    oathtool_code_at, otpctl_bin, said, socket_exchange, start_socket_otpd, stderr, stdout,
+    stdout_json, wait_for_fresh_step, PamService, TestEnv,
 };
 use serde_json::{json, Value};
 
@@ -127,79 +127,22 @@ fn google_authenticator_file(path: &Path) -> String {
     text.lines().next().expect("first line").trim().to_owned()
 }
 
-/// A service file `/etc/pam.d/otpd-lifecycle-PID-N` with only pam_otp,
-/// removed on drop.
-struct PamService {
-    name: String,
-    path: PathBuf,
-}
-
-impl PamService {
-    fn new(socket: &Path) -> PamService {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "otpd-lifecycle-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = Path::new("/etc/pam.d").join(&name);
-        fs::write(
-            &path,
-            format!(
-                "auth required {} socket={}\n",
-                pam_module_path().display(),
-                socket.display()
-            ),
-        )
-        .expect("write the /etc/pam.d service file");
-        PamService { name, path }
-    }
-
-    /// `pamtester SERVICE USER authenticate` with `code` typed at the prompt.
-    fn login(&self, user: &str, code: &str) -> Output {
-        let mut child = Command::new("pamtester")
-            .args([self.name.as_str(), user, "authenticate"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pamtester");
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(format!("{code}\n").as_bytes());
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("pamtester output")
-    }
-
-    fn assert_login(&self, env: &TestEnv, user: &str, code: &str, accepted: bool) {
-        let output = self.login(user, code);
-        let text = format!("{}{}", stdout(&output), stderr(&output));
-        let ok = if accepted {
-            output.status.success() && text.contains("successfully authenticated")
-        } else {
-            output.status.code() == Some(1) && text.contains("Authentication failure")
-        };
-        assert!(
-            ok,
-            "pamtester login of {user} should be {}: {}\n--- otpd log ---\n{}",
-            if accepted { "accepted" } else { "refused" },
-            describe(&output),
-            env.otpd_log()
-        );
-    }
-}
-
-impl Drop for PamService {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
+/// Logs `user` in with pamtester through `pam` and asserts the outcome.
+fn assert_login(pam: &PamService, env: &TestEnv, user: &str, code: &str, accepted: bool) {
+    let output = pam.authenticate(user, &format!("{code}\n"));
+    let text = said(&output);
+    let ok = if accepted {
+        output.status.success() && text.contains("successfully authenticated")
+    } else {
+        output.status.code() == Some(1) && text.contains("Authentication failure")
+    };
+    assert!(
+        ok,
+        "pamtester login of {user} should be {}: {}\n--- otpd log ---\n{}",
+        if accepted { "accepted" } else { "refused" },
+        describe(&output),
+        env.otpd_log()
+    );
 }
 
 fn verify_request(user: &str, otp: &str) -> Value {
@@ -386,7 +329,7 @@ fn imported_tokens_log_in_through_pam() {
         return;
     }
     let env = TestEnv::start();
-    let pam = PamService::new(&env.socket_path());
+    let pam = PamService::new(&format!("socket={}", env.socket_path().display()), &[]);
     let work = env.root().join("import");
     fs::create_dir(&work).expect("import dir");
 
@@ -455,14 +398,14 @@ fn imported_tokens_log_in_through_pam() {
         ("gauser3", &ga3),
     ] {
         let wrong = oathtool_code_at(secret, 30, now_unix() - 86_400);
-        pam.assert_login(&env, user, &wrong, false);
+        assert_login(&pam, &env, user, &wrong, false);
         let code = oathtool_code(secret, 30);
-        pam.assert_login(&env, user, &code, true);
-        pam.assert_login(&env, user, &code, false);
+        assert_login(&pam, &env, user, &code, true);
+        assert_login(&pam, &env, user, &code, false);
     }
     wait_for_fresh_step(60);
-    pam.assert_login(&env, "csv60", &oathtool_code(&csv60, 60), true);
-    pam.assert_login(&env, "nosuchuser", "123456", false);
+    assert_login(&pam, &env, "csv60", &oathtool_code(&csv60, 60), true);
+    assert_login(&pam, &env, "nosuchuser", "123456", false);
 
     // --replace gives csv30 a new secret: the old one no longer works.
     let fresh = random_secret();
@@ -476,13 +419,20 @@ fn imported_tokens_log_in_through_pam() {
     assert_eq!(answer["imported"], 1, "{answer}");
     wait_for_fresh_step(30);
     let step = now_unix() / 30 * 30;
-    pam.assert_login(
+    assert_login(
+        &pam,
         &env,
         "csv30",
         &oathtool_code_at(&csv30, 30, step + 30),
         false,
     );
-    pam.assert_login(&env, "csv30", &oathtool_code_at(&fresh, 30, step), true);
+    assert_login(
+        &pam,
+        &env,
+        "csv30",
+        &oathtool_code_at(&fresh, 30, step),
+        true,
+    );
 }
 
 #[test]

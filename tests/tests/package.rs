@@ -17,13 +17,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{assert_success, describe, e2e_enabled, free_port, oathtool_code, stdout, wrong_code};
+use e2e::{
+    assert_success, describe, e2e_enabled, free_port, oathtool_code, run_with_input, said, stdout,
+    wrong_code,
+};
 
 const PACKAGE: &str = "otpd";
 const CONFIG: &str = "/etc/otpd/otpd.toml";
@@ -185,32 +187,9 @@ fn assert_owner_mode(path: &str, uid: u32, gid: u32, mode: u32) {
 
 /// pamtester SERVICE USER authenticate with `code` typed at the prompt.
 fn pamtester(service: &str, code: &str) -> Output {
-    let mut child = Command::new("pamtester")
-        .args([service, USER, "authenticate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pamtester");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(format!("{code}\n").as_bytes());
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("pamtester output")
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    run_with_input(
+        Command::new("pamtester").args([service, USER, "authenticate"]),
+        &format!("{code}\n"),
     )
 }
 

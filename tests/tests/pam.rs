@@ -14,17 +14,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::time::{Duration, Instant};
 
 use e2e::{
     assert_success, describe, e2e_enabled, normalize_base32, now_unix, oathtool_code,
-    wait_for_fresh_step, wrong_code, TestEnv,
+    run_with_input, said, wait_for_fresh_step, wrong_code, PamService, TestEnv,
 };
 
 const PASSWORD: &str = "4321";
-/// How long one pamtester run may take (valgrind is slow).
-const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 // pam_strerror(3) texts as pamtester prints them.
 const SUCCESS: &str = "successfully authenticated";
@@ -33,7 +31,7 @@ const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentic
 const SERVICE_ERR: &str = "Error in service module";
 
 // ---------------------------------------------------------------------------
-// Helpers (candidates for tests/src/lib.rs)
+// Helpers
 
 /// Whether the PAM tests run here: root, and then pamtester and valgrind
 /// must be installed.
@@ -56,117 +54,21 @@ fn pam_enabled() -> bool {
     true
 }
 
-/// The built module: `$PAM_OTP_SO`, or `libpam_otp.so` beside the test's
-/// target directory (`cargo build --workspace` builds it).
-fn module_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("PAM_OTP_SO") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let candidates: Vec<PathBuf> = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("libpam_otp.so"))
-        .collect();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "libpam_otp.so is not built (looked at {candidates:?}); run \
-                 `cargo build --workspace` first or set PAM_OTP_SO"
-            )
-        })
-}
-
-/// A service file `/etc/pam.d/otpd-e2e-PID-N`, removed on drop.
-struct PamService {
-    name: String,
-    path: PathBuf,
-}
-
-impl PamService {
-    /// `auth required <module> ARGS` followed by `extra` lines.
-    fn new(args: &str, extra: &[&str]) -> PamService {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "otpd-e2e-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = Path::new("/etc/pam.d").join(&name);
-        let mut text = format!("auth required {} {args}\n", module_path().display());
-        for line in extra {
-            text.push_str(line);
-            text.push('\n');
-        }
-        fs::write(&path, text).expect("write the /etc/pam.d service file");
-        PamService { name, path }
-    }
-
-    /// `pamtester SERVICE USER authenticate` with `input` on stdin.
-    fn authenticate(&self, user: &str, input: &str) -> Output {
-        run_with_input(
-            Command::new("pamtester").args([self.name.as_str(), user, "authenticate"]),
-            input,
-        )
-    }
-
-    /// The same under valgrind; the valgrind log is the third part.
-    fn authenticate_under_valgrind(&self, user: &str, input: &str, log: &Path) -> Output {
-        run_with_input(
-            Command::new("valgrind")
-                .arg("--error-exitcode=99")
-                .arg("--leak-check=full")
-                .arg("--errors-for-leak-kinds=definite")
-                .arg(format!("--log-file={}", log.display()))
-                .args(["pamtester", self.name.as_str(), user, "authenticate"]),
-            input,
-        )
-    }
-}
-
-impl Drop for PamService {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn run_with_input(command: &mut Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pamtester");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("pamtester output");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("pamtester output");
-            panic!(
-                "pamtester did not finish within {RUN_TIMEOUT:?}: {}",
-                describe(&output)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// pamtester's stdout and stderr together.
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+/// `PamService::authenticate` under valgrind, its report in `log`.
+fn authenticate_under_valgrind(
+    service: &PamService,
+    user: &str,
+    input: &str,
+    log: &Path,
+) -> Output {
+    run_with_input(
+        Command::new("valgrind")
+            .arg("--error-exitcode=99")
+            .arg("--leak-check=full")
+            .arg("--errors-for-leak-kinds=definite")
+            .arg(format!("--log-file={}", log.display()))
+            .args(["pamtester", service.name(), user, "authenticate"]),
+        input,
     )
 }
 
@@ -392,7 +294,7 @@ fn one_login_under_valgrind() {
     let service = PamService::new(&format!("socket={}", socket.display()), &[]);
     let log = env.root().join("valgrind.log");
     let output =
-        service.authenticate_under_valgrind("erin", &format!("{}\n", next_code(&secret)), &log);
+        authenticate_under_valgrind(&service, "erin", &format!("{}\n", next_code(&secret)), &log);
     let report = fs::read_to_string(&log).unwrap_or_default();
     assert_ne!(
         output.status.code(),
@@ -514,7 +416,7 @@ fn real_libpam_against_a_fake_otpd() {
         assert_eq!(
             request,
             serde_json::json!({"op": "verify", "user": "alice", "otp": "135790",
-                               "service": service.name}),
+                               "service": service.name()}),
             "{line}"
         );
     }

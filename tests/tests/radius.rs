@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::UdpSocket;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use e2e::{
@@ -55,24 +55,14 @@ fn radclient(port: u16, kind: &str, attributes: &str) -> Output {
 }
 
 fn radclient_with_secret(port: u16, kind: &str, secret: &str, attributes: &str) -> Output {
-    let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "3"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(kind)
-        .arg(secret)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run radclient (apt-get install freeradius-utils)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(attributes.as_bytes())
-            .expect("write radclient stdin");
-    }
-    child.wait_with_output().expect("radclient output")
+    e2e::run_with_input(
+        Command::new("radclient")
+            .args(["-x", "-r", "1", "-t", "3"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(kind)
+            .arg(secret),
+        attributes,
+    )
 }
 
 fn pap(user: &str, code: &str) -> String {

@@ -82,13 +82,6 @@ fn options() -> Options {
     o
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// Exits with a message when this cannot run here.
 fn check_prerequisites() {
     let uid = fs::metadata("/proc/self")
@@ -183,18 +176,10 @@ struct Run {
 /// `pamtester SERVICE USER authenticate` with `code` on stdin: None when
 /// it succeeded, else what pamtester said.
 fn login(service: &PamService, name: &str, code: &str) -> Option<String> {
-    let mut child = Command::new("pamtester")
-        .args([service.name, name, "authenticate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pamtester");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        let _ = stdin.write_all(format!("{code}\n").as_bytes());
-    }
-    let output = child.wait_with_output().expect("pamtester");
+    let output = e2e::run_with_input(
+        Command::new("pamtester").args([service.name, name, "authenticate"]),
+        &format!("{code}\n"),
+    );
     (!output.status.success()).then(|| {
         format!(
             "{} {name}: {} {}",
@@ -210,7 +195,7 @@ fn logins(service: &PamService, names: &[String], secrets: &[Vec<u8>]) -> Run {
     let mut failures = Vec::new();
     let started = Instant::now();
     for (name, secret) in names.iter().zip(secrets) {
-        let code = PARAMS.code_at(secret, now());
+        let code = PARAMS.code_at(secret, e2e::now_unix());
         failures.extend(login(service, name, code.as_str()));
     }
     Run {
@@ -223,7 +208,7 @@ fn logins(service: &PamService, names: &[String], secrets: &[Vec<u8>]) -> Run {
 /// once, then the same code (a replay) and a code far outside the window
 /// are refused. Returns what went wrong.
 fn controls(service: &PamService, name: &str, secret: &[u8]) -> Vec<String> {
-    let step = PARAMS.step_at(now());
+    let step = PARAMS.step_at(e2e::now_unix());
     let code = PARAMS.code_for_step(secret, step);
     let far = PARAMS.code_for_step(secret, step + 10);
     let mut wrong = Vec::new();
@@ -286,7 +271,7 @@ fn run(o: &Options) -> bool {
             })
             .collect();
         store
-            .import_tokens(&tokens, "BENCH", false, now())
+            .import_tokens(&tokens, "BENCH", false, e2e::now_unix())
             .expect("import");
     }
     write_ga_files(&ga_dir, &names, &secrets);

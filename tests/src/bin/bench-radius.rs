@@ -100,13 +100,6 @@ fn options() -> Options {
     o
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// splitmix64: request authenticators need only be distinct here.
 struct Rng(u64);
 
@@ -178,7 +171,7 @@ impl Users {
                 let pass = n / self.secrets.len();
                 (pass < 3).then(|| (user, self.otpd_base_step - 1 + pass as u64))
             }
-            Kind::FrTotp => Some((user, params(FR_PERIOD).step_at(now()))),
+            Kind::FrTotp => Some((user, params(FR_PERIOD).step_at(e2e::now_unix()))),
             Kind::FrPap => Some((user, 0)),
         }
     }
@@ -416,7 +409,7 @@ fn run(
                 target,
                 inflight: o.inflight,
                 timeout: o.timeout,
-                seed: (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ now(),
+                seed: (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ e2e::now_unix(),
             };
             let (users, stop) = (Arc::clone(users), Arc::clone(&stop));
             std::thread::spawn(move || client(&load, &users, &stop))
@@ -505,7 +498,7 @@ impl Drop for Server {
 /// delays rejects by its `reject_delay`, 1 s, so it gets a valid one).
 fn wait_ready(server: &mut Server, target: SocketAddr, what: &str, user: &str, password: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut rng = Rng(now());
+    let mut rng = Rng(e2e::now_unix());
     loop {
         if let Some(status) = server.child.try_wait().expect("try_wait") {
             panic!(
@@ -685,7 +678,7 @@ fn main() {
     eprintln!("generating and importing {} users", o.users);
     let started = Instant::now();
     let secrets: Vec<Vec<u8>> = {
-        let mut rng = Rng(now() ^ 0x5eed);
+        let mut rng = Rng(e2e::now_unix() ^ 0x5eed);
         (0..o.users)
             .map(|_| (0..20).map(|_| rng.next() as u8).collect::<Vec<u8>>())
             .collect()
@@ -703,7 +696,7 @@ fn main() {
             })
             .collect();
         store
-            .import_tokens(&tokens, "BENCH", false, now())
+            .import_tokens(&tokens, "BENCH", false, e2e::now_unix())
             .expect("import");
     }
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
@@ -739,12 +732,12 @@ fn main() {
 
     // The whole run must stay inside one of otpd's steps.
     let budget = (o.rounds as f64 * 3.0 * (o.seconds + 1.5 + PAUSE.as_secs_f64())) as u64 + 30;
-    let left = OTPD_PERIOD - now() % OTPD_PERIOD;
+    let left = OTPD_PERIOD - e2e::now_unix() % OTPD_PERIOD;
     if left < budget {
         eprintln!("waiting {left} s for a fresh {OTPD_PERIOD}-second step");
         std::thread::sleep(Duration::from_secs(left + 1));
     }
-    users.otpd_base_step = params(OTPD_PERIOD).step_at(now());
+    users.otpd_base_step = params(OTPD_PERIOD).step_at(e2e::now_unix());
     let users = Arc::new(users);
 
     let version = Command::new("freeradius")
@@ -892,7 +885,7 @@ fn main() {
     // rlm_totp accepts only the current 30-second step, so its codes from
     // the run are stale by now: send a current code twice instead.
     println!();
-    let mut rng = Rng(now() ^ 0xfeed);
+    let mut rng = Rng(e2e::now_unix() ^ 0xfeed);
     let mut tally = |kind: Kind, target: SocketAddr, user: usize, step: u64| {
         let (name, password) = users.credentials(kind, user, step);
         exchange(
@@ -920,10 +913,10 @@ fn main() {
         again[2]
     );
     let fr_period = params(FR_PERIOD);
-    if FR_PERIOD - now() % FR_PERIOD < 5 {
+    if FR_PERIOD - e2e::now_unix() % FR_PERIOD < 5 {
         std::thread::sleep(Duration::from_secs(6));
     }
-    let step = fr_period.step_at(now());
+    let step = fr_period.step_at(e2e::now_unix());
     let mut twice = [0usize; 3];
     for user in 0..REPLAYS {
         let first = tally(Kind::FrTotp, fr_addr, user, step);

@@ -62,13 +62,6 @@ fn options() -> Options {
     o
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// The next (user, step) to try: users in order, then the next step.
 struct Work {
     secrets: Vec<Vec<u8>>,
@@ -142,7 +135,7 @@ fn main() {
     };
     // A run must not cross a step boundary.
     let budget = (o.seconds * o.clients.len() as f64) as u64 + 30;
-    let left = PERIOD - now() % PERIOD;
+    let left = PERIOD - e2e::now_unix() % PERIOD;
     if left < budget {
         eprintln!("waiting {left} s for a fresh {PERIOD}-second step");
         std::thread::sleep(Duration::from_secs(left + 1));
@@ -169,7 +162,7 @@ fn main() {
             })
             .collect();
         store
-            .import_tokens(&tokens, "BENCH", false, now())
+            .import_tokens(&tokens, "BENCH", false, e2e::now_unix())
             .expect("import");
     }
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
@@ -178,7 +171,7 @@ fn main() {
     let work = Arc::new(Work {
         secrets,
         next: AtomicUsize::new(0),
-        base_step: params.step_at(now()),
+        base_step: params.step_at(e2e::now_unix()),
     });
 
     println!(

@@ -513,25 +513,17 @@ impl Sudo {
     /// `runuser -u USER -- sudo -k -S id -u` with the user's password and
     /// then `code` on stdin (the shipped stack asks for both).
     pub fn id_u(&self, user: &TestUser, code: &str) -> Output {
-        let mut child = in_private_mounts(
-            &[
-                (&self.pam_file, "/etc/pam.d/sudo"),
-                (&self.sudoers, "/etc/sudoers"),
-            ],
-            &[
-                "runuser", "-u", &user.name, "--", "sudo", "-k", "-S", "id", "-u",
-            ],
+        e2e::run_with_input(
+            &mut in_private_mounts(
+                &[
+                    (&self.pam_file, "/etc/pam.d/sudo"),
+                    (&self.sudoers, "/etc/sudoers"),
+                ],
+                &[
+                    "runuser", "-u", &user.name, "--", "sudo", "-k", "-S", "id", "-u",
+                ],
+            ),
+            &format!("{}\n{code}\n", user.password),
         )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start unshare ... sudo");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            let _ = stdin.write_all(format!("{}\n{code}\n", user.password).as_bytes());
-        }
-        child.wait_with_output().expect("wait for sudo")
     }
 }
