@@ -423,63 +423,37 @@ impl Server {
             }
         };
         let ma = packet.message_authenticator(&client.secret, None);
-        match (packet.code, ma) {
+        let refusal = match (packet.code, ma) {
             (_, MessageAuthenticator::Invalid) => {
-                self.dropped(
-                    from,
-                    &format!(
-                        "client {:?}: bad Message-Authenticator (wrong secret?)",
-                        client.name
-                    ),
-                );
-                return None;
+                Some("bad Message-Authenticator (wrong secret?)".to_owned())
             }
             (code::STATUS_SERVER, MessageAuthenticator::Absent) => {
-                self.dropped(
-                    from,
-                    &format!(
-                        "client {:?}: Status-Server without Message-Authenticator",
-                        client.name
-                    ),
-                );
-                return None;
+                Some("Status-Server without Message-Authenticator".to_owned())
             }
             (code::ACCESS_REQUEST, MessageAuthenticator::Absent)
                 if client.require_message_authenticator =>
             {
-                self.dropped(
-                    from,
-                    &format!(
-                        "client {:?}: Access-Request without the required Message-Authenticator",
-                        client.name
-                    ),
-                );
-                return None;
+                Some("Access-Request without the required Message-Authenticator".to_owned())
             }
-            (code::STATUS_SERVER, MessageAuthenticator::Valid) => {
-                match radius::encode_response(
-                    code::ACCESS_ACCEPT,
-                    packet.identifier,
-                    &packet.authenticator,
-                    &[],
-                    &client.secret,
-                ) {
-                    Ok(bytes) => self.send(&bytes, from),
-                    Err(e) => log::error!("radius: cannot encode a Status-Server answer: {e}"),
-                }
-                return None;
+            (code::STATUS_SERVER | code::ACCESS_REQUEST, _) => None,
+            (other, _) => Some(format!("packet code {other} is not served")),
+        };
+        if let Some(why) = refusal {
+            self.dropped(from, &format!("client {:?}: {why}", client.name));
+            return None;
+        }
+        if packet.code == code::STATUS_SERVER {
+            match radius::encode_response(
+                code::ACCESS_ACCEPT,
+                packet.identifier,
+                &packet.authenticator,
+                &[],
+                &client.secret,
+            ) {
+                Ok(bytes) => self.send(&bytes, from),
+                Err(e) => log::error!("radius: cannot encode a Status-Server answer: {e}"),
             }
-            (code::ACCESS_REQUEST, _) => {}
-            (other, _) => {
-                self.dropped(
-                    from,
-                    &format!(
-                        "client {:?}: packet code {other} is not served",
-                        client.name
-                    ),
-                );
-                return None;
-            }
+            return None;
         }
 
         let key = (from, packet.identifier, packet.authenticator);
