@@ -1397,6 +1397,11 @@ impl TestEnv {
 
 /// Runs `command` with `input` on its stdin and collects its output; kills
 /// it and panics after [`RUN_TIMEOUT`].
+///
+/// Nothing polls: threads feed stdin and drain stdout and stderr while the
+/// child runs (a chatty child never fills a pipe), and the caller sleeps
+/// until both pipes close. Then the child is reaped at once, so the time
+/// this takes is the child's own.
 pub fn run_with_input(command: &mut Command, input: &str) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
@@ -1405,24 +1410,68 @@ pub fn run_with_input(command: &mut Command, input: &str) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
     if let Some(mut stdin) = child.stdin.take() {
-        // It may exit before reading: ignore EPIPE.
-        let _ = stdin.write_all(input.as_bytes());
+        let input = input.to_owned();
+        // It may exit before reading: ignore EPIPE. Dropping stdin closes it.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
     }
+    let (done, finished) = std::sync::mpsc::channel();
+    drain(child.stdout.take(), 0, &done);
+    drain(child.stderr.take(), 1, &done);
+    drop(done);
+    let mut streams = [Vec::new(), Vec::new()];
     let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("collect the output");
+    let mut open = 2;
+    while open > 0 {
+        match finished.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((which, bytes)) => {
+                streams[which] = bytes;
+                open -= 1;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().expect("reap the killed child");
+                // The pipes close with the child: collect what it said.
+                while let Ok((which, bytes)) = finished.recv_timeout(Duration::from_secs(2)) {
+                    streams[which] = bytes;
+                }
+                let [stdout, stderr] = streams;
+                panic!(
+                    "{command:?} did not finish within {RUN_TIMEOUT:?}: {}",
+                    describe(&Output {
+                        status,
+                        stdout,
+                        stderr
+                    })
+                );
+            }
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("collect the output");
-            panic!(
-                "{command:?} did not finish within {RUN_TIMEOUT:?}: {}",
-                describe(&output)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
+    let status = child.wait().expect("reap the child");
+    let [stdout, stderr] = streams;
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Reads `pipe` to its end on a thread of its own and sends the bytes, tagged
+/// `which`, to `done`.
+fn drain(
+    pipe: Option<impl Read + Send + 'static>,
+    which: usize,
+    done: &std::sync::mpsc::Sender<(usize, Vec<u8>)>,
+) {
+    let done = done.clone();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = done.send((which, bytes));
+    });
 }
 
 /// stdout and stderr together, as a person at the terminal reads them.
