@@ -7,10 +7,15 @@
 //! retransmission gets the same bytes without a cache). Clients are
 //! matched by source address against `[[radius.client]]` (first match
 //! wins). Anything that is not a well-formed, authenticated request from a
-//! known client is dropped without an answer and logged, at most once per
-//! 10 s per address.
+//! known client is dropped without an answer and counted: the first drop
+//! from each source in a minute is logged, up to a fixed number of lines,
+//! and a summary line counts the rest by reason (see [`drops`]).
 
+mod drops;
+
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,13 +29,15 @@ use zeroize::Zeroizing;
 
 use crate::verifier::Verifier;
 use crate::{Daemon, Decision, Shutdown};
+use drops::{DropLog, Reason, Source};
 
 /// How long an answer is kept for retransmissions.
 const DUPLICATE_TTL: Duration = Duration::from_secs(30);
 /// Most requests remembered at once.
 const DUPLICATE_CAPACITY: usize = 65_536;
-/// At most one "dropped" line per client address this often.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the drops are summed up; a source gets at most one line of
+/// its own this often.
+const DROP_WINDOW: Duration = Duration::from_secs(60);
 /// How long a stop waits for requests being verified.
 const DRAIN: Duration = Duration::from_secs(5);
 /// What every Access-Reject says, whatever the reason (SPEC §2.4).
@@ -152,17 +159,21 @@ impl RadiusListener {
             socket: Arc::clone(&socket),
             clients: self.clients,
             duplicates: Mutex::new(Duplicates::default()),
-            drops: Mutex::new(HashMap::new()),
+            drops: Mutex::new(DropLog::new(Instant::now())),
         });
         let mut tasks = JoinSet::new();
         // One byte more than the largest packet, to see oversized ones.
         let mut buffer = vec![0u8; radius::MAX_PACKET + 1];
         let mut accounting_buffer = vec![0u8; radius::MAX_PACKET + 1];
+        let mut window =
+            tokio::time::interval_at(tokio::time::Instant::now() + DROP_WINDOW, DROP_WINDOW);
+        window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = shutdown.wait();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                _ = window.tick() => server.close_drop_window(),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 received = socket.recv_from(&mut buffer) => match received {
                     Ok((len, from)) => {
@@ -195,6 +206,7 @@ impl RadiusListener {
                 },
             }
         }
+        server.close_drop_window();
         buffer.fill(0);
         accounting_buffer.fill(0);
         let _ =
@@ -271,7 +283,7 @@ struct Server {
     socket: Arc<UdpSocket>,
     clients: Vec<Client>,
     duplicates: Mutex<Duplicates>,
-    drops: Mutex<HashMap<IpAddr, Instant>>,
+    drops: Mutex<DropLog>,
 }
 
 /// An authenticated Access-Request to verify.
@@ -296,22 +308,31 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Server {
-    /// Logs a dropped datagram, at most once per 10 s per address.
-    fn dropped(&self, from: SocketAddr, why: &str) {
-        let now = Instant::now();
-        let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
-        if drops.len() > 4096 {
-            drops.retain(|_, at| now.duration_since(*at) < DROP_LOG_INTERVAL);
+    /// Counts a dropped datagram, and logs it with `why` when it is the
+    /// first from its source in this window and the window still has room
+    /// for a line.
+    fn dropped(&self, from: SocketAddr, reason: Reason, why: fmt::Arguments<'_>) {
+        let source = Source::of(from.ip());
+        let logged = self
+            .drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(source, reason);
+        if logged {
+            log::warn!("radius: dropped a datagram from {from}: {why} (further drops from {source} are counted in the next summary)");
         }
-        let ip = from.ip();
-        if drops
-            .get(&ip)
-            .is_some_and(|at| now.duration_since(*at) < DROP_LOG_INTERVAL)
-        {
-            return;
+    }
+
+    /// Ends the window of drops and logs its summary, if there is one.
+    fn close_drop_window(&self) {
+        let summary = self
+            .drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(Instant::now());
+        if let Some(summary) = summary {
+            log::warn!("radius: {summary}");
         }
-        drops.insert(ip, now);
-        log::warn!("radius: dropped a datagram from {from}: {why} (further drops from {ip} are not logged for 10 s)");
     }
 
     fn send(&self, bytes: &[u8], to: SocketAddr) {
@@ -325,7 +346,11 @@ impl Server {
     fn account(&self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         let from = canonical(from);
         let Some(client) = self.clients.iter().find(|c| c.address.contains(from.ip())) else {
-            self.dropped(from, "accounting: not a configured client");
+            self.dropped(
+                from,
+                Reason::NotAClient,
+                format_args!("accounting: not a configured client"),
+            );
             return None;
         };
         let packet = match Packet::decode(datagram) {
@@ -333,7 +358,8 @@ impl Server {
             Err(e) => {
                 self.dropped(
                     from,
-                    &format!(
+                    Reason::Malformed,
+                    format_args!(
                         "accounting: client {:?}: malformed packet: {e}",
                         client.name
                     ),
@@ -344,7 +370,8 @@ impl Server {
         if packet.code != code::ACCOUNTING_REQUEST {
             self.dropped(
                 from,
-                &format!(
+                Reason::NotServed,
+                format_args!(
                     "accounting: client {:?}: packet code {} is not served",
                     client.name, packet.code
                 ),
@@ -354,7 +381,8 @@ impl Server {
         if !packet.accounting_request_ok(&client.secret) {
             self.dropped(
                 from,
-                &format!(
+                Reason::BadAuthenticator,
+                format_args!(
                     "accounting: client {:?}: bad Request Authenticator (wrong secret?)",
                     client.name
                 ),
@@ -367,7 +395,8 @@ impl Server {
             MessageAuthenticator::Invalid => {
                 self.dropped(
                     from,
-                    &format!(
+                    Reason::BadAuthenticator,
+                    format_args!(
                         "accounting: client {:?}: bad Message-Authenticator",
                         client.name
                     ),
@@ -408,7 +437,11 @@ impl Server {
             .iter()
             .position(|c| c.address.contains(from.ip()))
         else {
-            self.dropped(from, "not a configured client");
+            self.dropped(
+                from,
+                Reason::NotAClient,
+                format_args!("not a configured client"),
+            );
             return None;
         };
         let client = self.clients.get(index)?;
@@ -417,29 +450,42 @@ impl Server {
             Err(e) => {
                 self.dropped(
                     from,
-                    &format!("client {:?}: malformed packet: {e}", client.name),
+                    Reason::Malformed,
+                    format_args!("client {:?}: malformed packet: {e}", client.name),
                 );
                 return None;
             }
         };
         let ma = packet.message_authenticator(&client.secret, None);
-        let refusal = match (packet.code, ma) {
-            (_, MessageAuthenticator::Invalid) => {
-                Some("bad Message-Authenticator (wrong secret?)".to_owned())
-            }
-            (code::STATUS_SERVER, MessageAuthenticator::Absent) => {
-                Some("Status-Server without Message-Authenticator".to_owned())
-            }
+        let refusal: Option<(Reason, Cow<'static, str>)> = match (packet.code, ma) {
+            (_, MessageAuthenticator::Invalid) => Some((
+                Reason::BadAuthenticator,
+                "bad Message-Authenticator (wrong secret?)".into(),
+            )),
+            (code::STATUS_SERVER, MessageAuthenticator::Absent) => Some((
+                Reason::NoMessageAuthenticator,
+                "Status-Server without Message-Authenticator".into(),
+            )),
             (code::ACCESS_REQUEST, MessageAuthenticator::Absent)
                 if client.require_message_authenticator =>
             {
-                Some("Access-Request without the required Message-Authenticator".to_owned())
+                Some((
+                    Reason::NoMessageAuthenticator,
+                    "Access-Request without the required Message-Authenticator".into(),
+                ))
             }
             (code::STATUS_SERVER | code::ACCESS_REQUEST, _) => None,
-            (other, _) => Some(format!("packet code {other} is not served")),
+            (other, _) => Some((
+                Reason::NotServed,
+                format!("packet code {other} is not served").into(),
+            )),
         };
-        if let Some(why) = refusal {
-            self.dropped(from, &format!("client {:?}: {why}", client.name));
+        if let Some((reason, why)) = refusal {
+            self.dropped(
+                from,
+                reason,
+                format_args!("client {:?}: {why}", client.name),
+            );
             return None;
         }
         if packet.code == code::STATUS_SERVER {
@@ -622,6 +668,7 @@ mod tests {
             d.insert(k, Cached::Pending, t0);
         }
         assert!(d.entries.len() <= DUPLICATE_CAPACITY);
+        assert_eq!(d.order.len(), d.entries.len());
     }
 
     use otpcore::config::{Config, RadiusClient};
