@@ -38,6 +38,11 @@ const DUPLICATE_CAPACITY: usize = 65_536;
 /// How often the drops are summed up; a source gets at most one line of
 /// its own this often.
 const DROP_WINDOW: Duration = Duration::from_secs(60);
+/// Most Access-Requests being verified at once. Past it, datagrams are
+/// dropped unread: the NAS retransmits or fails over, and a client that
+/// floods with valid requests cannot grow the verification queue that PAM
+/// logins wait in by more than this.
+const MAX_IN_FLIGHT: usize = 1024;
 /// How long a stop waits for requests being verified.
 const DRAIN: Duration = Duration::from_secs(5);
 /// What every Access-Reject says, whatever the reason (SPEC §2.4).
@@ -178,7 +183,13 @@ impl RadiusListener {
                 received = socket.recv_from(&mut buffer) => match received {
                     Ok((len, from)) => {
                         let datagram = buffer.get(..len).unwrap_or_default();
-                        if let Some(work) = server.receive(datagram, from) {
+                        if tasks.len() >= MAX_IN_FLIGHT {
+                            server.dropped(
+                                from,
+                                Reason::Overloaded,
+                                format_args!("{MAX_IN_FLIGHT} requests are being verified already"),
+                            );
+                        } else if let Some(work) = server.receive(datagram, from) {
                             tasks.spawn(Arc::clone(&server).answer(work));
                         }
                     }
@@ -745,6 +756,61 @@ mod tests {
             }
         }
         assert_eq!(accepted, 1, "a code must be accepted exactly once");
+
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("serve stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_flooding_valid_requests_is_held_to_the_in_flight_cap() {
+        let (_dir, daemon, listener) = fixture(false);
+        let addr = listener.local_addr().unwrap();
+        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
+        let (stop, shutdown) = Shutdown::new();
+        let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+
+        // A stalled store: nothing in verification finishes, so every
+        // admitted request stays in flight.
+        let stalled = daemon.store();
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let answers = tokio::spawn({
+            let socket = Arc::clone(&socket);
+            async move {
+                let mut count = 0;
+                let mut buffer = [0u8; 4096];
+                while let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buffer))
+                        .await
+                {
+                    count += 1;
+                }
+                count
+            }
+        });
+        let sent = MAX_IN_FLIGHT + 200;
+        for n in 0..sent {
+            // Distinct requests, so none is a retransmission of another.
+            let mut auth = [0u8; 16];
+            auth[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            let packet =
+                radius::access_request(n as u8, &auth, b"nobody", b"123456", SECRET, true).unwrap();
+            socket.send_to(&packet, addr).await.unwrap();
+            if n % 32 == 31 {
+                // Let the listener read, so the kernel keeps every datagram.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(stalled);
+        assert_eq!(
+            answers.await.unwrap(),
+            MAX_IN_FLIGHT,
+            "exactly the requests admitted while the store stalled are answered"
+        );
 
         let _ = stop.send(true);
         tokio::time::timeout(Duration::from_secs(10), served)

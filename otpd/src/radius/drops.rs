@@ -26,15 +26,17 @@ pub(super) enum Reason {
     BadAuthenticator,
     NoMessageAuthenticator,
     NotServed,
+    Overloaded,
 }
 
 impl Reason {
-    const ALL: [Reason; 5] = [
+    const ALL: [Reason; 6] = [
         Reason::NotAClient,
         Reason::Malformed,
         Reason::BadAuthenticator,
         Reason::NoMessageAuthenticator,
         Reason::NotServed,
+        Reason::Overloaded,
     ];
 
     fn label(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Reason {
             Reason::BadAuthenticator => "bad authenticator",
             Reason::NoMessageAuthenticator => "no Message-Authenticator",
             Reason::NotServed => "code not served",
+            Reason::Overloaded => "too many requests in verification",
         }
     }
 }
