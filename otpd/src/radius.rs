@@ -775,7 +775,17 @@ mod tests {
 
         // A stalled store: nothing in verification finishes, so every
         // admitted request stays in flight.
-        let stalled = daemon.store();
+        let (locked, unlock) = std::sync::mpsc::channel::<()>();
+        let (held, is_held) = std::sync::mpsc::channel::<()>();
+        let staller = std::thread::spawn({
+            let daemon = Arc::clone(&daemon);
+            move || {
+                let _store = daemon.store();
+                held.send(()).unwrap();
+                let _ = unlock.recv();
+            }
+        });
+        is_held.recv().unwrap();
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let answers = tokio::spawn({
             let socket = Arc::clone(&socket);
@@ -805,7 +815,8 @@ mod tests {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        drop(stalled);
+        drop(locked);
+        staller.join().unwrap();
         assert_eq!(
             answers.await.unwrap(),
             MAX_IN_FLIGHT,
