@@ -133,7 +133,7 @@ pub fn parse_answer(line: &[u8]) -> Result<Answer, ClientError> {
                 .to_owned(),
         )),
         other => Err(ClientError::Malformed(format!(
-            "unexpected result {:?}",
+            "unexpected result {}",
             crate::auth::shown(other)
         ))),
     }
