@@ -1,12 +1,16 @@
 //! `otpd.toml` (SPEC §3.1): types, defaults and validation. Unknown keys and
-//! bad values are errors that name the key and line; values are checked while
-//! they are parsed, so the TOML parser's error carries the position.
+//! bad values are errors that name the key, line and column; values are
+//! checked while they are parsed, so the TOML parser's error carries the
+//! position. Every integer has bounds ([`Bounds`]), so no value can make
+//! time arithmetic overflow. An error never quotes the file: not the line
+//! (it may hold a RADIUS secret), not a value.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+use zeroize::Zeroizing;
 
 use crate::totp::{Algorithm, TokenParams};
 
@@ -101,12 +105,13 @@ impl TokenConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    #[serde(deserialize_with = "positive_u32")]
+    #[serde(deserialize_with = "max_failures")]
     pub max_failures: u32,
+    #[serde(deserialize_with = "lockout_seconds")]
     pub lockout_seconds: u64,
-    #[serde(deserialize_with = "positive_u32")]
+    #[serde(deserialize_with = "activation_attempts")]
     pub activation_attempts: u32,
-    #[serde(deserialize_with = "positive_u64")]
+    #[serde(deserialize_with = "link_ttl_hours")]
     pub link_ttl_hours: u64,
 }
 
@@ -121,6 +126,13 @@ impl Default for PolicyConfig {
     }
 }
 
+impl PolicyConfig {
+    /// When a setup link issued (or sent again) at `now` expires.
+    pub fn link_expires_at(&self, now: u64) -> u64 {
+        now.saturating_add(self.link_ttl_hours.saturating_mul(3600))
+    }
+}
+
 /// `[socket]`: the Unix socket that the PAM module and `otpctl test` use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,7 +140,7 @@ pub struct SocketConfig {
     pub path: PathBuf,
     #[serde(default = "default_socket_mode", deserialize_with = "file_mode")]
     pub mode: u32,
-    #[serde(default = "default_allowed_uids")]
+    #[serde(default = "default_allowed_uids", deserialize_with = "uids")]
     pub allowed_uids: Vec<u32>,
     #[serde(default)]
     pub allowed_groups: Vec<String>,
@@ -154,7 +166,7 @@ pub struct HttpConfig {
     pub tls_key: Option<PathBuf>,
     /// Activation and confirmation requests allowed per client address and
     /// minute; further ones get 429.
-    #[serde(default = "default_rate_limit", deserialize_with = "positive_u32")]
+    #[serde(default = "default_rate_limit", deserialize_with = "rate_limit")]
     pub rate_limit_per_minute: u32,
 }
 
@@ -297,14 +309,14 @@ pub struct MailConfig {
     pub transport: Transport,
     #[serde(default = "default_smtp_host")]
     pub smtp_host: String,
-    #[serde(default = "default_smtp_port")]
+    #[serde(default = "default_smtp_port", deserialize_with = "smtp_port")]
     pub smtp_port: u16,
     #[serde(default = "default_starttls")]
     pub starttls: StartTls,
     /// SMTP AUTH user name; the password is read from `smtp_password_file`.
     pub smtp_user: Option<String>,
     pub smtp_password_file: Option<PathBuf>,
-    #[serde(default = "default_smtp_timeout", deserialize_with = "positive_u64")]
+    #[serde(default = "default_smtp_timeout", deserialize_with = "smtp_timeout")]
     pub smtp_timeout_seconds: u64,
     #[serde(default = "default_sendmail")]
     pub sendmail_command: PathBuf,
@@ -347,9 +359,7 @@ fn service_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(invalid(
-            "service_id must be 1 to 32 ASCII letters, digits, '-' or '_'",
-        ));
+        return Err(invalid("must be 1 to 32 ASCII letters, digits, '-' or '_'"));
     }
     Ok(s)
 }
@@ -362,46 +372,114 @@ fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(s)
 }
 
-fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
-    if !(15..=300).contains(&v) {
-        return Err(invalid(format!(
-            "period must be 15 to 300 seconds, not {v}"
-        )));
-    }
-    Ok(v)
+/// The accepted values of an integer key, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub min: u64,
+    pub max: u64,
+    /// What the number counts, for error messages.
+    pub unit: &'static str,
 }
 
-fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = u32::deserialize(d)?;
-    if !(6..=8).contains(&v) {
-        return Err(invalid(format!("digits must be 6, 7 or 8, not {v}")));
+/// `[token] period`: seconds per code.
+pub const PERIOD: Bounds = Bounds::new(15, 300, "seconds");
+/// `[token] digits`.
+pub const DIGITS: Bounds = Bounds::new(6, 8, "digits");
+/// `[token] window`: steps either side of now.
+pub const WINDOW: Bounds = Bounds::new(0, 10, "steps");
+/// `[policy] max_failures`.
+pub const MAX_FAILURES: Bounds = Bounds::new(1, 1_000_000, "failures");
+/// `[policy] lockout_seconds`: up to 30 days.
+pub const LOCKOUT_SECONDS: Bounds = Bounds::new(1, 2_592_000, "seconds");
+/// `[policy] activation_attempts`.
+pub const ACTIVATION_ATTEMPTS: Bounds = Bounds::new(1, 100, "attempts");
+/// `[policy] link_ttl_hours`: up to 30 days.
+pub const LINK_TTL_HOURS: Bounds = Bounds::new(1, 720, "hours");
+/// `[socket] allowed_uids`: a user ID; 4294967295 is (uid_t)-1, nobody.
+pub const UID: Bounds = Bounds::new(0, 4_294_967_294, "a user ID");
+/// `[http] rate_limit_per_minute`.
+pub const RATE_LIMIT_PER_MINUTE: Bounds = Bounds::new(1, 10_000, "requests");
+/// `[mail] smtp_port`.
+pub const SMTP_PORT: Bounds = Bounds::new(1, 65_535, "a TCP port");
+/// `[mail] smtp_timeout_seconds`: up to 10 minutes.
+pub const SMTP_TIMEOUT_SECONDS: Bounds = Bounds::new(1, 600, "seconds");
+
+impl Bounds {
+    const fn new(min: u64, max: u64, unit: &'static str) -> Bounds {
+        Bounds { min, max, unit }
     }
-    Ok(v)
+
+    fn refusal(&self) -> String {
+        format!("must be {} to {} ({})", self.min, self.max, self.unit)
+    }
+
+    /// Reads an integer within the bounds as `T`; any other integer, and
+    /// anything that is no integer, is an error that gives the bounds.
+    fn read<'de, D: Deserializer<'de>, T: TryFrom<u64>>(self, d: D) -> Result<T, D::Error> {
+        let value = d.deserialize_i64(self)?;
+        T::try_from(value).map_err(|_| invalid(self.refusal()))
+    }
 }
 
-fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
-    if v > 10 {
-        return Err(invalid(format!("window must be 0 to 10 steps, not {v}")));
+impl serde::de::Visitor<'_> for Bounds {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "an integer from {} to {} ({})",
+            self.min, self.max, self.unit
+        )
     }
-    Ok(v)
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(self.refusal()))
+            .and_then(|v| self.visit_u64(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        if (self.min..=self.max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(E::custom(self.refusal()))
+        }
+    }
 }
 
-fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = u32::deserialize(d)?;
-    if v == 0 {
-        return Err(invalid("must be at least 1"));
-    }
-    Ok(v)
+/// Deserializers for `deserialize_with`, one per bounded key.
+macro_rules! bounded {
+    ($($name:ident: $type:ty = $bounds:expr;)*) => {$(
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$type, D::Error> {
+            $bounds.read(d)
+        }
+    )*};
 }
 
-fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
-    if v == 0 {
-        return Err(invalid("must be at least 1"));
+bounded! {
+    period: u64 = PERIOD;
+    digits: u32 = DIGITS;
+    window: u64 = WINDOW;
+    max_failures: u32 = MAX_FAILURES;
+    lockout_seconds: u64 = LOCKOUT_SECONDS;
+    activation_attempts: u32 = ACTIVATION_ATTEMPTS;
+    link_ttl_hours: u64 = LINK_TTL_HOURS;
+    rate_limit: u32 = RATE_LIMIT_PER_MINUTE;
+    smtp_port: u16 = SMTP_PORT;
+    smtp_timeout: u64 = SMTP_TIMEOUT_SECONDS;
+}
+
+fn uids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    struct Uid(u32);
+    impl<'de> Deserialize<'de> for Uid {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Uid, D::Error> {
+            UID.read(d).map(Uid)
+        }
     }
-    Ok(v)
+    Ok(Vec::<Uid>::deserialize(d)?
+        .into_iter()
+        .map(|uid| uid.0)
+        .collect())
 }
 
 fn file_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -409,15 +487,11 @@ fn file_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let mode = u32::from_str_radix(&s, 8)
         .ok()
         .filter(|m| *m <= 0o777 && s.len() >= 3 && s.len() <= 4)
-        .ok_or_else(|| {
-            invalid(format!(
-                "mode must be an octal permission string like \"0660\", not {s:?}"
-            ))
-        })?;
+        .ok_or_else(|| invalid("must be an octal permission string like \"0660\""))?;
     if mode & 0o007 != 0 {
-        return Err(invalid(format!(
-            "mode {s} would let any local user talk to the socket; drop the last digit to 0"
-        )));
+        return Err(invalid(
+            "would let any local user talk to the socket; make the last digit 0",
+        ));
     }
     Ok(mode)
 }
@@ -427,10 +501,10 @@ fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let rest = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"))
-        .ok_or_else(|| invalid("public_url must start with https:// or http://"))?;
+        .ok_or_else(|| invalid("must start with https:// or http://"))?;
     if rest.is_empty() || rest.contains(['?', '#', ' ']) {
         return Err(invalid(
-            "public_url must be a plain base URL like https://otp.example.com",
+            "must be a plain base URL like https://otp.example.com",
         ));
     }
     Ok(s.trim_end_matches('/').to_owned())
@@ -438,11 +512,7 @@ fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
     let s = String::deserialize(d)?;
-    Cidr::parse(&s).ok_or_else(|| {
-        invalid(format!(
-            "address must be an IP address or CIDR block, not {s:?}"
-        ))
-    })
+    Cidr::parse(&s).ok_or_else(|| invalid("must be an IP address or CIDR block"))
 }
 
 /// Finds the 1-based line of `[[radius.client]]` number `index` in `text`.
@@ -455,6 +525,99 @@ fn client_line(text: &str, index: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The key that the line holding byte `offset` sets, for an error the
+/// parser gives no key path for (a syntax error). Only when the text before
+/// that line is complete TOML, so the line is not inside a multi-line
+/// string, and the line starts with a plain `key =`.
+fn key_of_line(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset.min(text.len()))?;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    let complete = toml::from_str::<toml::Table>(text.get(..line_start)?).is_ok();
+    (plain && complete).then_some(key)
+}
+
+/// The parser's message without any value it quotes. Serde's messages
+/// quote the value after `invalid type:` and `invalid value:` (`integer
+/// `5``, `string "..."`) and the name of an unknown variant; those are cut
+/// down to the kind of value. Messages of several lines become one.
+fn without_values(message: &str) -> String {
+    let message = message.trim().lines().collect::<Vec<_>>().join("; ");
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+            let quoted = [found.find(" `"), found.find(" \"")];
+            let kind = match quoted.into_iter().flatten().min() {
+                Some(at) => found.get(..at).unwrap_or(found),
+                None => found,
+            };
+            return if expected.is_empty() {
+                format!("{prefix}{kind}")
+            } else {
+                format!("{prefix}{kind}, expected {expected}")
+            };
+        }
+    }
+    if message.starts_with("unknown variant ") {
+        return match message.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("unknown variant, expected {expected}"),
+            None => "unknown variant".to_owned(),
+        };
+    }
+    message
+}
+
+/// `line L, column C: KEY: what is wrong`, as far as they are known, with
+/// the parser's message stripped of values ([`without_values`]). Never the
+/// source line that the toml crate's own message shows.
+fn describe(
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let mut described = String::new();
+    if let Some(span) = span {
+        let (line, column) = position(text, span.start);
+        described.push_str(&format!("line {line}, column {column}: "));
+    }
+    if let Some(key) = key {
+        described.push_str(&format!("{key}: "));
+    }
+    described.push_str(&without_values(message));
+    described
+}
+
+/// Parses `text` as TOML, then as a [`Config`]. A syntax error names the
+/// key of its line when that line sets one; a bad value names its key path
+/// (`radius.client[0].secret`).
+fn deserialize(text: &str) -> Result<Config, String> {
+    if let Err(e) = toml::from_str::<toml::Table>(text) {
+        let key = e.span().and_then(|s| key_of_line(text, s.start));
+        return Err(describe(text, e.span(), key, e.message()));
+    }
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let path = e.path().to_string();
+        let key = (path != ".").then_some(path.as_str());
+        describe(text, e.inner().span(), key, e.inner().message())
+    })
+}
+
 impl Config {
     /// Parses and checks a configuration. `path` names the file in errors;
     /// `world_readable` tells whether others than owner and group may read
@@ -464,29 +627,25 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let config: Config =
-            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
+        let config = deserialize(text).map_err(err)?;
         if let Some(radius) = &config.radius {
             for (i, client) in radius.client.iter().enumerate() {
                 let line = client_line(text, i);
                 match (&client.secret, &client.secret_file) {
                     (Some(_), Some(_)) | (None, None) => {
                         return Err(err(format!(
-                            "line {line}: radius.client {:?} needs exactly one of `secret` and `secret_file`",
-                            client.name
+                            "line {line}: radius.client needs exactly one of `secret` and `secret_file`"
                         )))
                     }
                     (Some(secret), None) if secret.is_empty() => {
                         return Err(err(format!(
-                            "line {line}: radius.client {:?}: `secret` must not be empty",
-                            client.name
+                            "line {line}: radius.client: `secret` must not be empty"
                         )))
                     }
                     (Some(_), None) if world_readable => {
                         return Err(err(format!(
-                            "line {line}: radius.client {:?}: `secret` is in a world-readable file; \
-                             chmod o-r the file or move the secret to `secret_file`",
-                            client.name
+                            "line {line}: radius.client: `secret` is in a world-readable file; \
+                             chmod o-r the file or move the secret to `secret_file`"
                         )))
                     }
                     _ => {}
@@ -515,15 +674,30 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and checks the file at `path`.
+    /// Reads and checks the file at `path`. A file that others may write is
+    /// refused whatever it holds (anyone could point otpd elsewhere); one
+    /// that others may read is refused when it holds RADIUS secrets.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::io::Read;
         use std::os::unix::fs::PermissionsExt;
         let read = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        let mode = file.metadata().map_err(read)?.permissions().mode();
+        if mode & 0o002 != 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "the file is world-writable, so any local user could change it; \
+                     chmod o-w {}",
+                    path.display()
+                ),
+            });
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.read_to_string(&mut text).map_err(read)?;
         Config::parse(&text, path, mode & 0o004 != 0)
     }
 
@@ -628,58 +802,78 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_line() {
         let cases = [
-            ("period = 60", "period = 0", "period must be 15 to 300"),
-            ("digits = 6", "digits = 10", "digits must be 6, 7 or 8"),
+            (
+                "period = 60",
+                "period = 0",
+                "token.period: must be 15 to 300",
+            ),
+            ("digits = 6", "digits = 10", "token.digits: must be 6 to 8"),
             (
                 "algorithm = \"SHA1\"",
                 "algorithm = \"MD5\"",
-                "unknown variant `MD5`",
+                "token.algorithm: unknown variant, expected one of `SHA1`",
             ),
-            ("window = 1", "window = 99", "window must be 0 to 10"),
-            ("max_failures = 5", "max_failures = 0", "at least 1"),
-            ("mode = \"0660\"", "mode = \"0666\"", "any local user"),
-            ("mode = \"0660\"", "mode = \"rw\"", "octal permission"),
+            ("window = 1", "window = 99", "token.window: must be 0 to 10"),
+            (
+                "max_failures = 5",
+                "max_failures = 0",
+                "policy.max_failures: must be 1 to",
+            ),
+            (
+                "mode = \"0660\"",
+                "mode = \"0666\"",
+                "socket.mode: would let any local user",
+            ),
+            (
+                "mode = \"0660\"",
+                "mode = \"rw\"",
+                "socket.mode: must be an octal permission",
+            ),
             (
                 "listen = \"127.0.0.1:8080\"",
                 "listen = \"localhost\"",
-                "invalid socket address",
+                "http.listen: invalid socket address",
             ),
             (
                 "public_url = \"https://otp.example.com\"",
                 "public_url = \"otp.example.com\"",
-                "https://",
+                "http.public_url: must start with https://",
             ),
             (
                 "address = \"192.0.2.10/32\"",
                 "address = \"192.0.2.10/33\"",
-                "CIDR",
+                "radius.client[0].address: must be an IP address or CIDR block",
             ),
             (
                 "transport = \"smtp\"",
                 "transport = \"pigeon\"",
-                "unknown variant `pigeon`",
+                "mail.transport: unknown variant",
             ),
             (
                 "starttls = \"opportunistic\"",
                 "starttls = \"maybe\"",
-                "unknown variant `maybe`",
+                "mail.starttls: unknown variant",
             ),
             (
                 "language = \"ja\"",
                 "language = \"fr\"",
-                "unknown variant `fr`",
+                "mail.language: unknown variant",
             ),
             (
                 "sqlite_synchronous = \"normal\"",
                 "sqlite_synchronous = \"off\"",
-                "unknown variant `off`",
+                "sqlite_synchronous: unknown variant",
             ),
             (
                 "service_id = \"EXAMPLE\"",
                 "service_id = \"has space\"",
-                "service_id must be",
+                "service_id: must be 1 to 32",
             ),
-            ("smtp_port = 25", "smtp_port = 70000", "smtp_port"),
+            (
+                "smtp_port = 25",
+                "smtp_port = 70000",
+                "mail.smtp_port: must be 1 to 65535",
+            ),
         ];
         for (from, to, expected) in cases {
             let text = replace(from, to);
@@ -759,6 +953,318 @@ mod tests {
             "secret = \"a\"\nsecret_file = \"/x\"",
         );
         assert!(parse(&both).expect_err("both").contains("exactly one"));
+    }
+
+    /// A numeric key: its table, name, the lowest and highest values it
+    /// takes, and how to read it back.
+    struct Numeric {
+        table: &'static str,
+        key: &'static str,
+        min: i64,
+        max: i64,
+        read: fn(&Config) -> Option<i64>,
+    }
+
+    fn int(v: impl TryInto<i64>) -> Option<i64> {
+        v.try_into().ok()
+    }
+
+    /// Every integer of the configuration with its documented bounds.
+    const NUMERIC: [Numeric; 11] = [
+        Numeric {
+            table: "token",
+            key: "period",
+            min: 15,
+            max: 300,
+            read: |c| int(c.token.period),
+        },
+        Numeric {
+            table: "token",
+            key: "digits",
+            min: 6,
+            max: 8,
+            read: |c| int(c.token.digits),
+        },
+        Numeric {
+            table: "token",
+            key: "window",
+            min: 0,
+            max: 10,
+            read: |c| int(c.token.window),
+        },
+        Numeric {
+            table: "policy",
+            key: "max_failures",
+            min: 1,
+            max: 1_000_000,
+            read: |c| int(c.policy.max_failures),
+        },
+        Numeric {
+            table: "policy",
+            key: "lockout_seconds",
+            min: 1,
+            max: 2_592_000,
+            read: |c| int(c.policy.lockout_seconds),
+        },
+        Numeric {
+            table: "policy",
+            key: "activation_attempts",
+            min: 1,
+            max: 100,
+            read: |c| int(c.policy.activation_attempts),
+        },
+        Numeric {
+            table: "policy",
+            key: "link_ttl_hours",
+            min: 1,
+            max: 720,
+            read: |c| int(c.policy.link_ttl_hours),
+        },
+        Numeric {
+            table: "socket",
+            key: "allowed_uids",
+            min: 0,
+            max: 4_294_967_294,
+            read: |c| {
+                c.socket
+                    .as_ref()
+                    .and_then(|s| s.allowed_uids.first())
+                    .and_then(|u| int(*u))
+            },
+        },
+        Numeric {
+            table: "http",
+            key: "rate_limit_per_minute",
+            min: 1,
+            max: 10_000,
+            read: |c| c.http.as_ref().and_then(|h| int(h.rate_limit_per_minute)),
+        },
+        Numeric {
+            table: "mail",
+            key: "smtp_port",
+            min: 1,
+            max: 65_535,
+            read: |c| c.mail.as_ref().and_then(|m| int(m.smtp_port)),
+        },
+        Numeric {
+            table: "mail",
+            key: "smtp_timeout_seconds",
+            min: 1,
+            max: 600,
+            read: |c| c.mail.as_ref().and_then(|m| int(m.smtp_timeout_seconds)),
+        },
+    ];
+
+    /// The shipped example with `key = value` as the first line of its
+    /// table (replacing the key's own line), and that line's number.
+    fn with_value(n: &Numeric, value: &str) -> (String, usize) {
+        let header = format!("[{}]", n.table);
+        let value = if n.key == "allowed_uids" {
+            format!("[{value}]")
+        } else {
+            value.to_owned()
+        };
+        let mut lines = Vec::new();
+        let mut line = 0;
+        for l in SPEC_EXAMPLE.lines() {
+            if l.starts_with(&format!("{} =", n.key)) {
+                continue;
+            }
+            lines.push(l.to_owned());
+            if l == header {
+                lines.push(format!("{} = {value}", n.key));
+                line = lines.len();
+            }
+        }
+        assert!(line > 0, "the example has {header}");
+        (lines.join("\n"), line)
+    }
+
+    /// Loads `value` for `n`: the value read back, or the error, which must
+    /// name the key and its line.
+    fn load_value(n: &Numeric, value: &str) -> Result<Option<i64>, String> {
+        let (text, line) = with_value(n, value);
+        match parse(&text) {
+            Ok(c) => Ok((n.read)(&c)),
+            Err(message) => {
+                assert!(
+                    message.contains(n.key) && message.contains(&format!("line {line}")),
+                    "{} = {value}: the error names neither key nor line {line}: {message}",
+                    n.key
+                );
+                Err(message)
+            }
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_takes_its_bounds_and_refuses_beyond_them() {
+        for n in &NUMERIC {
+            for fine in [n.min, n.max] {
+                assert_eq!(
+                    load_value(n, &fine.to_string()),
+                    Ok(Some(fine)),
+                    "{} = {fine}",
+                    n.key
+                );
+            }
+            for beyond in [n.min - 1, n.max + 1] {
+                let message = load_value(n, &beyond.to_string())
+                    .expect_err(&format!("{} = {beyond} is refused", n.key));
+                assert!(
+                    message.contains(&format!("{} to {}", n.min, n.max)),
+                    "{} = {beyond}: the error gives no bounds: {message}",
+                    n.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_overflowing_link_lifetime_is_refused() {
+        let n = NUMERIC
+            .iter()
+            .find(|n| n.key == "link_ttl_hours")
+            .expect("listed");
+        for huge in ["5124095576030431", "9223372036854775807", "-1"] {
+            let message = load_value(n, huge).expect_err(huge);
+            assert!(message.contains("policy.link_ttl_hours"), "{message}");
+        }
+    }
+
+    #[test]
+    fn link_expiry_is_the_lifetime_after_now_and_saturates() {
+        let policy = PolicyConfig {
+            link_ttl_hours: LINK_TTL_HOURS.max,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(
+            policy.link_expires_at(1_800_000_000),
+            1_800_000_000 + 720 * 3600
+        );
+        assert_eq!(policy.link_expires_at(u64::MAX - 5), u64::MAX);
+        let built_by_hand = PolicyConfig {
+            link_ttl_hours: u64::MAX,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(built_by_hand.link_expires_at(1), u64::MAX);
+    }
+
+    #[test]
+    fn serde_messages_lose_their_values() {
+        for (message, expected) in [
+            (
+                "invalid type: integer `8675309`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                "invalid type: string \"hunter2, expected x\", expected u32",
+                "invalid type: string, expected u32",
+            ),
+            (
+                "invalid value: floating point `1.5`, expected an integer",
+                "invalid value: floating point, expected an integer",
+            ),
+            (
+                "unknown variant `hunter2`, expected one of `a`, `b`",
+                "unknown variant, expected one of `a`, `b`",
+            ),
+            ("unknown variant `hunter2`", "unknown variant"),
+            (
+                "invalid string\nexpected `\"`, `'`\n",
+                "invalid string; expected `\"`, `'`",
+            ),
+            ("must be 1 to 720 (hours)", "must be 1 to 720 (hours)"),
+        ] {
+            assert_eq!(without_values(message), expected);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_integer_for_a_numeric_key_loads_within_bounds_or_names_the_key(
+            index in 0..NUMERIC.len(),
+            value in proptest::prelude::any::<i64>(),
+        ) {
+            let n = &NUMERIC[index];
+            if let Ok(read) = load_value(n, &value.to_string()) {
+                proptest::prop_assert!((n.min..=n.max).contains(&value), "{} = {} loaded", n.key, value);
+                proptest::prop_assert_eq!(read, Some(value));
+            }
+        }
+
+        #[test]
+        fn integers_beyond_toml_range_name_the_key(
+            index in 0..NUMERIC.len(),
+            digits in "-?[1-9][0-9]{19,30}",
+        ) {
+            proptest::prop_assert!(load_value(&NUMERIC[index], &digits).is_err());
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column_but_not_the_line_itself() {
+        let secret = "Xq9-radius-SECRET";
+        let broken = replace("secret = \"change-me\"", &format!("secret = \"{secret}"));
+        let message = parse(&broken).expect_err("unterminated string");
+        let line = line_of(&broken, secret);
+        assert!(
+            message.contains(&format!("line {line}, column ")),
+            "{message}"
+        );
+        assert!(!message.contains(secret), "{message}");
+        assert!(!message.contains("Xq9"), "{message}");
+
+        let unquoted = replace("secret = \"change-me\"", &format!("secret = {secret}"));
+        let message = parse(&unquoted).expect_err("unquoted string");
+        assert!(
+            message.contains(&format!("line {line}, column ")),
+            "{message}"
+        );
+        assert!(message.contains("secret"), "{message}");
+        assert!(!message.contains("Xq9"), "{message}");
+    }
+
+    #[test]
+    fn type_errors_do_not_quote_the_value() {
+        let numeric = replace("secret = \"change-me\"", "secret = 8675309314159");
+        let message = parse(&numeric).expect_err("a number is no secret");
+        assert!(!message.contains("8675309314159"), "{message}");
+        assert!(message.contains("radius.client[0].secret"), "{message}");
+        assert!(
+            message.contains(&format!("line {}", line_of(&numeric, "8675309314159"))),
+            "{message}"
+        );
+        let bad_variant = replace("transport = \"smtp\"", "transport = \"carrier-pigeon\"");
+        let message = parse(&bad_variant).expect_err("no such transport");
+        assert!(!message.contains("pigeon"), "{message}");
+        assert!(message.contains("mail.transport"), "{message}");
+        assert!(message.contains("unknown variant"), "{message}");
+        let cidr = replace("address = \"192.0.2.10/32\"", "address = \"hunter2/32\"");
+        let message = parse(&cidr).expect_err("no address");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn world_writable_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let minimal = "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n";
+        for (text, mode) in [(minimal, 0o666), (minimal, 0o602), (SPEC_EXAMPLE, 0o602)] {
+            let path = dir.path().join("otpd.toml");
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let message = Config::load(&path)
+                .expect_err(&format!("mode {mode:o}"))
+                .to_string();
+            assert!(message.contains("world-writable"), "{message}");
+            assert!(
+                message.contains(&format!("chmod o-w {}", path.display())),
+                "{message}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+            assert!(Config::load(&path).is_ok(), "mode 640");
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub struct Token {
     pub params: TokenParams,
 }
 
-/// Why a line or file cannot be imported. Never quotes a secret.
+/// Why a line or file cannot be imported. Never quotes a field of the
+/// file: a misplaced secret would be shown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
     #[error("line {line}: {message}")]
@@ -77,19 +78,29 @@ fn parse_csv_line(line: &str) -> Result<Token, String> {
             fields.len()
         ));
     }
+    // No message quotes a field: with the columns swapped, the user column
+    // holds the secret.
+    let swapped = "; are the columns swapped? (expected user,base32secret)";
     let user = fields[0];
+    let hint = || if secret(user).is_some() { swapped } else { "" };
     if !valid_user(user) {
         return Err(format!(
-            "user {user:?} must be 1 to 64 of A-Z a-z 0-9 . _ - @"
+            "column 1 (user) must be 1 to 64 of A-Z a-z 0-9 . _ - @{}",
+            hint()
         ));
     }
-    let secret = secret(fields[1]).ok_or("the secret is not base32 of at least 80 bits")?;
+    let secret = secret(fields[1]).ok_or_else(|| {
+        format!(
+            "column 2 (secret) is not base32 of at least 80 bits{}",
+            hint()
+        )
+    })?;
     let period = match fields.get(2) {
         Some(p) => p
             .parse::<u64>()
             .ok()
             .filter(|p| (15..=300).contains(p))
-            .ok_or("period must be 15 to 300 seconds")?,
+            .ok_or("column 3 (period) must be 15 to 300 seconds")?,
         None => DEFAULT.period,
     };
     let digits = match fields.get(3) {
@@ -97,12 +108,12 @@ fn parse_csv_line(line: &str) -> Result<Token, String> {
             .parse::<u32>()
             .ok()
             .filter(|d| (6..=8).contains(d))
-            .ok_or("digits must be 6, 7 or 8")?,
+            .ok_or("column 4 (digits) must be 6, 7 or 8")?,
         None => DEFAULT.digits,
     };
     let algorithm = match fields.get(4) {
         Some(a) => Algorithm::parse(&a.to_ascii_uppercase())
-            .ok_or("algorithm must be SHA1, SHA256 or SHA512")?,
+            .ok_or("column 5 (algorithm) must be SHA1, SHA256 or SHA512")?,
         None => DEFAULT.algorithm,
     };
     Ok(Token {
@@ -208,6 +219,34 @@ mod tests {
             .collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 7]);
         assert!(errors.iter().all(|e| !e.to_string().contains(SECRET)));
+    }
+
+    #[test]
+    fn swapped_columns_never_quote_the_secret() {
+        // Secrets as apps show them (groups of four) and as files keep
+        // them (padded), in the user column.
+        let grouped = "JBSW Y3DP EHPK 3PXP GEZD GNBV";
+        let padded = "JBSWY3DPEHPK3PXP====";
+        let text = format!("{grouped},alice\n{padded},bob\n{SECRET},carol\n");
+        let errors = parse_csv(&text).err().expect("refused");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        for (error, line) in errors.iter().zip(1..) {
+            let message = error.to_string();
+            assert!(message.starts_with(&format!("line {line}: ")), "{message}");
+            assert!(message.contains("column"), "{message}");
+            for secret in [grouped, padded, SECRET] {
+                for part in secret.split([' ', '=']).filter(|p| p.len() >= 4) {
+                    assert!(!message.contains(part), "{message} quotes {part}");
+                }
+            }
+            for user in ["alice", "bob", "carol"] {
+                assert!(!message.contains(user), "{message} quotes {user}");
+            }
+        }
+        assert!(
+            errors.iter().all(|e| e.to_string().contains("swapped")),
+            "{errors:?}"
+        );
     }
 
     #[test]

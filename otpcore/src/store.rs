@@ -124,6 +124,7 @@ impl Channel {
 }
 
 /// One line of the audit trail. Never holds a code, secret or password.
+/// Its texts are stored escaped ([`audit_text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub time: u64,
@@ -257,6 +258,13 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A text as the audit trail keeps it: control, format and separator
+/// characters escaped, bounded, so that no reader of the trail is shown a
+/// forged or disguised entry.
+pub fn audit_text(text: &str) -> String {
+    otpproto::logtext::escape(text, otpproto::logtext::MAX_CHARS)
 }
 
 fn bad_column(index: usize, what: &str) -> rusqlite::Error {
@@ -731,7 +739,7 @@ impl Store {
             tx.prepare_cached(
                 "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![to_i64(now), request.user, request.channel.as_str(), request.peer, result, reason])?;
+            .execute(params![to_i64(now), audit_text(request.user), request.channel.as_str(), audit_text(request.peer), result, reason])?;
             outcomes.push(outcome);
         }
         tx.commit()?;
@@ -826,11 +834,19 @@ impl Store {
         )? == 1)
     }
 
-    /// Appends to the audit trail.
+    /// Appends to the audit trail, its texts escaped.
     pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let [user, channel, peer, result, reason] = [
+            &entry.user,
+            &entry.channel,
+            &entry.peer,
+            &entry.result,
+            &entry.reason,
+        ]
+        .map(|text| audit_text(text));
         self.conn.execute(
             "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![to_i64(entry.time), entry.user, entry.channel, entry.peer, entry.result, entry.reason],
+            params![to_i64(entry.time), user, channel, peer, result, reason],
         )?;
         Ok(())
     }
@@ -1598,6 +1614,43 @@ mod tests {
             .map(|e| e.time)
             .collect();
         assert_eq!(alice, vec![30]);
+    }
+
+    #[test]
+    fn audit_texts_are_stored_escaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        store
+            .audit(&AuditEntry {
+                time: 10,
+                user: "ali\u{202e}ecb".to_owned(),
+                channel: Channel::Cli.as_str().to_owned(),
+                peer: "uid=0\nforged".to_owned(),
+                result: "ok".to_owned(),
+                reason: "unlocked".to_owned(),
+            })
+            .expect("audit");
+        let request = VerifyRequest {
+            user: "bob\u{2028}x",
+            code: "123456",
+            channel: Channel::Pam,
+            peer: "uid=0 service=sshd\u{200b}",
+        };
+        store
+            .verify_batch(&[request], NOW, &POLICY)
+            .expect("verify");
+        let audit = store.audit_entries(None, 0).expect("audit");
+        let shown: Vec<(&str, &str)> = audit
+            .iter()
+            .map(|a| (a.user.as_str(), a.peer.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("ali\\u{202e}ecb", "uid=0\\u{a}forged"),
+                ("bob\\u{2028}x", "uid=0 service=sshd\\u{200b}"),
+            ]
+        );
     }
 
     #[test]

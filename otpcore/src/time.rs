@@ -15,9 +15,10 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// `unix` seconds as RFC 3339 UTC: `2026-11-27T20:00:00Z`.
+/// `unix` seconds as RFC 3339 UTC: `2026-11-27T20:00:00Z`. Times past
+/// year 9999 show as 9999-12-31T23:59:59Z.
 pub fn rfc3339(unix: u64) -> String {
-    let secs = unix as i64;
+    let secs = i64::try_from(unix.min(LAST)).unwrap_or(0);
     let (y, m, d) = civil(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
     format!(
@@ -28,7 +29,11 @@ pub fn rfc3339(unix: u64) -> String {
     )
 }
 
-/// Parses `YYYY-MM-DD` or RFC 3339 UTC (`…T…Z`) into Unix seconds.
+/// 9999-12-31T23:59:59Z, the last time RFC 3339 can write.
+const LAST: u64 = 253_402_300_799;
+
+/// Parses `YYYY-MM-DD` or RFC 3339 UTC (`…T…Z`) into Unix seconds; years
+/// 1970 to 9999.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let (date, time) = match text.split_once('T') {
         Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
@@ -36,7 +41,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     };
     let mut parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     let seconds = match time {
@@ -81,5 +86,21 @@ mod tests {
         assert_eq!(parse_rfc3339("2000-02-29"), Some(951_782_400));
         assert_eq!(parse_rfc3339("2000-13-01"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn extreme_times_neither_overflow_nor_wrap() {
+        assert_eq!(rfc3339(LAST), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(1 << 63), "9999-12-31T23:59:59Z");
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Some(LAST));
+        for text in [
+            "9223372036854775807-01-01",
+            "-9223372036854775808-01-01",
+            "10000-01-01",
+            "1969-12-31",
+        ] {
+            assert_eq!(parse_rfc3339(text), None, "{text}");
+        }
     }
 }

@@ -158,16 +158,18 @@ pub fn resync(
 ) -> Option<(i64, u64)> {
     let here = params.step_at(now);
     let low = here.saturating_sub(search);
-    let high = here.saturating_add(search);
+    // The last step searched needs a successor.
+    let high = here.saturating_add(search).min(u64::MAX - 1);
     (low..=high)
-        .find(|&s| {
+        .map(|s| (s, s + 1))
+        .find(|&(s, next)| {
             params.code_for_step(secret, s).as_str() == first
-                && params.code_for_step(secret, s + 1).as_str() == second
+                && params.code_for_step(secret, next).as_str() == second
         })
-        .map(|s| {
-            let later = s + 1;
-            let drift =
-                i64::try_from(later).unwrap_or(i64::MAX) - i64::try_from(here).unwrap_or(i64::MAX);
+        .map(|(_, later)| {
+            let drift = i64::try_from(later)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(here).unwrap_or(i64::MAX));
             (drift, later)
         })
 }
@@ -401,5 +403,30 @@ mod tests {
             Verdict::Accept { step: phone + 2 }
         );
         assert!(resync(SECRET, &PARAMS, &code(phone), &code(phone + 3), NOW, 100).is_none());
+    }
+
+    #[test]
+    fn resync_at_the_end_of_time_does_not_overflow() {
+        let one_second = TokenParams {
+            period: 1,
+            ..PARAMS
+        };
+        let code = |step| one_second.code_for_step(SECRET, step);
+        assert_eq!(
+            resync(
+                SECRET,
+                &one_second,
+                &code(u64::MAX - 1),
+                &code(u64::MAX),
+                u64::MAX,
+                3
+            ),
+            Some((0, u64::MAX))
+        );
+        assert_eq!(
+            resync(SECRET, &one_second, &code(u64::MAX), &code(0), u64::MAX, 3),
+            None,
+            "the last step has no successor"
+        );
     }
 }

@@ -517,7 +517,7 @@ impl Ctx {
             params: self.config.token.params(),
             language: lang.as_str(),
             activation_password: &password,
-            expires_at: issued_at + self.config.policy.link_ttl_hours * 3600,
+            expires_at: self.config.policy.link_expires_at(issued_at),
             replace,
         };
         let enrolment = self.store.issue(&new, issued_at)?;
@@ -662,7 +662,7 @@ impl Ctx {
                 "the setup of {user} was already unlocked on the phone; confirm it, or re-issue with --replace"
             )));
         }
-        let expires_at = now() + self.config.policy.link_ttl_hours * 3600;
+        let expires_at = self.config.policy.link_expires_at(now());
         let lang = Language::parse(&enrolment.language).unwrap_or(Language::En);
         let refreshed = Enrolment {
             expires_at,

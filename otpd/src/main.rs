@@ -138,11 +138,11 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Replaces control characters, so a name cannot forge log lines.
+/// A text from outside as a log line may hold it: control, format and
+/// separator characters escaped, so a name can neither forge a line nor
+/// hide what it is; bounded. Escape once, where the line is written.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    otpproto::logtext::escape(text, otpproto::logtext::MAX_CHARS)
 }
 
 fn connect_syslog() -> Option<SyslogLogger> {

@@ -558,7 +558,7 @@ impl Server {
             return;
         };
         let from = work.key.0;
-        let peer = format!("nas={} addr={from}", crate::printable(&client.name));
+        let peer = format!("nas={} addr={from}", client.name);
         let valid_user = !work.user.is_empty()
             && work.user.len() <= 253
             && !work.user.chars().any(char::is_control);

@@ -163,11 +163,20 @@ fn error(message: &str) -> Value {
     json!({"result": "error", "message": message})
 }
 
-/// Keeps a peer-supplied label short and printable for the audit trail.
+/// Keeps a peer-supplied label short and in one word of the peer field: a
+/// space (any visible one, U+3000 too) would start a forged `key=value`.
+/// Control, format and separator characters are left as they are: the log
+/// line and the audit trail escape them, once, where the field is written.
 fn label(text: &str) -> String {
     text.chars()
         .take(64)
-        .map(|c| if c.is_control() || c == ' ' { '?' } else { c })
+        .map(|c| {
+            if c.is_whitespace() && !otpproto::logtext::is_hidden(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

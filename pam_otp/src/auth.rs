@@ -99,15 +99,27 @@ pub trait Log {
     fn log(&self, level: Level, message: &str);
 }
 
-/// A value from PAM or otpd made safe for a log line: at most 64
-/// characters, quoted, control characters escaped (a user name with a
-/// newline cannot forge log lines).
+/// A value from PAM or otpd as one field of a log line: at most 64
+/// characters in double quotes (`…` after the closing quote when cut), a
+/// quote inside doubled, so the field ends only at its closing quote.
+/// Control, format and separator characters are escaped with the whole
+/// line, where it is written ([`crate::syslog::format_line`]).
 pub fn shown(text: &str) -> String {
-    let mut short: String = text.chars().take(64).collect();
-    if short.len() < text.len() {
-        short.push('…');
+    let mut chars = text.chars();
+    let mut field = String::with_capacity(text.len().min(256) + 2);
+    field.push('"');
+    for c in chars.by_ref().take(64) {
+        if c == '"' {
+            field.push_str("\"\"");
+        } else {
+            field.push(c);
+        }
     }
-    format!("{short:?}")
+    field.push('"');
+    if chars.next().is_some() {
+        field.push('…');
+    }
+    field
 }
 
 fn who(user: &str, service: Option<&str>, rhost: Option<&str>) -> String {
@@ -723,9 +735,15 @@ mod tests {
             let pam = FakePam::new(user, CODE);
             let (code, log) = run(&pam, &["socket=/nonexistent/otpd.sock", "nullok"]);
             assert_eq!(code, PamCode::AUTH_ERR, "{user:?}");
+            let lines: Vec<String> = log
+                .0
+                .borrow()
+                .iter()
+                .map(|(level, m)| crate::syslog::format_line(*level, m, 0, 1))
+                .collect();
             assert!(
-                !log.0.borrow().iter().any(|(_, m)| m.contains('\n')),
-                "a raw newline reached the log"
+                !lines.iter().any(|l| l.contains('\n')),
+                "a raw newline reached the log: {lines:?}"
             );
         }
         let pam = FakePam::new("alice", &"1".repeat(17));
@@ -748,10 +766,12 @@ mod tests {
     }
 
     #[test]
-    fn shown_is_short_and_escaped() {
+    fn shown_is_short_and_quoted() {
         assert_eq!(shown("alice"), "\"alice\"");
-        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        assert_eq!(shown("a\" rhost \"b"), "\"a\"\" rhost \"\"b\"");
+        assert_eq!(shown(&"x".repeat(64)).chars().count(), 64 + 2);
         assert_eq!(shown(&"x".repeat(100)).chars().count(), 64 + 3);
+        assert!(shown(&"x".repeat(100)).ends_with("\"…"));
     }
 
     #[test]

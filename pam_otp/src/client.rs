@@ -133,7 +133,7 @@ pub fn parse_answer(line: &[u8]) -> Result<Answer, ClientError> {
                 .to_owned(),
         )),
         other => Err(ClientError::Malformed(format!(
-            "unexpected result {:?}",
+            "unexpected result {}",
             crate::auth::shown(other)
         ))),
     }
@@ -159,7 +159,9 @@ fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration, ClientErr
 /// Sends `request` (one line) to the socket at `path` and reads one answer
 /// line, all within `timeout`.
 pub fn exchange(path: &Path, request: &[u8], timeout: Duration) -> Result<Answer, ClientError> {
-    let deadline = Instant::now() + timeout;
+    // A deadline past what the clock can hold is now: fail closed.
+    let start = Instant::now();
+    let deadline = start.checked_add(timeout).unwrap_or(start);
     let address = SockAddr::unix(path).map_err(ClientError::Connect)?;
     // socket2 opens it with SOCK_CLOEXEC: a host that forks does not leak it.
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(ClientError::Connect)?;

@@ -20,6 +20,8 @@ pub const DEV_LOG: &str = "/dev/log";
 const FACILITY_AUTHPRIV: u8 = 10 << 3;
 /// How long one line may wait for a busy syslog daemon.
 const SEND_TIMEOUT: Duration = Duration::from_millis(250);
+/// The longest message kept, in characters before escaping.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// Writes each line over a fresh connection to the syslog socket (no
 /// state kept between calls, so nothing is shared between threads).
@@ -47,17 +49,17 @@ fn severity(level: Level) -> u8 {
 }
 
 /// One RFC 3164 line as syslog(3) writes it: `<PRI>Mmm dd hh:mm:ss
-/// pam_otp[PID]: message`, control characters replaced.
+/// pam_otp[PID]: message`, the message escaped (control, format and
+/// separator characters as `\u{hex}`, a backslash as `\\`) and at most
+/// [`MAX_MESSAGE_CHARS`] long. This is where the module's log lines are
+/// escaped, once.
 pub fn format_line(level: Level, message: &str, unix: i64, pid: u32) -> String {
     let stamp = libc::time_t::try_from(unix)
         .ok()
         .and_then(crate::ffi::local_timestamp)
         .map(|s| format!("{s} "))
         .unwrap_or_default();
-    let message: String = message
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let message = otpproto::logtext::escape(message, MAX_MESSAGE_CHARS);
     format!(
         "<{}>{stamp}pam_otp[{pid}]: {message}",
         FACILITY_AUTHPRIV | severity(level)
@@ -127,9 +129,29 @@ mod tests {
         assert!(line.starts_with("<85>"), "{line}");
         assert!(
             line.ends_with(&format!(
-                " pam_otp[{}]: refused user \"alice\"?forged",
+                " pam_otp[{}]: refused user \"alice\"\\u{{a}}forged",
                 std::process::id()
             )),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn format_and_separator_characters_are_escaped() {
+        let line = format_line(
+            Level::Notice,
+            "refused user \"ali\u{202e}ecb\" service \"x\u{2028}y\u{200b}\"",
+            0,
+            7,
+        );
+        assert!(
+            line.ends_with(
+                " pam_otp[7]: refused user \"ali\\u{202e}ecb\" service \"x\\u{2028}y\\u{200b}\""
+            ),
+            "{line}"
+        );
+        assert!(
+            !line.contains(['\u{202e}', '\u{2028}', '\u{200b}']),
             "{line}"
         );
     }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::{e2e_enabled, free_port, otpctl_bin, otpd_bin, stderr};
+use e2e::{describe, e2e_enabled, free_port, otpctl_bin, otpd_bin, stderr, stdout, stdout_json};
 use otpcore::totp::{base32, Algorithm, TokenParams};
 
 /// conf/otpd.toml with its paths and addresses moved into `dir`.
@@ -96,6 +96,27 @@ fn bad_configs_are_refused_naming_key_and_line() {
             "world-readable",
             0o644,
         ),
+        (
+            "link lifetime that overflows",
+            good.replace("link_ttl_hours = 72", "link_ttl_hours = 5124095576030431"),
+            "link_ttl_hours",
+            0o600,
+        ),
+        (
+            "world-writable, secret inside",
+            good.clone(),
+            "chmod o-w",
+            0o602,
+        ),
+        (
+            "world-writable, no secret inside",
+            good.replace(
+                "secret = \"change-me\"",
+                "secret_file = \"/nonexistent/vpn1.secret\"",
+            ),
+            "chmod o-w",
+            0o666,
+        ),
     ];
     for (what, text, expected, mode) in cases {
         let config = write_config(dir.path(), "bad.toml", &text, mode);
@@ -128,6 +149,92 @@ fn bad_configs_are_refused_naming_key_and_line() {
             }
         }
     }
+}
+
+/// Runs `otpd --check-config`, `otpd` and `otpctl list` on `config`; each
+/// must fail with exit status 1. Their stderr, joined.
+fn refused_by_all(config: &Path) -> String {
+    let mut said = String::new();
+    for (binary, args) in [
+        (otpd_bin(), vec!["--check-config"]),
+        (otpd_bin(), vec![]),
+        (otpctl_bin(), vec!["list"]),
+    ] {
+        let out = run(binary.clone(), &args, config);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{binary:?} {args:?}: {}",
+            describe(&out)
+        );
+        said.push_str(&stderr(&out));
+        said.push_str(&stdout(&out));
+    }
+    said
+}
+
+#[test]
+fn config_errors_do_not_echo_secrets() {
+    if !e2e_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = shipped_config(dir.path());
+    let secret = "Zq7-radius-SECRET";
+    for (what, line) in [
+        ("unterminated string", format!("secret = \"{secret}")),
+        ("unquoted string", format!("secret = {secret}")),
+        ("a number", "secret = 8675309314159".to_owned()),
+    ] {
+        let text = good.replace("secret = \"change-me\"", &line);
+        let config = write_config(dir.path(), "broken.toml", &text, 0o600);
+        let number = text
+            .lines()
+            .position(|l| l.starts_with(&line))
+            .expect("line")
+            + 1;
+        let said = refused_by_all(&config);
+        assert!(said.contains(&format!("line {number}")), "{what}: {said}");
+        for part in [secret, "Zq7", "SECRET", "8675309314159"] {
+            assert!(
+                !said.contains(part),
+                "{what}: the error shows {part}: {said}"
+            );
+        }
+    }
+}
+
+#[test]
+fn swapped_csv_columns_do_not_echo_the_secret_and_import_nothing() {
+    if !e2e_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "otpd.toml", &shipped_config(dir.path()), 0o600);
+    let csv = dir.path().join("tokens.csv");
+    // The secret as authenticator apps show it, in groups of four.
+    let secret = "JBSW Y3DP EHPK 3PXP GEZD GNBV";
+    fs::write(&csv, format!("{secret},alice\nGEZDGNBVGY3TQOJQ,bob\n")).expect("csv");
+    let csv_arg = csv.display().to_string();
+    let out = run(
+        otpctl_bin(),
+        &["import", "--format", "csv", &csv_arg],
+        &config,
+    );
+    let said = describe(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("line 1") && said.contains("line 2"), "{said}");
+    assert!(said.contains("nothing imported"), "{said}");
+    for part in secret.split(' ').chain(["GEZDGNBVGY3TQOJQ"]) {
+        assert!(!said.contains(part), "otpctl import shows {part}: {said}");
+    }
+    let list = run(otpctl_bin(), &["list", "--json"], &config);
+    assert!(list.status.success(), "{}", describe(&list));
+    assert_eq!(
+        stdout_json(&list),
+        serde_json::json!([]),
+        "something was imported"
+    );
 }
 
 #[test]
