@@ -11,21 +11,39 @@
 //! Activation and confirmation requests, page and API alike, count towards
 //! a per-address limit (`[http].rate_limit_per_minute`). Store work runs on
 //! blocking threads; the handlers read the clock and pass it down.
+//!
+//! Connections are bounded so that no client can hold otpd's descriptors,
+//! which the PAM socket and RADIUS need as well: at most half the open
+//! files limit (and never more than [`MAX_CONNECTIONS`]) are served at once,
+//! further ones wait in the listen queue; a connection is closed when it has
+//! no request in progress for [`HEADER_TIMEOUT`] (from its acceptance, TLS
+//! handshake included, or from the end of its last request); a request body
+//! must arrive within [`BODY_TIMEOUT`]; HTTP/2 connections are pinged; and
+//! every connection is asked to close after [`MAX_CONNECTION_AGE`].
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, FormRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use axum_server::tls_rustls::RustlsConfig;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use nix::sys::resource::{getrlimit, Resource};
 use otpcore::config::{HttpConfig, Language};
 use otpcore::enrol::{self, ActivationRefusal, State as EnrolState, WrongPassword};
 use otpcore::rules::UserId;
@@ -34,6 +52,10 @@ use otpcore::totp::{self, TokenParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use crate::page::{self, Ctx, Message, Notice, TokenView};
@@ -42,9 +64,34 @@ use crate::{unix_now, Daemon, Decision, Shutdown};
 /// Largest request body accepted, form or JSON.
 pub const MAX_BODY: usize = 4096;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// How long connections may take to finish when otpd stops, or when they
+/// have been asked to close for their age.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request headers.
+/// How long a connection may go without a request in progress: from its
+/// acceptance (TLS handshake included) to its first complete request
+/// head, and from the end of one request to the head of the next.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may take to arrive, all of it.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once, whatever the open files limit.
+const MAX_CONNECTIONS: usize = 1024;
+/// A connection is asked to close (and given [`SHUTDOWN_GRACE`]) this long
+/// after it was accepted, however busy it is.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// HTTP/2: a PING this often, and the connection closed when the answer
+/// takes longer than [`H2_PING_TIMEOUT`].
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2: requests in progress on one connection.
+const H2_MAX_STREAMS: u32 = 16;
+/// HTTP/2: the largest request head, as HTTP/1 allows.
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Connections the kernel holds for otpd until it accepts them (it caps
+/// the number at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+/// After a failed accept (out of descriptors, say), the pause before the
+/// next try: it starts at the first value and doubles up to the second.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// The audit trail's user for requests whose IDs match no enrolment.
 const UNKNOWN_USER: &str = "-";
 /// The same words for unknown IDs and a wrong password (SPEC §4).
@@ -54,8 +101,9 @@ const WRONG_CODE: &str = "the code does not match";
 /// An HTTP or HTTPS listener on an already-bound socket.
 pub struct HttpListener {
     listener: std::net::TcpListener,
-    tls: Option<RustlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     addr: SocketAddr,
+    max_connections: usize,
 }
 
 impl HttpListener {
@@ -63,34 +111,37 @@ impl HttpListener {
     /// `[http].listen`. Errors are sentences for the operator.
     pub async fn bind(config: &HttpConfig) -> Result<HttpListener, String> {
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                Some(RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
-                    format!(
-                        "cannot load the TLS certificate {} and key {}: {e}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?)
-            }
+            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
             _ => None,
         };
-        let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        HttpListener::from_std(listener, tls)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))
+        let fail = |e: io::Error| format!("cannot listen on {}: {e}", config.listen);
+        let listener = listen(config.listen).map_err(fail)?;
+        HttpListener::from_std(listener, tls).map_err(fail)
     }
 
     /// Wraps a socket that someone else bound (tests, socket activation).
     pub fn from_std(
         listener: std::net::TcpListener,
-        tls: Option<RustlsConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<HttpListener> {
         let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let open_files = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, _)) => soft,
+            Err(e) => {
+                log::warn!("http: cannot read the open files limit ({e}); assuming 1024");
+                1024
+            }
+        };
+        let max_connections = connection_cap(open_files);
+        log::info!(
+            "http: at most {max_connections} connections at once (open files limit {open_files})"
+        );
         Ok(HttpListener {
             listener,
             tls,
             addr,
+            max_connections,
         })
     }
 
@@ -100,36 +151,326 @@ impl HttpListener {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until `shutdown`, then lets requests in flight finish.
+    /// Serves until `shutdown`, then lets requests in flight finish (for
+    /// [`SHUTDOWN_GRACE`] at most).
     pub async fn serve(self, daemon: Arc<Daemon>, shutdown: Shutdown) -> io::Result<()> {
-        let app = router(daemon).into_make_service_with_connect_info::<SocketAddr>();
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            shutdown.wait().await;
-            stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        });
-        // A client that dawdles over its request headers is cut off, so slow
-        // connections cannot pile up.
-        match self.tls {
-            None => {
-                let mut server = axum_server::from_tcp(self.listener)?;
-                server
-                    .http_builder()
-                    .http1()
-                    .header_read_timeout(HEADER_TIMEOUT);
-                server.handle(handle).serve(app).await
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let server = Arc::new(Server::new(router(daemon), self.tls));
+        // Each connection holds a slot until it ends: waiting for a slot
+        // leaves further connections in the listen queue, where they cost
+        // otpd no descriptor.
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let mut stop = pin!(shutdown.clone().wait());
+        let mut full = false;
+        let mut failures = 0u64;
+        let mut pause = ACCEPT_PAUSE.0;
+        loop {
+            let slot = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => {
+                    full = false;
+                    slot
+                }
+                Err(_) => {
+                    if !full {
+                        log::warn!(
+                            "http: {} connections open, the most allowed; new ones wait",
+                            self.max_connections
+                        );
+                        full = true;
+                    }
+                    tokio::select! {
+                        () = &mut stop => break,
+                        slot = Arc::clone(&slots).acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                    }
+                }
+            };
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    if failures > 0 {
+                        log::info!("http: accepting again after {failures} failed tries");
+                        failures = 0;
+                        pause = ACCEPT_PAUSE.0;
+                    }
+                    let server = Arc::clone(&server);
+                    tokio::spawn(server.connection(stream, peer, shutdown.clone(), slot));
+                }
+                // Out of descriptors and the like: the connection stays
+                // queued, so pause instead of trying again at once, and
+                // say so once, not once a try.
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        log::error!("http: accept failed: {e}; pausing between tries");
+                    }
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(ACCEPT_PAUSE.1);
+                }
             }
-            Some(tls) => {
-                let mut server = axum_server::from_tcp_rustls(self.listener, tls)?;
-                server
-                    .http_builder()
-                    .http1()
-                    .header_read_timeout(HEADER_TIMEOUT);
-                server.handle(handle).serve(app).await
+        }
+        drop(listener);
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let grace = SHUTDOWN_GRACE + Duration::from_secs(1);
+        if tokio::time::timeout(grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            log::warn!("http: connections still open after {grace:?} are dropped");
+        }
+        Ok(())
+    }
+}
+
+/// Binds `addr` with room for [`LISTEN_BACKLOG`] waiting connections.
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// HTTP connections served at once for an open files limit of
+/// `open_files`: half of it, so that the other half stays for the PAM
+/// socket, RADIUS, the database and the logs; at most [`MAX_CONNECTIONS`].
+fn connection_cap(open_files: u64) -> usize {
+    usize::try_from(open_files / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS)
+}
+
+/// The TLS configuration from PEM files: the certificate chain and its key.
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fail = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot load the TLS certificate {} and key {}: {e}",
+            cert.display(),
+            key.display()
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| fail(&e))?;
+    if chain.is_empty() {
+        return Err(fail(&"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| fail(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| fail(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What every connection shares: the routes, the HTTP/1 and HTTP/2
+/// settings and the TLS acceptor.
+struct Server {
+    router: Router,
+    http: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+}
+
+/// What a connection's watchdog knows of its requests.
+#[derive(Clone, Copy)]
+struct Activity {
+    /// Requests being handled now.
+    in_flight: usize,
+    /// When the connection was accepted, or its last request ended.
+    idle_since: Instant,
+}
+
+/// A request being handled: counted in [`Activity`] until dropped.
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn begin(activity: &Arc<watch::Sender<Activity>>) -> InFlight {
+        activity.send_modify(|a| a.in_flight += 1);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.idle_since = Instant::now();
+        });
+    }
+}
+
+impl Server {
+    fn new(router: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        http.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST);
+        Server {
+            router,
+            http,
+            tls: tls.map(TlsAcceptor::from),
+        }
+    }
+
+    /// Serves one accepted connection; `_slot` is given back at the end.
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let accepted = Instant::now();
+        let Some(tls) = &self.tls else {
+            return self.serve_io(stream, peer, accepted, shutdown).await;
+        };
+        match tokio::time::timeout_at((accepted + HEADER_TIMEOUT).into(), tls.accept(stream)).await
+        {
+            Ok(Ok(stream)) => self.serve_io(stream, peer, accepted, shutdown).await,
+            Ok(Err(e)) => log::debug!("http: TLS handshake with {peer} failed: {e}"),
+            Err(_) => log::debug!("http: TLS handshake with {peer} timed out"),
+        }
+    }
+
+    /// HTTP/1 or HTTP/2 on `io`, watched: closed when no request is in
+    /// progress for [`HEADER_TIMEOUT`], asked to close at
+    /// [`MAX_CONNECTION_AGE`] or when otpd stops, and dropped
+    /// [`SHUTDOWN_GRACE`] after being asked.
+    async fn serve_io<I>(&self, io: I, peer: SocketAddr, accepted: Instant, shutdown: Shutdown)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(watch::Sender::new(Activity {
+            in_flight: 0,
+            idle_since: accepted,
+        }));
+        let mut changes = activity.subscribe();
+        let app = TowerToHyperService::new(self.router.clone());
+        let requests = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let in_flight = InFlight::begin(&requests);
+            let answer = app.call(request);
+            async move {
+                let answer = answer.await;
+                drop(in_flight);
+                answer
+            }
+        });
+        let mut connection = pin!(self.http.serve_connection(TokioIo::new(io), service));
+        let mut stop = pin!(shutdown.wait());
+        let too_old = accepted + MAX_CONNECTION_AGE;
+        // When the connection, asked to close, is dropped.
+        let mut closing: Option<Instant> = None;
+        loop {
+            let now = *changes.borrow_and_update();
+            let idle_until = (now.in_flight == 0).then(|| now.idle_since + HEADER_TIMEOUT);
+            let wake = closing
+                .unwrap_or(too_old)
+                .min(idle_until.unwrap_or(too_old));
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        log::debug!("http: connection from {peer}: {e}");
+                    }
+                    return;
+                }
+                Ok(()) = changes.changed() => {}
+                () = &mut stop, if closing.is_none() => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if idle_until.is_some_and(|t| now >= t) {
+                        log::debug!("http: closing the connection from {peer}: no request for {HEADER_TIMEOUT:?}");
+                        return;
+                    }
+                    if closing.is_some_and(|t| now >= t) {
+                        log::debug!("http: dropping the connection from {peer}: it did not close in time");
+                        return;
+                    }
+                    if closing.is_none() && now >= too_old {
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(now + SHUTDOWN_GRACE);
+                    }
+                }
             }
         }
     }
+}
+
+/// Reads the request body within [`BODY_TIMEOUT`], [`MAX_BODY`] + 1 bytes
+/// of it at most, and hands the handlers what it read (so that their
+/// [`DefaultBodyLimit`] still refuses a larger body). A body that takes
+/// longer is answered with 408 and, on HTTP/1, the connection closed.
+async fn read_body_in_time(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let api = parts.uri.path().starts_with("/api/");
+    let refuse = |status: StatusCode, message: &str| {
+        let mut response = if api {
+            json_error(status, message)
+        } else {
+            (status, message.to_owned()).into_response()
+        };
+        if parts.version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read_at_most(body, MAX_BODY + 1)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            log::debug!("http: cannot read a request body: {e}");
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+        }
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        ),
+    }
+}
+
+/// The first `limit` bytes of `body`.
+async fn read_at_most(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> {
+    let mut read = Vec::new();
+    while read.len() < limit {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            let room = limit - read.len();
+            read.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(Bytes::from(read))
 }
 
 /// State shared by the HTTP handlers.
@@ -159,6 +500,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/activate", post(api_activate))
         .route("/api/v1/confirm", post(api_confirm))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(read_body_in_time))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -1285,6 +1627,14 @@ mod tests {
             (status, v["attempts_left"].as_u64()),
             (StatusCode::UNAUTHORIZED, Some(4))
         );
+    }
+
+    #[test]
+    fn connection_cap_keeps_half_the_descriptors() {
+        assert_eq!(connection_cap(1024), 512);
+        assert_eq!(connection_cap(4096), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(u64::MAX), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(1), 1);
     }
 
     #[tokio::test]
