@@ -92,6 +92,12 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// After a failed accept (out of descriptors, say), the pause before the
 /// next try: it starts at the first value and doubles up to the second.
 const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// Activation password checks (argon2id, 19 MiB of memory each) that run
+/// at once; further requests wait for one.
+const CHECKS_AT_ONCE: usize = 2;
+/// How long an activation request waits for a check before it is refused
+/// with 503.
+const CHECK_WAIT: Duration = Duration::from_secs(10);
 /// The audit trail's user for requests whose IDs match no enrolment.
 const UNKNOWN_USER: &str = "-";
 /// The same words for unknown IDs and a wrong password (SPEC §4).
@@ -477,20 +483,51 @@ async fn read_at_most(mut body: Body, limit: usize) -> Result<Bytes, axum::Error
 struct Http {
     daemon: Arc<Daemon>,
     limiter: RateLimiter,
+    checks: PasswordChecks,
     /// Path of `public_url` (e.g. `/otp` behind a proxy), for form actions.
     base: String,
 }
 
 type Shared = Arc<Http>;
 
+/// The activation password checks that may run at once, and how long a
+/// request waits for one. Bounding them bounds the memory and CPU that
+/// activation requests can take, however many arrive.
+struct PasswordChecks {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl PasswordChecks {
+    fn new(at_once: usize, wait: Duration) -> PasswordChecks {
+        PasswordChecks {
+            slots: Arc::new(Semaphore::new(at_once)),
+            wait,
+        }
+    }
+
+    /// A slot for one check; `None` when none came free in time.
+    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 /// The routes, over `daemon`.
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    router_with(daemon, PasswordChecks::new(CHECKS_AT_ONCE, CHECK_WAIT))
+}
+
+fn router_with(daemon: Arc<Daemon>, checks: PasswordChecks) -> Router {
     let http = daemon.config.http.as_ref();
     let limit = http.map(|h| h.rate_limit_per_minute).unwrap_or(20);
     let base = base_path(http.map(|h| h.public_url.as_str()).unwrap_or(""));
     let state = Arc::new(Http {
         daemon,
         limiter: RateLimiter::new(limit, RATE_WINDOW),
+        checks,
         base,
     });
     Router::new()
@@ -799,7 +836,23 @@ enum Activation {
     Expired,
     /// Not `issued` any more.
     Gone(EnrolState),
+    /// No password check came free in time, or the tries left are all
+    /// being checked: try again later.
+    Busy,
     Internal,
+}
+
+impl Activation {
+    /// Why an enrolment in this state cannot be activated, for the audit
+    /// trail; `None` for answers that are not about its state.
+    fn state_reason(&self) -> Option<String> {
+        match self {
+            Activation::Expired => Some("setup link expired".to_owned()),
+            Activation::Gone(state) => Some(format!("enrolment is {}", state.as_str())),
+            Activation::Unknown => Some("enrolment withdrawn".to_owned()),
+            _ => None,
+        }
+    }
 }
 
 /// The state an enrolment is in now, for answers after a lost race.
@@ -815,14 +868,29 @@ fn current_state(store: &Store, e: &Enrolment, now: u64) -> Activation {
     }
 }
 
-/// SPEC §2.2, first half, with the store locked: the enrolment the IDs
-/// name, if it may be activated, and its password hash. `Err` is the answer
-/// when it may not.
+/// Records that `e` cannot be activated, as `answer` says, and returns
+/// `answer`; `prefix` says what was tried.
+fn refuse(
+    daemon: &Daemon,
+    store: &Store,
+    a: &Attempt,
+    e: &Enrolment,
+    prefix: &str,
+    answer: Activation,
+) -> Activation {
+    if let Some(why) = answer.state_reason() {
+        a.record(daemon, store, &e.user, false, &format!("{prefix}{why}"));
+    }
+    answer
+}
+
+/// Activation, first step, with the store locked: the enrolment the IDs
+/// name, if it may be activated. `Err` is the answer when it may not.
 fn admit_activation(
     daemon: &Daemon,
     store: &mut Store,
     a: &Attempt,
-) -> Result<(Enrolment, ActivationHash), Activation> {
+) -> Result<Enrolment, Activation> {
     let e = match a.lookup(store) {
         Ok(Some(e)) => e,
         Ok(None) => {
@@ -837,35 +905,60 @@ fn admit_activation(
         }
         Err(()) => return Err(Activation::Internal),
     };
-    match enrol::activation_allowed(e.state, e.expires_at, a.now) {
-        Ok(()) => {}
-        Err(ActivationRefusal::Expired) => {
-            a.record(
-                daemon,
-                store,
-                &e.user,
-                false,
-                "activation refused: setup link expired",
-            );
-            return Err(Activation::Expired);
-        }
-        Err(ActivationRefusal::Gone) => {
-            let reason = format!("activation refused: enrolment is {}", e.state.as_str());
-            a.record(daemon, store, &e.user, false, &reason);
-            return Err(Activation::Gone(e.state));
-        }
-    }
-    match store.activation_hash(&e) {
-        Ok(hash) => Ok((e, hash)),
+    let refused = match enrol::activation_allowed(e.state, e.expires_at, a.now) {
+        Ok(()) => return Ok(e),
+        Err(ActivationRefusal::Expired) => Activation::Expired,
+        Err(ActivationRefusal::Gone) => Activation::Gone(e.state),
+    };
+    Err(refuse(
+        daemon,
+        store,
+        a,
+        &e,
+        "activation refused: ",
+        refused,
+    ))
+}
+
+/// Second step, with the store locked: takes one of the
+/// `activation_attempts` tries before the password is checked, so that
+/// requests at the same time cannot check more passwords than there are
+/// tries. The hash to check against, or the answer when no try is left.
+fn reserve_attempt(
+    daemon: &Daemon,
+    store: &mut Store,
+    a: &Attempt,
+    e: &Enrolment,
+) -> Result<ActivationHash, Activation> {
+    let limit = daemon.config.policy.activation_attempts;
+    match store.reserve_activation_attempt(e.id, limit, a.now) {
+        Ok(Some(hash)) => Ok(hash),
+        Ok(None) => Err(match current_state(store, e, a.now) {
+            // Still waiting, but every try left is being checked: those
+            // checks decide.
+            Activation::Gone(EnrolState::Issued) => {
+                a.record(
+                    daemon,
+                    store,
+                    &e.user,
+                    false,
+                    "activation refused: the tries left are all being checked",
+                );
+                Activation::Busy
+            }
+            other => refuse(daemon, store, a, e, "activation refused: ", other),
+        }),
         Err(err) => {
-            log::error!("http: cannot read the activation password hash: {err}");
+            log::error!("http: cannot take an activation try: {err}");
             Err(Activation::Internal)
         }
     }
 }
 
-/// SPEC §2.2, second half, with the store locked again after the slow
-/// password check: counts a wrong password, or hands out the secret once.
+/// Activation, last step, with the store locked again after the slow
+/// password check: a wrong password leaves its try counted (and
+/// invalidates the enrolment at the limit); a right one hands the secret
+/// out, once, and gives its try back.
 fn finish_activation(
     daemon: &Daemon,
     store: &mut Store,
@@ -892,7 +985,18 @@ fn finish_activation(
                     attempts_left: left,
                 }
             }
-            Ok(None) => current_state(store, &e, a.now),
+            // Invalidated by a try checked at the same time, activated or
+            // withdrawn while this password was checked.
+            Ok(None) => {
+                let now = current_state(store, &e, a.now);
+                let prefix = "activation refused: wrong activation password; ";
+                match refuse(daemon, store, a, &e, prefix, now) {
+                    Activation::Gone(EnrolState::Invalidated) => {
+                        Activation::WrongPassword { attempts_left: 0 }
+                    }
+                    other => other,
+                }
+            }
             Err(err) => {
                 log::error!("http: cannot count a wrong activation password: {err}");
                 Activation::Internal
@@ -901,7 +1005,12 @@ fn finish_activation(
     }
     let secret = match store.activate(e.id, a.now) {
         Ok(Some(secret)) => secret,
-        Ok(None) => return current_state(store, &e, a.now),
+        // Invalidated by another try, expired or withdrawn meanwhile.
+        Ok(None) => {
+            let now = current_state(store, &e, a.now);
+            let prefix = "activation refused: right activation password, but ";
+            return refuse(daemon, store, a, &e, prefix, now);
+        }
         Err(err) => {
             log::error!("http: activation failed: {err}");
             return Activation::Internal;
@@ -1012,14 +1121,37 @@ where
     }
 }
 
-/// Activation in three steps on a blocking thread, so that the slow
-/// argon2id check does not hold the store that other requests need.
+/// Activation in three steps: admission; then, with one of the few
+/// password check slots, a try taken, the slow argon2id check and the
+/// outcome on a blocking thread, so that the check holds neither the
+/// store nor an async worker.
 async fn run_activation(http: &Http, attempt: Attempt) -> Activation {
+    let attempt = Arc::new(attempt);
+    let admitted = {
+        let a = Arc::clone(&attempt);
+        with_store(&http.daemon, move |d, s| admit_activation(d, s, &a)).await
+    };
+    let e = match admitted {
+        Some(Ok(e)) => e,
+        Some(Err(answer)) => return answer,
+        None => return Activation::Internal,
+    };
+    let Some(slot) = http.checks.take().await else {
+        let a = Arc::clone(&attempt);
+        let reason = "activation refused: too many password checks at once";
+        with_store(&http.daemon, move |d, s| {
+            a.record(d, s, &e.user, false, reason)
+        })
+        .await;
+        return Activation::Busy;
+    };
     let daemon = Arc::clone(&http.daemon);
     let task = tokio::task::spawn_blocking(move || {
-        let admitted = admit_activation(&daemon, &mut daemon.store(), &attempt);
-        let (e, hash) = match admitted {
-            Ok(admitted) => admitted,
+        // The slot stays taken until the check ends, even when the client
+        // gives up meanwhile.
+        let _slot = slot;
+        let hash = match reserve_attempt(&daemon, &mut daemon.store(), &attempt, &e) {
+            Ok(hash) => hash,
             Err(answer) => return answer,
         };
         match hash.verify(&attempt.proof) {
@@ -1143,6 +1275,16 @@ async fn api_activate(
                 state.as_str()
             ),
         ),
+        Activation::Busy => {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many activation requests at once; try again in a minute",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
         Activation::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
 }
@@ -1350,6 +1492,10 @@ async fn setup_submit(
         Activation::Gone(state) => {
             html(StatusCode::GONE, page::message(&ctx, Message::Gone(state)))
         }
+        Activation::Busy => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            page::message(&ctx, Message::Busy),
+        ),
         Activation::Internal => html(
             StatusCode::INTERNAL_SERVER_ERROR,
             page::message(&ctx, Message::Internal),
@@ -1435,6 +1581,12 @@ mod tests {
     }
 
     impl Fixture {
+        /// The same daemon behind routes with `checks`.
+        fn with_checks(mut self, checks: PasswordChecks) -> Fixture {
+            self.app = router_with(Arc::clone(&self.daemon), checks);
+            self
+        }
+
         /// Issues a token for `user` that expires `ttl` seconds from now
         /// (negative: already expired).
         fn issue(&self, user: &str, ttl: i64) -> Enrolment {
@@ -1627,6 +1779,124 @@ mod tests {
             (status, v["attempts_left"].as_u64()),
             (StatusCode::UNAUTHORIZED, Some(4))
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_activations_check_at_most_the_limit() {
+        // Waits long enough for every check even on a busy machine: this
+        // test counts tries, not refusals.
+        let f = fixture().with_checks(PasswordChecks::new(
+            CHECKS_AT_ONCE,
+            Duration::from_secs(300),
+        ));
+        let e = f.issue("alice", 3600);
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let body = json!({
+                "service_id": "OTPD",
+                "user_id": e.user_id.as_str(),
+                "activation_password": "9999",
+            });
+            let req = request("/api/v1/activate", "application/json", body.to_string(), 1);
+            requests.spawn(f.app.clone().oneshot(req));
+        }
+        let mut answers = Vec::new();
+        while let Some(response) = requests.join_next().await {
+            let response = response.expect("joins").expect("infallible");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let v: Value = serde_json::from_slice(&body).expect("JSON answer");
+            answers.push((status, v));
+        }
+        let counted: Vec<u64> = answers
+            .iter()
+            .filter_map(|(_, v)| v["attempts_left"].as_u64())
+            .collect();
+        assert_eq!(counted.len(), 5, "{answers:?}");
+        assert!(counted.contains(&0), "{counted:?}");
+        for (status, v) in &answers {
+            assert!(
+                matches!(
+                    *status,
+                    StatusCode::UNAUTHORIZED | StatusCode::GONE | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status} {v}"
+            );
+            assert!(v.get("secret").is_none());
+        }
+        let e = f.reload(&e);
+        assert_eq!(
+            (e.state, e.activation_failures),
+            (EnrolState::Invalidated, 5)
+        );
+        let checks = audit(&f)
+            .iter()
+            .filter(|a| a.reason.contains("wrong activation password"))
+            .count();
+        assert_eq!(checks, 5);
+    }
+
+    #[tokio::test]
+    async fn a_right_password_after_wrong_ones_keeps_only_the_wrong_count() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        for left in [4, 3] {
+            let (_, v) = f.activate(&e, "9999").await;
+            assert_eq!(v["attempts_left"], left, "{v}");
+        }
+        let (status, v) = f.activate(&e, PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let e = f.reload(&e);
+        assert_eq!((e.state, e.activation_failures), (EnrolState::Activated, 2));
+    }
+
+    #[tokio::test]
+    async fn no_free_password_check_is_503_and_takes_no_try() {
+        let checks = PasswordChecks::new(2, Duration::from_millis(200));
+        let slots = Arc::clone(&checks.slots);
+        let f = fixture().with_checks(checks);
+        let e = f.issue("alice", 3600);
+        let held = Arc::clone(&slots)
+            .acquire_many_owned(2)
+            .await
+            .expect("slots");
+        let body = json!({
+            "service_id": "OTPD",
+            "user_id": e.user_id.as_str(),
+            "activation_password": PASSWORD,
+        });
+        let (status, headers, body) = f
+            .send(request(
+                "/api/v1/activate",
+                "application/json",
+                body.to_string(),
+                1,
+            ))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"60"[..])
+        );
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert!(
+            v["error"].as_str().expect("error").contains("try again"),
+            "{v}"
+        );
+        let reloaded = f.reload(&e);
+        assert_eq!(
+            (reloaded.state, reloaded.activation_failures),
+            (EnrolState::Issued, 0)
+        );
+        assert!(audit(&f)
+            .iter()
+            .any(|a| a.reason.contains("too many password checks at once")));
+        drop(held);
+        let (status, v) = f.activate(&e, "9999").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["attempts_left"], 4, "{v}");
     }
 
     #[test]
