@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
@@ -185,14 +185,49 @@ pub enum FirstCode {
 /// An argon2id hash of an activation password (PHC string format).
 pub struct ActivationHash(String);
 
+/// The least working memory a password check asks the allocator for. The
+/// check needs 19 MiB; glibc's malloc takes requests below its mapping
+/// threshold from per-thread arenas that keep the memory once freed, so
+/// every thread that ever checked a password would hold 19 MiB for good.
+/// That threshold adapts but never exceeds 32 MiB on 64-bit systems:
+/// asking for at least that much gets the check its own mapping, returned
+/// to the system when the check ends. The pages the check does not use
+/// are never touched and cost address space only.
+const CHECK_MEMORY_FLOOR: usize = 32 * 1024 * 1024;
+
 impl ActivationHash {
     /// Whether `password` is the activation password. Takes tens of
-    /// milliseconds by design; call it off any async executor.
+    /// milliseconds and 19 MiB of memory by design; call it off any async
+    /// executor, and bound how many run at once.
     pub fn verify(&self, password: &str) -> Result<bool> {
-        let parsed = PasswordHash::new(&self.0).map_err(|e| StoreError::Hash(e.to_string()))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        let bad = |e: &dyn std::fmt::Display| StoreError::Hash(e.to_string());
+        let hash = PasswordHash::new(&self.0).map_err(|e| bad(&e))?;
+        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+            return Err(bad(&"the stored hash lacks its salt or its output"));
+        };
+        let algorithm = argon2::Algorithm::try_from(hash.algorithm).map_err(|e| bad(&e))?;
+        let version = hash
+            .version
+            .map(argon2::Version::try_from)
+            .transpose()
+            .map_err(|e| bad(&e))?
+            .unwrap_or_default();
+        let params = argon2::Params::try_from(&hash).map_err(|e| bad(&e))?;
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).map_err(|e| bad(&e))?;
+        let blocks = params.block_count();
+        let floor = CHECK_MEMORY_FLOOR / argon2::Block::SIZE;
+        let mut memory = Vec::with_capacity(blocks.max(floor));
+        memory.resize(blocks, argon2::Block::new());
+        let argon2 = Argon2::new(algorithm, version, params);
+        let computed = Output::init_with(expected.len(), |out| {
+            argon2
+                .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory)
+                .map_err(Into::into)
+        })
+        .map_err(|e| bad(&e))?;
+        // Output compares in constant time.
+        Ok(computed == expected)
     }
 }
 
@@ -582,26 +617,46 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The stored hash of an enrolment's activation password. Checking a
-    /// password against it is slow on purpose, so callers that share the
-    /// store release it before calling [`ActivationHash::verify`].
-    pub fn activation_hash(&self, enrolment: &Enrolment) -> Result<ActivationHash> {
-        let hash: String = self.conn.query_row(
-            "SELECT password_hash FROM enrolments WHERE id = ?1",
-            params![enrolment.id],
-            |r| r.get(0),
-        )?;
-        Ok(ActivationHash(hash))
+    /// Takes one of the `limit` tries of an `issued`, unexpired enrolment
+    /// before its activation password is checked, and returns the hash to
+    /// check against (a slow check: callers that share the store release
+    /// it first). The try counts as a wrong password from now on:
+    /// [`Store::activation_failed`] leaves it counted, [`Store::activate`]
+    /// hands it back. One conditional UPDATE, so requests at the same time
+    /// never take more than `limit` tries between them and no password is
+    /// checked without one. `None` when the enrolment is not `issued`, its
+    /// link has expired or every try is taken.
+    pub fn reserve_activation_attempt(
+        &mut self,
+        id: i64,
+        limit: u32,
+        now: u64,
+    ) -> Result<Option<ActivationHash>> {
+        let hash = self
+            .conn
+            .query_row(
+                "UPDATE enrolments SET activation_failures = activation_failures + 1 \
+                 WHERE id = ?1 AND state = 'issued' AND expires_at > ?3 AND activation_failures < ?2 \
+                 RETURNING password_hash",
+                params![id, limit, to_i64(now)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(hash.map(ActivationHash))
     }
 
-    /// Counts a wrong activation password, invalidating the enrolment at
-    /// `limit`. `None` when the enrolment is no longer `issued`.
+    /// The password of a try taken with
+    /// [`Store::reserve_activation_attempt`] was wrong: the try stays
+    /// counted, and once the counted tries reach `limit` the enrolment is
+    /// invalidated, even while other tries are still being checked (a
+    /// right password among them then finds it invalidated: fail closed).
+    /// `None` when the enrolment is no longer `issued`.
     pub fn activation_failed(&mut self, id: i64, limit: u32) -> Result<Option<ActivationFailure>> {
         let row = self
             .conn
             .query_row(
-                "UPDATE enrolments SET activation_failures = activation_failures + 1, \
-                 state = CASE WHEN activation_failures + 1 >= ?2 THEN 'invalidated' ELSE state END \
+                "UPDATE enrolments \
+                 SET state = CASE WHEN activation_failures >= ?2 THEN 'invalidated' ELSE state END \
                  WHERE id = ?1 AND state = 'issued' RETURNING activation_failures, state",
                 params![id, limit],
                 |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
@@ -614,13 +669,17 @@ impl Store {
     }
 
     /// Moves an `issued`, unexpired enrolment to `activated` and returns
-    /// its secret: the one time it is handed out. `None` when another
-    /// request won the race or the link expired meanwhile.
+    /// its secret: the one time it is handed out. Called when the password
+    /// of a try taken with [`Store::reserve_activation_attempt`] was
+    /// right; that try is handed back, so the count keeps the wrong
+    /// passwords only. `None` when another request won the race, wrong
+    /// tries invalidated the enrolment meanwhile or the link expired.
     pub fn activate(&mut self, id: i64, now: u64) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let sealed: Option<(Vec<u8>, String)> = self
             .conn
             .query_row(
-                "UPDATE enrolments SET state = 'activated', activated_at = ?2 \
+                "UPDATE enrolments SET state = 'activated', activated_at = ?2, \
+                 activation_failures = MAX(activation_failures - 1, 0) \
                  WHERE id = ?1 AND state = 'issued' AND expires_at > ?2 RETURNING secret, user_id",
                 params![id, to_i64(now)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1218,7 +1277,10 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(!hash.contains("4321"));
         assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()));
-        let stored = store.activation_hash(&e).expect("hash");
+        let stored = store
+            .reserve_activation_attempt(e.id, 5, NOW)
+            .expect("reserve")
+            .expect("a try");
         assert!(stored.verify("4321").expect("check"));
         assert!(!stored.verify("1234").expect("check"));
     }
@@ -1511,6 +1573,20 @@ mod tests {
             .is_some());
     }
 
+    /// A wrong password on a reserved try: checked against the hash the
+    /// reservation returned, then counted.
+    fn wrong_try(store: &mut Store, id: i64, limit: u32) -> ActivationFailure {
+        let hash = store
+            .reserve_activation_attempt(id, limit, NOW)
+            .expect("reserve")
+            .expect("a try");
+        assert!(!hash.verify("0000").expect("check"));
+        store
+            .activation_failed(id, limit)
+            .expect("count")
+            .expect("issued")
+    }
+
     #[test]
     fn wrong_passwords_invalidate_at_the_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1519,27 +1595,110 @@ mod tests {
             .issue(&new_enrolment("alice", false), NOW)
             .expect("issue");
         for n in 1..5 {
-            let f = store
-                .activation_failed(e.id, 5)
-                .expect("count")
-                .expect("issued");
+            let f = wrong_try(&mut store, e.id, 5);
             assert_eq!((f.failures, f.invalidated), (n, false));
         }
-        let f = store
-            .activation_failed(e.id, 5)
-            .expect("count")
-            .expect("issued");
+        let f = wrong_try(&mut store, e.id, 5);
         assert_eq!((f.failures, f.invalidated), (5, true));
+        assert!(store
+            .reserve_activation_attempt(e.id, 5, NOW)
+            .expect("reserve")
+            .is_none());
         assert!(store.activation_failed(e.id, 5).expect("count").is_none());
         assert!(store.activate(e.id, NOW).expect("activate").is_none());
+        let latest = store.latest("alice").expect("q").expect("exists");
         assert_eq!(
-            store.latest("alice").expect("q").map(|e| e.state),
-            Some(State::Invalidated)
+            (latest.state, latest.activation_failures),
+            (State::Invalidated, 5)
         );
         // An invalidated enrolment does not block a new issue.
         store
             .issue(&new_enrolment("alice", false), NOW)
             .expect("issue again");
+    }
+
+    #[test]
+    fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let e = store
+            .issue(&new_enrolment("alice", false), NOW)
+            .expect("issue");
+        // Eight connections (otpd and otpctl share the file) reserve at once.
+        let taken = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut store = Store::open(dir.path()).expect("open");
+                        store
+                            .reserve_activation_attempt(e.id, 3, NOW)
+                            .expect("reserve")
+                            .is_some()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .filter(|taken| *taken)
+                .count()
+        });
+        assert_eq!(taken, 3);
+        let pending = store.by_id(e.id).expect("q").expect("exists");
+        assert_eq!(
+            (pending.state, pending.activation_failures),
+            (State::Issued, 3)
+        );
+        // Any wrong one of them, at the limit, invalidates.
+        let f = store
+            .activation_failed(e.id, 3)
+            .expect("count")
+            .expect("issued");
+        assert_eq!((f.failures, f.invalidated), (3, true));
+
+        // A right password hands its try back: the count keeps wrong ones.
+        let e = store
+            .issue(&new_enrolment("bob", false), NOW)
+            .expect("issue");
+        wrong_try(&mut store, e.id, 5);
+        let hash = store
+            .reserve_activation_attempt(e.id, 5, NOW)
+            .expect("reserve")
+            .expect("a try");
+        assert_eq!(
+            store
+                .by_id(e.id)
+                .expect("q")
+                .expect("exists")
+                .activation_failures,
+            2
+        );
+        assert!(hash.verify("4321").expect("check"));
+        assert!(store.activate(e.id, NOW).expect("activate").is_some());
+        let activated = store.by_id(e.id).expect("q").expect("exists");
+        assert_eq!(
+            (activated.state, activated.activation_failures),
+            (State::Activated, 1)
+        );
+        // A try still being checked then finds nothing to count.
+        assert!(store.activation_failed(e.id, 5).expect("count").is_none());
+
+        // No try on an expired link.
+        let e = store
+            .issue(&new_enrolment("carol", false), NOW)
+            .expect("issue");
+        assert!(store
+            .reserve_activation_attempt(e.id, 5, e.expires_at)
+            .expect("reserve")
+            .is_none());
+        assert_eq!(
+            store
+                .by_id(e.id)
+                .expect("q")
+                .expect("exists")
+                .activation_failures,
+            0
+        );
     }
 
     #[test]

@@ -11,21 +11,39 @@
 //! Activation and confirmation requests, page and API alike, count towards
 //! a per-address limit (`[http].rate_limit_per_minute`). Store work runs on
 //! blocking threads; the handlers read the clock and pass it down.
+//!
+//! Connections are bounded so that no client can hold otpd's descriptors,
+//! which the PAM socket and RADIUS need as well: at most half the open
+//! files limit (and never more than [`MAX_CONNECTIONS`]) are served at once,
+//! further ones wait in the listen queue; a connection is closed when it has
+//! no request in progress for [`HEADER_TIMEOUT`] (from its acceptance, TLS
+//! handshake included, or from the end of its last request); a request body
+//! must arrive within [`BODY_TIMEOUT`]; HTTP/2 connections are pinged; and
+//! every connection is asked to close after [`MAX_CONNECTION_AGE`].
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, FormRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use axum_server::tls_rustls::RustlsConfig;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use nix::sys::resource::{getrlimit, Resource};
 use otpcore::config::{HttpConfig, Language};
 use otpcore::enrol::{self, ActivationRefusal, State as EnrolState, WrongPassword};
 use otpcore::rules::UserId;
@@ -34,6 +52,10 @@ use otpcore::totp::{self, TokenParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use crate::page::{self, Ctx, Message, Notice, TokenView};
@@ -42,9 +64,40 @@ use crate::{unix_now, Daemon, Decision, Shutdown};
 /// Largest request body accepted, form or JSON.
 pub const MAX_BODY: usize = 4096;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// How long connections may take to finish when otpd stops, or when they
+/// have been asked to close for their age.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request headers.
+/// How long a connection may go without a request in progress: from its
+/// acceptance (TLS handshake included) to its first complete request
+/// head, and from the end of one request to the head of the next.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may take to arrive, all of it.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once, whatever the open files limit.
+const MAX_CONNECTIONS: usize = 1024;
+/// A connection is asked to close (and given [`SHUTDOWN_GRACE`]) this long
+/// after it was accepted, however busy it is.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// HTTP/2: a PING this often, and the connection closed when the answer
+/// takes longer than [`H2_PING_TIMEOUT`].
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2: requests in progress on one connection.
+const H2_MAX_STREAMS: u32 = 16;
+/// HTTP/2: the largest request head, as HTTP/1 allows.
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Connections the kernel holds for otpd until it accepts them (it caps
+/// the number at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+/// After a failed accept (out of descriptors, say), the pause before the
+/// next try: it starts at the first value and doubles up to the second.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// Activation password checks (argon2id, 19 MiB of memory each) that run
+/// at once; further requests wait for one.
+const CHECKS_AT_ONCE: usize = 2;
+/// How long an activation request waits for a check before it is refused
+/// with 503.
+const CHECK_WAIT: Duration = Duration::from_secs(10);
 /// The audit trail's user for requests whose IDs match no enrolment.
 const UNKNOWN_USER: &str = "-";
 /// The same words for unknown IDs and a wrong password (SPEC §4).
@@ -54,8 +107,9 @@ const WRONG_CODE: &str = "the code does not match";
 /// An HTTP or HTTPS listener on an already-bound socket.
 pub struct HttpListener {
     listener: std::net::TcpListener,
-    tls: Option<RustlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     addr: SocketAddr,
+    max_connections: usize,
 }
 
 impl HttpListener {
@@ -63,34 +117,37 @@ impl HttpListener {
     /// `[http].listen`. Errors are sentences for the operator.
     pub async fn bind(config: &HttpConfig) -> Result<HttpListener, String> {
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                Some(RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
-                    format!(
-                        "cannot load the TLS certificate {} and key {}: {e}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?)
-            }
+            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
             _ => None,
         };
-        let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        HttpListener::from_std(listener, tls)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))
+        let fail = |e: io::Error| format!("cannot listen on {}: {e}", config.listen);
+        let listener = listen(config.listen).map_err(fail)?;
+        HttpListener::from_std(listener, tls).map_err(fail)
     }
 
     /// Wraps a socket that someone else bound (tests, socket activation).
     pub fn from_std(
         listener: std::net::TcpListener,
-        tls: Option<RustlsConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<HttpListener> {
         let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let open_files = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, _)) => soft,
+            Err(e) => {
+                log::warn!("http: cannot read the open files limit ({e}); assuming 1024");
+                1024
+            }
+        };
+        let max_connections = connection_cap(open_files);
+        log::info!(
+            "http: at most {max_connections} connections at once (open files limit {open_files})"
+        );
         Ok(HttpListener {
             listener,
             tls,
             addr,
+            max_connections,
         })
     }
 
@@ -100,56 +157,377 @@ impl HttpListener {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until `shutdown`, then lets requests in flight finish.
+    /// Serves until `shutdown`, then lets requests in flight finish (for
+    /// [`SHUTDOWN_GRACE`] at most).
     pub async fn serve(self, daemon: Arc<Daemon>, shutdown: Shutdown) -> io::Result<()> {
-        let app = router(daemon).into_make_service_with_connect_info::<SocketAddr>();
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            shutdown.wait().await;
-            stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        });
-        // A client that dawdles over its request headers is cut off, so slow
-        // connections cannot pile up.
-        match self.tls {
-            None => {
-                let mut server = axum_server::from_tcp(self.listener)?;
-                server
-                    .http_builder()
-                    .http1()
-                    .header_read_timeout(HEADER_TIMEOUT);
-                server.handle(handle).serve(app).await
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let server = Arc::new(Server::new(router(daemon), self.tls));
+        // Each connection holds a slot until it ends: waiting for a slot
+        // leaves further connections in the listen queue, where they cost
+        // otpd no descriptor.
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let mut stop = pin!(shutdown.clone().wait());
+        let mut full = false;
+        let mut failures = 0u64;
+        let mut pause = ACCEPT_PAUSE.0;
+        loop {
+            let slot = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => {
+                    full = false;
+                    slot
+                }
+                Err(_) => {
+                    if !full {
+                        log::warn!(
+                            "http: {} connections open, the most allowed; new ones wait",
+                            self.max_connections
+                        );
+                        full = true;
+                    }
+                    tokio::select! {
+                        () = &mut stop => break,
+                        slot = Arc::clone(&slots).acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                    }
+                }
+            };
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    if failures > 0 {
+                        log::info!("http: accepting again after {failures} failed tries");
+                        failures = 0;
+                        pause = ACCEPT_PAUSE.0;
+                    }
+                    let server = Arc::clone(&server);
+                    tokio::spawn(server.connection(stream, peer, shutdown.clone(), slot));
+                }
+                // Out of descriptors and the like: the connection stays
+                // queued, so pause instead of trying again at once, and
+                // say so once, not once a try.
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        log::error!("http: accept failed: {e}; pausing between tries");
+                    }
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(ACCEPT_PAUSE.1);
+                }
             }
-            Some(tls) => {
-                let mut server = axum_server::from_tcp_rustls(self.listener, tls)?;
-                server
-                    .http_builder()
-                    .http1()
-                    .header_read_timeout(HEADER_TIMEOUT);
-                server.handle(handle).serve(app).await
+        }
+        drop(listener);
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let grace = SHUTDOWN_GRACE + Duration::from_secs(1);
+        if tokio::time::timeout(grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            log::warn!("http: connections still open after {grace:?} are dropped");
+        }
+        Ok(())
+    }
+}
+
+/// Binds `addr` with room for [`LISTEN_BACKLOG`] waiting connections.
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// HTTP connections served at once for an open files limit of
+/// `open_files`: half of it, so that the other half stays for the PAM
+/// socket, RADIUS, the database and the logs; at most [`MAX_CONNECTIONS`].
+fn connection_cap(open_files: u64) -> usize {
+    usize::try_from(open_files / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS)
+}
+
+/// The TLS configuration from PEM files: the certificate chain and its key.
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fail = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot load the TLS certificate {} and key {}: {e}",
+            cert.display(),
+            key.display()
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| fail(&e))?;
+    if chain.is_empty() {
+        return Err(fail(&"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| fail(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| fail(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What every connection shares: the routes, the HTTP/1 and HTTP/2
+/// settings and the TLS acceptor.
+struct Server {
+    router: Router,
+    http: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+}
+
+/// What a connection's watchdog knows of its requests.
+#[derive(Clone, Copy)]
+struct Activity {
+    /// Requests being handled now.
+    in_flight: usize,
+    /// When the connection was accepted, or its last request ended.
+    idle_since: Instant,
+}
+
+/// A request being handled: counted in [`Activity`] until dropped.
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn begin(activity: &Arc<watch::Sender<Activity>>) -> InFlight {
+        activity.send_modify(|a| a.in_flight += 1);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.idle_since = Instant::now();
+        });
+    }
+}
+
+impl Server {
+    fn new(router: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        http.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST);
+        Server {
+            router,
+            http,
+            tls: tls.map(TlsAcceptor::from),
+        }
+    }
+
+    /// Serves one accepted connection; `_slot` is given back at the end.
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let accepted = Instant::now();
+        let Some(tls) = &self.tls else {
+            return self.serve_io(stream, peer, accepted, shutdown).await;
+        };
+        match tokio::time::timeout_at((accepted + HEADER_TIMEOUT).into(), tls.accept(stream)).await
+        {
+            Ok(Ok(stream)) => self.serve_io(stream, peer, accepted, shutdown).await,
+            Ok(Err(e)) => log::debug!("http: TLS handshake with {peer} failed: {e}"),
+            Err(_) => log::debug!("http: TLS handshake with {peer} timed out"),
+        }
+    }
+
+    /// HTTP/1 or HTTP/2 on `io`, watched: closed when no request is in
+    /// progress for [`HEADER_TIMEOUT`], asked to close at
+    /// [`MAX_CONNECTION_AGE`] or when otpd stops, and dropped
+    /// [`SHUTDOWN_GRACE`] after being asked.
+    async fn serve_io<I>(&self, io: I, peer: SocketAddr, accepted: Instant, shutdown: Shutdown)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(watch::Sender::new(Activity {
+            in_flight: 0,
+            idle_since: accepted,
+        }));
+        let mut changes = activity.subscribe();
+        let app = TowerToHyperService::new(self.router.clone());
+        let requests = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let in_flight = InFlight::begin(&requests);
+            let answer = app.call(request);
+            async move {
+                let answer = answer.await;
+                drop(in_flight);
+                answer
+            }
+        });
+        let mut connection = pin!(self.http.serve_connection(TokioIo::new(io), service));
+        let mut stop = pin!(shutdown.wait());
+        let too_old = accepted + MAX_CONNECTION_AGE;
+        // When the connection, asked to close, is dropped.
+        let mut closing: Option<Instant> = None;
+        loop {
+            let now = *changes.borrow_and_update();
+            let idle_until = (now.in_flight == 0).then(|| now.idle_since + HEADER_TIMEOUT);
+            let wake = closing
+                .unwrap_or(too_old)
+                .min(idle_until.unwrap_or(too_old));
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        log::debug!("http: connection from {peer}: {e}");
+                    }
+                    return;
+                }
+                Ok(()) = changes.changed() => {}
+                () = &mut stop, if closing.is_none() => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if idle_until.is_some_and(|t| now >= t) {
+                        log::debug!("http: closing the connection from {peer}: no request for {HEADER_TIMEOUT:?}");
+                        return;
+                    }
+                    if closing.is_some_and(|t| now >= t) {
+                        log::debug!("http: dropping the connection from {peer}: it did not close in time");
+                        return;
+                    }
+                    if closing.is_none() && now >= too_old {
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(now + SHUTDOWN_GRACE);
+                    }
+                }
             }
         }
     }
+}
+
+/// Reads the request body within [`BODY_TIMEOUT`], [`MAX_BODY`] + 1 bytes
+/// of it at most, and hands the handlers what it read (so that their
+/// [`DefaultBodyLimit`] still refuses a larger body). A body that takes
+/// longer is answered with 408 and, on HTTP/1, the connection closed.
+async fn read_body_in_time(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let api = parts.uri.path().starts_with("/api/");
+    let refuse = |status: StatusCode, message: &str| {
+        let mut response = if api {
+            json_error(status, message)
+        } else {
+            (status, message.to_owned()).into_response()
+        };
+        if parts.version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read_at_most(body, MAX_BODY + 1)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            log::debug!("http: cannot read a request body: {e}");
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+        }
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        ),
+    }
+}
+
+/// The first `limit` bytes of `body`.
+async fn read_at_most(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> {
+    let mut read = Vec::new();
+    while read.len() < limit {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            let room = limit - read.len();
+            read.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(Bytes::from(read))
 }
 
 /// State shared by the HTTP handlers.
 struct Http {
     daemon: Arc<Daemon>,
     limiter: RateLimiter,
+    checks: PasswordChecks,
     /// Path of `public_url` (e.g. `/otp` behind a proxy), for form actions.
     base: String,
 }
 
 type Shared = Arc<Http>;
 
+/// The activation password checks that may run at once, and how long a
+/// request waits for one. Bounding them bounds the memory and CPU that
+/// activation requests can take, however many arrive.
+struct PasswordChecks {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl PasswordChecks {
+    fn new(at_once: usize, wait: Duration) -> PasswordChecks {
+        PasswordChecks {
+            slots: Arc::new(Semaphore::new(at_once)),
+            wait,
+        }
+    }
+
+    /// A slot for one check; `None` when none came free in time.
+    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 /// The routes, over `daemon`.
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    router_with(daemon, PasswordChecks::new(CHECKS_AT_ONCE, CHECK_WAIT))
+}
+
+fn router_with(daemon: Arc<Daemon>, checks: PasswordChecks) -> Router {
     let http = daemon.config.http.as_ref();
     let limit = http.map(|h| h.rate_limit_per_minute).unwrap_or(20);
     let base = base_path(http.map(|h| h.public_url.as_str()).unwrap_or(""));
     let state = Arc::new(Http {
         daemon,
         limiter: RateLimiter::new(limit, RATE_WINDOW),
+        checks,
         base,
     });
     Router::new()
@@ -159,6 +537,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/activate", post(api_activate))
         .route("/api/v1/confirm", post(api_confirm))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(read_body_in_time))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -457,7 +836,23 @@ enum Activation {
     Expired,
     /// Not `issued` any more.
     Gone(EnrolState),
+    /// No password check came free in time, or the tries left are all
+    /// being checked: try again later.
+    Busy,
     Internal,
+}
+
+impl Activation {
+    /// Why an enrolment in this state cannot be activated, for the audit
+    /// trail; `None` for answers that are not about its state.
+    fn state_reason(&self) -> Option<String> {
+        match self {
+            Activation::Expired => Some("setup link expired".to_owned()),
+            Activation::Gone(state) => Some(format!("enrolment is {}", state.as_str())),
+            Activation::Unknown => Some("enrolment withdrawn".to_owned()),
+            _ => None,
+        }
+    }
 }
 
 /// The state an enrolment is in now, for answers after a lost race.
@@ -473,14 +868,29 @@ fn current_state(store: &Store, e: &Enrolment, now: u64) -> Activation {
     }
 }
 
-/// SPEC §2.2, first half, with the store locked: the enrolment the IDs
-/// name, if it may be activated, and its password hash. `Err` is the answer
-/// when it may not.
+/// Records that `e` cannot be activated, as `answer` says, and returns
+/// `answer`; `prefix` says what was tried.
+fn refuse(
+    daemon: &Daemon,
+    store: &Store,
+    a: &Attempt,
+    e: &Enrolment,
+    prefix: &str,
+    answer: Activation,
+) -> Activation {
+    if let Some(why) = answer.state_reason() {
+        a.record(daemon, store, &e.user, false, &format!("{prefix}{why}"));
+    }
+    answer
+}
+
+/// Activation, first step, with the store locked: the enrolment the IDs
+/// name, if it may be activated. `Err` is the answer when it may not.
 fn admit_activation(
     daemon: &Daemon,
     store: &mut Store,
     a: &Attempt,
-) -> Result<(Enrolment, ActivationHash), Activation> {
+) -> Result<Enrolment, Activation> {
     let e = match a.lookup(store) {
         Ok(Some(e)) => e,
         Ok(None) => {
@@ -495,35 +905,60 @@ fn admit_activation(
         }
         Err(()) => return Err(Activation::Internal),
     };
-    match enrol::activation_allowed(e.state, e.expires_at, a.now) {
-        Ok(()) => {}
-        Err(ActivationRefusal::Expired) => {
-            a.record(
-                daemon,
-                store,
-                &e.user,
-                false,
-                "activation refused: setup link expired",
-            );
-            return Err(Activation::Expired);
-        }
-        Err(ActivationRefusal::Gone) => {
-            let reason = format!("activation refused: enrolment is {}", e.state.as_str());
-            a.record(daemon, store, &e.user, false, &reason);
-            return Err(Activation::Gone(e.state));
-        }
-    }
-    match store.activation_hash(&e) {
-        Ok(hash) => Ok((e, hash)),
+    let refused = match enrol::activation_allowed(e.state, e.expires_at, a.now) {
+        Ok(()) => return Ok(e),
+        Err(ActivationRefusal::Expired) => Activation::Expired,
+        Err(ActivationRefusal::Gone) => Activation::Gone(e.state),
+    };
+    Err(refuse(
+        daemon,
+        store,
+        a,
+        &e,
+        "activation refused: ",
+        refused,
+    ))
+}
+
+/// Second step, with the store locked: takes one of the
+/// `activation_attempts` tries before the password is checked, so that
+/// requests at the same time cannot check more passwords than there are
+/// tries. The hash to check against, or the answer when no try is left.
+fn reserve_attempt(
+    daemon: &Daemon,
+    store: &mut Store,
+    a: &Attempt,
+    e: &Enrolment,
+) -> Result<ActivationHash, Activation> {
+    let limit = daemon.config.policy.activation_attempts;
+    match store.reserve_activation_attempt(e.id, limit, a.now) {
+        Ok(Some(hash)) => Ok(hash),
+        Ok(None) => Err(match current_state(store, e, a.now) {
+            // Still waiting, but every try left is being checked: those
+            // checks decide.
+            Activation::Gone(EnrolState::Issued) => {
+                a.record(
+                    daemon,
+                    store,
+                    &e.user,
+                    false,
+                    "activation refused: the tries left are all being checked",
+                );
+                Activation::Busy
+            }
+            other => refuse(daemon, store, a, e, "activation refused: ", other),
+        }),
         Err(err) => {
-            log::error!("http: cannot read the activation password hash: {err}");
+            log::error!("http: cannot take an activation try: {err}");
             Err(Activation::Internal)
         }
     }
 }
 
-/// SPEC §2.2, second half, with the store locked again after the slow
-/// password check: counts a wrong password, or hands out the secret once.
+/// Activation, last step, with the store locked again after the slow
+/// password check: a wrong password leaves its try counted (and
+/// invalidates the enrolment at the limit); a right one hands the secret
+/// out, once, and gives its try back.
 fn finish_activation(
     daemon: &Daemon,
     store: &mut Store,
@@ -550,7 +985,18 @@ fn finish_activation(
                     attempts_left: left,
                 }
             }
-            Ok(None) => current_state(store, &e, a.now),
+            // Invalidated by a try checked at the same time, activated or
+            // withdrawn while this password was checked.
+            Ok(None) => {
+                let now = current_state(store, &e, a.now);
+                let prefix = "activation refused: wrong activation password; ";
+                match refuse(daemon, store, a, &e, prefix, now) {
+                    Activation::Gone(EnrolState::Invalidated) => {
+                        Activation::WrongPassword { attempts_left: 0 }
+                    }
+                    other => other,
+                }
+            }
             Err(err) => {
                 log::error!("http: cannot count a wrong activation password: {err}");
                 Activation::Internal
@@ -559,7 +1005,12 @@ fn finish_activation(
     }
     let secret = match store.activate(e.id, a.now) {
         Ok(Some(secret)) => secret,
-        Ok(None) => return current_state(store, &e, a.now),
+        // Invalidated by another try, expired or withdrawn meanwhile.
+        Ok(None) => {
+            let now = current_state(store, &e, a.now);
+            let prefix = "activation refused: right activation password, but ";
+            return refuse(daemon, store, a, &e, prefix, now);
+        }
         Err(err) => {
             log::error!("http: activation failed: {err}");
             return Activation::Internal;
@@ -670,14 +1121,37 @@ where
     }
 }
 
-/// Activation in three steps on a blocking thread, so that the slow
-/// argon2id check does not hold the store that other requests need.
+/// Activation in three steps: admission; then, with one of the few
+/// password check slots, a try taken, the slow argon2id check and the
+/// outcome on a blocking thread, so that the check holds neither the
+/// store nor an async worker.
 async fn run_activation(http: &Http, attempt: Attempt) -> Activation {
+    let attempt = Arc::new(attempt);
+    let admitted = {
+        let a = Arc::clone(&attempt);
+        with_store(&http.daemon, move |d, s| admit_activation(d, s, &a)).await
+    };
+    let e = match admitted {
+        Some(Ok(e)) => e,
+        Some(Err(answer)) => return answer,
+        None => return Activation::Internal,
+    };
+    let Some(slot) = http.checks.take().await else {
+        let a = Arc::clone(&attempt);
+        let reason = "activation refused: too many password checks at once";
+        with_store(&http.daemon, move |d, s| {
+            a.record(d, s, &e.user, false, reason)
+        })
+        .await;
+        return Activation::Busy;
+    };
     let daemon = Arc::clone(&http.daemon);
     let task = tokio::task::spawn_blocking(move || {
-        let admitted = admit_activation(&daemon, &mut daemon.store(), &attempt);
-        let (e, hash) = match admitted {
-            Ok(admitted) => admitted,
+        // The slot stays taken until the check ends, even when the client
+        // gives up meanwhile.
+        let _slot = slot;
+        let hash = match reserve_attempt(&daemon, &mut daemon.store(), &attempt, &e) {
+            Ok(hash) => hash,
             Err(answer) => return answer,
         };
         match hash.verify(&attempt.proof) {
@@ -801,6 +1275,16 @@ async fn api_activate(
                 state.as_str()
             ),
         ),
+        Activation::Busy => {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many activation requests at once; try again in a minute",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
         Activation::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
 }
@@ -1008,6 +1492,10 @@ async fn setup_submit(
         Activation::Gone(state) => {
             html(StatusCode::GONE, page::message(&ctx, Message::Gone(state)))
         }
+        Activation::Busy => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            page::message(&ctx, Message::Busy),
+        ),
         Activation::Internal => html(
             StatusCode::INTERNAL_SERVER_ERROR,
             page::message(&ctx, Message::Internal),
@@ -1093,6 +1581,12 @@ mod tests {
     }
 
     impl Fixture {
+        /// The same daemon behind routes with `checks`.
+        fn with_checks(mut self, checks: PasswordChecks) -> Fixture {
+            self.app = router_with(Arc::clone(&self.daemon), checks);
+            self
+        }
+
         /// Issues a token for `user` that expires `ttl` seconds from now
         /// (negative: already expired).
         fn issue(&self, user: &str, ttl: i64) -> Enrolment {
@@ -1285,6 +1779,132 @@ mod tests {
             (status, v["attempts_left"].as_u64()),
             (StatusCode::UNAUTHORIZED, Some(4))
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_activations_check_at_most_the_limit() {
+        // Waits long enough for every check even on a busy machine: this
+        // test counts tries, not refusals.
+        let f = fixture().with_checks(PasswordChecks::new(
+            CHECKS_AT_ONCE,
+            Duration::from_secs(300),
+        ));
+        let e = f.issue("alice", 3600);
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let body = json!({
+                "service_id": "OTPD",
+                "user_id": e.user_id.as_str(),
+                "activation_password": "9999",
+            });
+            let req = request("/api/v1/activate", "application/json", body.to_string(), 1);
+            requests.spawn(f.app.clone().oneshot(req));
+        }
+        let mut answers = Vec::new();
+        while let Some(response) = requests.join_next().await {
+            let response = response.expect("joins").expect("infallible");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let v: Value = serde_json::from_slice(&body).expect("JSON answer");
+            answers.push((status, v));
+        }
+        let counted: Vec<u64> = answers
+            .iter()
+            .filter_map(|(_, v)| v["attempts_left"].as_u64())
+            .collect();
+        assert_eq!(counted.len(), 5, "{answers:?}");
+        assert!(counted.contains(&0), "{counted:?}");
+        for (status, v) in &answers {
+            assert!(
+                matches!(
+                    *status,
+                    StatusCode::UNAUTHORIZED | StatusCode::GONE | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status} {v}"
+            );
+            assert!(v.get("secret").is_none());
+        }
+        let e = f.reload(&e);
+        assert_eq!(
+            (e.state, e.activation_failures),
+            (EnrolState::Invalidated, 5)
+        );
+        let checks = audit(&f)
+            .iter()
+            .filter(|a| a.reason.contains("wrong activation password"))
+            .count();
+        assert_eq!(checks, 5);
+    }
+
+    #[tokio::test]
+    async fn a_right_password_after_wrong_ones_keeps_only_the_wrong_count() {
+        let f = fixture();
+        let e = f.issue("alice", 3600);
+        for left in [4, 3] {
+            let (_, v) = f.activate(&e, "9999").await;
+            assert_eq!(v["attempts_left"], left, "{v}");
+        }
+        let (status, v) = f.activate(&e, PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let e = f.reload(&e);
+        assert_eq!((e.state, e.activation_failures), (EnrolState::Activated, 2));
+    }
+
+    #[tokio::test]
+    async fn no_free_password_check_is_503_and_takes_no_try() {
+        let checks = PasswordChecks::new(2, Duration::from_millis(200));
+        let slots = Arc::clone(&checks.slots);
+        let f = fixture().with_checks(checks);
+        let e = f.issue("alice", 3600);
+        let held = Arc::clone(&slots)
+            .acquire_many_owned(2)
+            .await
+            .expect("slots");
+        let body = json!({
+            "service_id": "OTPD",
+            "user_id": e.user_id.as_str(),
+            "activation_password": PASSWORD,
+        });
+        let (status, headers, body) = f
+            .send(request(
+                "/api/v1/activate",
+                "application/json",
+                body.to_string(),
+                1,
+            ))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"60"[..])
+        );
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert!(
+            v["error"].as_str().expect("error").contains("try again"),
+            "{v}"
+        );
+        let reloaded = f.reload(&e);
+        assert_eq!(
+            (reloaded.state, reloaded.activation_failures),
+            (EnrolState::Issued, 0)
+        );
+        assert!(audit(&f)
+            .iter()
+            .any(|a| a.reason.contains("too many password checks at once")));
+        drop(held);
+        let (status, v) = f.activate(&e, "9999").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["attempts_left"], 4, "{v}");
+    }
+
+    #[test]
+    fn connection_cap_keeps_half_the_descriptors() {
+        assert_eq!(connection_cap(1024), 512);
+        assert_eq!(connection_cap(4096), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(u64::MAX), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(1), 1);
     }
 
     #[tokio::test]

@@ -252,6 +252,7 @@ fn main() -> ExitCode {
         println!("config OK: {source}");
         return ExitCode::SUCCESS;
     }
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,6 +264,24 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(config))
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd, for
+/// one, starts services with 1,024 of up to 524,288): the HTTP listener
+/// sizes its connection cap from the soft limit, keeping the other half
+/// for the PAM socket, RADIUS and the database. Where the limit cannot be
+/// raised, otpd runs with the soft limit it has.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read the open files limit: {e}"),
+    }
 }
 
 async fn run(config: Config) -> ExitCode {

@@ -433,6 +433,8 @@ pub enum Message {
     InvalidatedNow,
     /// Too many requests from this address.
     RateLimited,
+    /// Too many activation requests at once.
+    Busy,
     /// An unreadable form.
     BadRequest,
     /// Something failed on the server.
@@ -519,6 +521,15 @@ pub fn message(ctx: &Ctx<'_>, message: Message) -> String {
             ctx.t(
                 "There were too many attempts from your network. Wait a minute and try again.",
                 "短時間に多数の操作が行われました。1分ほど待ってから再度お試しください。",
+            )
+            .to_owned(),
+            true,
+        ),
+        Message::Busy => (
+            ctx.t("Busy", "混雑中"),
+            ctx.t(
+                "Many activations are being checked right now. Wait a minute and try again.",
+                "現在、利用開始の処理が混み合っています。1分ほど待ってから再度お試しください。",
             )
             .to_owned(),
             true,
