@@ -5,7 +5,10 @@
 //!
 //! Every state change is one statement or one transaction; races between
 //! processes (otpd and otpctl share the file) are settled by conditional
-//! UPDATEs, never by read-then-write.
+//! UPDATEs, never by read-then-write. A transaction that may write takes
+//! the write lock when it begins (see [`write_transaction`]), so a writer
+//! waits for another process's commit instead of failing with "database is
+//! locked".
 
 use std::fs;
 use std::io::Write;
@@ -434,7 +437,7 @@ impl Store {
         let mut secret = Zeroizing::new(vec![0u8; new.params.algorithm.secret_len()]);
         OsRng.fill_bytes(&mut secret);
 
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         refuse_existing(&tx, new.user, new.replace)?;
         tx.execute(
             "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated')",
@@ -472,7 +475,7 @@ impl Store {
         replace: bool,
         now: u64,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         for token in tokens {
             refuse_existing(&tx, token.user, replace)?;
             tx.execute(
@@ -677,7 +680,7 @@ impl Store {
     /// and first used `step`; the user's previous active token, if any, is
     /// replaced in the same transaction. `false` if it was not `activated`.
     fn mark_confirmed(&mut self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         let user: Option<String> = tx
             .query_row(
                 "SELECT user FROM enrolments WHERE id = ?1 AND state = 'activated'",
@@ -710,9 +713,7 @@ impl Store {
         now: u64,
         policy: &Policy,
     ) -> Result<Vec<VerifyOutcome>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_transaction(&mut self.conn)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {
             let outcome = verify_one(
@@ -904,6 +905,15 @@ struct Insert<'a> {
     state: State,
     now: u64,
     expires_at: u64,
+}
+
+/// Begins a transaction that may write: it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), waiting up to the busy timeout while another
+/// process writes. A deferred transaction that reads first cannot wait: its
+/// upgrade to a writer fails at once with "database is locked" when another
+/// process commits in between.
+fn write_transaction(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
 /// Refuses a user who has a pending or active enrolment, unless `replace`.
@@ -1101,7 +1111,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let latest = MIGRATIONS.len();
     loop {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_transaction(conn)?;
         let version: i64 = tx
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .optional()?
@@ -1611,5 +1621,98 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::TooNew(99))
         ));
+    }
+
+    /// Runs `write` on a store of its own while another connection holds
+    /// the write lock for `hold` and then commits, as otpd does between
+    /// logins. The write must wait for the lock, not fail.
+    fn while_another_connection_writes<T: Send>(
+        dir: &Path,
+        hold: Duration,
+        write: impl FnOnce(&mut Store) -> Result<T> + Send,
+    ) -> T {
+        let mut other = Store::open(dir).expect("open");
+        let mut writer = Store::open(dir).expect("open");
+        let tx = other
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("begin");
+        std::thread::scope(|scope| {
+            let done = scope.spawn(move || write(&mut writer));
+            std::thread::sleep(hold);
+            tx.execute(
+                "INSERT INTO audit (time, user, channel, peer, result, reason) \
+                 VALUES (1, 'x', 'cli', 'uid=0', 'ok', 'another writer')",
+                [],
+            )
+            .expect("write");
+            tx.commit().expect("commit");
+            done.join()
+                .expect("thread")
+                .expect("the write waits for the lock instead of failing")
+        })
+    }
+
+    /// Hashes a password as `issue` does, to time it.
+    fn hash_like_issue() {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        Argon2::default()
+            .hash_password(b"4321", &salt)
+            .expect("hash");
+    }
+
+    #[test]
+    fn writers_wait_for_another_connections_write_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let activated = store
+            .issue(&new_enrolment("carol", false), NOW)
+            .expect("issue");
+        let secret = store
+            .activate(activated.id, NOW)
+            .expect("activate")
+            .expect("secret");
+        let activated = store.latest("carol").expect("q").expect("carol");
+        drop(store);
+
+        // Long enough for the writer to reach its transaction; `issue`
+        // hashes the activation password first.
+        let hold = Duration::from_millis(800);
+        let started = std::time::Instant::now();
+        hash_like_issue();
+        let issue_hold = hold + started.elapsed() * 3;
+
+        let secret_bytes = b"12345678901234567890";
+        while_another_connection_writes(dir.path(), hold, |s| {
+            let token = ImportedToken {
+                user: "alice",
+                secret: secret_bytes,
+                params: PARAMS,
+            };
+            s.import_tokens(&[token], "SVC", false, NOW)
+        });
+        let issued = while_another_connection_writes(dir.path(), issue_hold, |s| {
+            s.issue(&new_enrolment("bob", false), NOW)
+        });
+        assert_eq!(issued.state, State::Issued);
+        let code = PARAMS.code_at(&secret, NOW);
+        let confirmed = while_another_connection_writes(dir.path(), hold, |s| {
+            s.confirm_first_code(&activated, &code, NOW, 1, false)
+        });
+        assert_eq!(
+            confirmed,
+            FirstCode::Active {
+                period: 60,
+                adapted: false
+            }
+        );
+        let store = Store::open(dir.path()).expect("open");
+        let writes = store
+            .audit_entries(Some("x"), 0)
+            .expect("audit")
+            .iter()
+            .filter(|e| e.reason == "another writer")
+            .count();
+        assert_eq!(writes, 3);
     }
 }
