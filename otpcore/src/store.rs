@@ -25,6 +25,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::enrol::{confirm_first_code, Confirmation, State};
@@ -170,6 +171,10 @@ pub struct ImportedToken<'a> {
     pub user: &'a str,
     pub secret: &'a [u8],
     pub params: TokenParams,
+    /// The last time step (of `params.period` seconds) that the system the
+    /// token comes from saw used: codes of it and of earlier steps are
+    /// refused. `None` when unknown.
+    pub last_step: Option<u64>,
 }
 
 /// The outcome of [`Store::confirm_first_code`].
@@ -457,6 +462,7 @@ impl Store {
                 state: State::Issued,
                 now,
                 expires_at: new.expires_at,
+                last_step: None,
             },
         )?;
         tx.commit()?;
@@ -468,6 +474,11 @@ impl Store {
     /// one transaction: active at once, with no activation password and no
     /// setup mail. `replace` supersedes the users' tokens; without it a
     /// user who has one is refused, and nothing is imported.
+    ///
+    /// An import never lowers the replay state of a secret: when one of the
+    /// user's enrolments (in any state) holds the same secret, the steps it
+    /// used stay used, converted to the new period; so do the steps the
+    /// token's previous system used (`last_step`).
     pub fn import_tokens(
         &mut self,
         tokens: &[ImportedToken<'_>],
@@ -478,6 +489,7 @@ impl Store {
         let tx = write_transaction(&mut self.conn)?;
         for token in tokens {
             refuse_existing(&tx, token.user, replace)?;
+            let spent = spent_by_same_secret(&tx, &self.cipher, token)?;
             tx.execute(
                 "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
                 params![token.user],
@@ -497,6 +509,7 @@ impl Store {
                     state: State::Active,
                     now,
                     expires_at: now,
+                    last_step: spent.max(token.last_step),
                 },
             )?;
         }
@@ -905,6 +918,7 @@ struct Insert<'a> {
     state: State,
     now: u64,
     expires_at: u64,
+    last_step: Option<u64>,
 }
 
 /// Begins a transaction that may write: it takes the write lock at once
@@ -914,6 +928,40 @@ struct Insert<'a> {
 /// process commits in between.
 fn write_transaction(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// The last step (of `token`'s period) that the user's enrolments holding
+/// the same secret already used, if any. Secrets are compared in constant
+/// time; a record that does not decrypt may hold the same secret, so its
+/// use counts too.
+fn spent_by_same_secret(
+    tx: &rusqlite::Transaction<'_>,
+    cipher: &Aes256Gcm,
+    token: &ImportedToken<'_>,
+) -> Result<Option<u64>> {
+    let mut stmt = tx.prepare(
+        "SELECT user_id, secret, period, last_step FROM enrolments WHERE user = ?1 AND last_step IS NOT NULL",
+    )?;
+    let rows = stmt.query_map(params![token.user], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut spent = None;
+    for row in rows {
+        let (user_id, sealed, period, last_step) = row?;
+        let same = unseal(cipher, &sealed, user_id.as_bytes())
+            .is_none_or(|old| bool::from(old.as_slice().ct_eq(token.secret)));
+        if same {
+            let step =
+                verify::spent_through(to_u64(last_step), to_u64(period), token.params.period);
+            spent = spent.max(Some(step));
+        }
+    }
+    Ok(spent)
 }
 
 /// Refuses a user who has a pending or active enrolment, unless `replace`.
@@ -963,8 +1011,8 @@ fn insert_enrolment(
     let confirmed_at = (row.state == State::Active).then_some(to_i64(row.now));
     tx.prepare_cached(
         "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
-         language, state, created_at, expires_at, confirmed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         language, state, created_at, expires_at, confirmed_at, last_step) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         row.user,
@@ -981,6 +1029,7 @@ fn insert_enrolment(
         to_i64(row.now),
         to_i64(row.expires_at),
         confirmed_at,
+        row.last_step.map(to_i64),
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -1443,6 +1492,7 @@ mod tests {
             user,
             secret,
             params: PARAMS,
+            last_step: None,
         };
         let err = store.import_tokens(&[token("alice"), token("bob")], "SVC", false, NOW);
         assert!(matches!(err, Err(StoreError::HasActive { .. })));
@@ -1688,6 +1738,7 @@ mod tests {
                 user: "alice",
                 secret: secret_bytes,
                 params: PARAMS,
+                last_step: None,
             };
             s.import_tokens(&[token], "SVC", false, NOW)
         });
@@ -1714,5 +1765,73 @@ mod tests {
             .filter(|e| e.reason == "another writer")
             .count();
         assert_eq!(writes, 3);
+    }
+
+    /// Imports `secret` for `user` with `period`, replacing what it has.
+    fn import(store: &mut Store, user: &str, secret: &[u8], period: u64, last_step: Option<u64>) {
+        let token = ImportedToken {
+            user,
+            secret,
+            params: TokenParams { period, ..PARAMS },
+            last_step,
+        };
+        store
+            .import_tokens(&[token], "SVC", true, NOW)
+            .expect("import");
+    }
+
+    #[test]
+    fn reimporting_a_secret_keeps_its_replay_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = b"12345678901234567890";
+        import(&mut store, "alice", secret, 30, None);
+        let thirty = TokenParams {
+            period: 30,
+            ..PARAMS
+        };
+        let code = thirty.code_at(secret, NOW);
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Accept
+        );
+        let used = thirty.step_at(NOW);
+
+        // The same secret again: the accepted code stays spent.
+        import(&mut store, "alice", secret, 30, None);
+        let last = |store: &Store| store.active("alice").expect("q").expect("active").last_step;
+        assert_eq!(last(&store), Some(used));
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+        // An older replay state from the import file does not lower it.
+        import(&mut store, "alice", secret, 30, Some(used - 10));
+        assert_eq!(last(&store), Some(used));
+        // A later one raises it.
+        import(&mut store, "alice", secret, 30, Some(used + 2));
+        assert_eq!(last(&store), Some(used + 2));
+
+        // With 60-second steps, every step that overlaps a spent one is spent.
+        import(&mut store, "alice", secret, 60, None);
+        assert_eq!(last(&store), Some(((used + 3) * 30 - 1) / 60));
+        assert_eq!(
+            verify(&mut store, "alice", &PARAMS.code_at(secret, NOW + 60), NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+
+        // A revoked token's use counts as well.
+        assert_eq!(store.revoke("alice").expect("revoke"), 1);
+        import(&mut store, "alice", secret, 60, None);
+        assert_eq!(last(&store), Some(((used + 3) * 30 - 1) / 60));
+
+        // Another secret starts afresh; so does the same secret of another user.
+        import(&mut store, "alice", b"another secret 12345", 60, None);
+        assert_eq!(last(&store), None);
+        import(&mut store, "bob", secret, 30, None);
+        assert_eq!(
+            store.active("bob").expect("q").expect("bob").last_step,
+            None
+        );
     }
 }

@@ -172,6 +172,14 @@ pub fn resync(
         })
 }
 
+/// Converts a last used `step` of `from_period` seconds into steps of
+/// `to_period` seconds: the last step that begins before the spent step
+/// ends. Every code whose time span touches a spent one stays spent.
+pub fn spent_through(step: u64, from_period: u64, to_period: u64) -> u64 {
+    let end = step.saturating_add(1).saturating_mul(from_period.max(1));
+    (end - 1) / to_period.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +409,22 @@ mod tests {
             Verdict::Accept { step: phone + 2 }
         );
         assert!(resync(SECRET, &PARAMS, &code(phone), &code(phone + 3), NOW, 100).is_none());
+    }
+
+    #[test]
+    fn spent_steps_convert_between_periods() {
+        // Same period: the same step.
+        assert_eq!(spent_through(1000, 30, 30), 1000);
+        // 30-second step 1001 spans 30030..30060, inside 60-second step 500
+        // (30000..30060); step 1000 (30000..30030) too.
+        assert_eq!(spent_through(1001, 30, 60), 500);
+        assert_eq!(spent_through(1000, 30, 60), 500);
+        // 60-second step 500 (30000..30060) spans 30-second steps 1000 and 1001.
+        assert_eq!(spent_through(500, 60, 30), 1001);
+        // 45-second step 10 (450..495) touches 60-second step 8 (480..540).
+        assert_eq!(spent_through(10, 45, 60), 8);
+        // Nothing overflows or divides by zero.
+        assert_eq!(spent_through(u64::MAX, 60, 30), (u64::MAX - 1) / 30);
+        assert_eq!(spent_through(7, 0, 0), 7);
     }
 }

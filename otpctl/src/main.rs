@@ -880,6 +880,7 @@ impl Ctx {
                 user: &t.user,
                 secret: &t.secret,
                 params: t.params,
+                last_step: t.last_step,
             })
             .collect();
         self.store

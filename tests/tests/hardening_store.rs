@@ -1,22 +1,32 @@
-//! The store under pressure, end to end:
+//! The store under pressure and across migrations, end to end:
 //!
 //! - Writers never fail on a locked database: concurrent `otpctl issue`,
 //!   `otpctl import`, `otpctl confirm` and `POST /api/v1/confirm` beside a
 //!   verify load on the socket, and two `otpctl issue` loops alone, all
 //!   succeed every time.
+//! - Re-importing a token never lowers its replay state: a code accepted
+//!   before `otpctl import --replace` of the same secret is refused after
+//!   it, also when the period changes; the codes that
+//!   google-authenticator-libpam (in pamtester) accepted, which its file
+//!   lists as used (`" DISALLOW_REUSE`), stay refused.
 //!
-//! Root only. Peers: oathtool, aiosmtpd.
+//! Root only. Peers: oathtool, sqlite3, pamtester, aiosmtpd,
+//! google-authenticator and its PAM module (libpam-google-authenticator).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use e2e::{
-    assert_success, describe, e2e_enabled, now_unix, oathtool_code, socket_exchange, TestEnv,
+    assert_success, describe, e2e_enabled, now_unix, oathtool_code, oathtool_code_at,
+    run_with_input, said, socket_exchange, stdout_json, PamService, TestEnv,
 };
 use otpcore::totp::{Algorithm, TokenParams};
 use serde_json::{json, Value};
@@ -35,6 +45,15 @@ fn random_secret() -> (String, Vec<u8>) {
     (otpcore::totp::base32(&bytes).to_string(), bytes)
 }
 
+/// Sleeps until at least `needed` seconds of the current `period`-second
+/// step remain, so codes computed now stay current for that long.
+fn wait_for_room(period: u64, needed: u64) {
+    let into = now_unix() % period;
+    if period - into < needed {
+        thread::sleep(Duration::from_secs(period - into + 1));
+    }
+}
+
 /// Writes `text` to `name` under the test's directory; its path.
 fn write_file(env: &TestEnv, name: &str, text: &str) -> String {
     let path = env.root().join(name);
@@ -48,6 +67,42 @@ fn import_ok(env: &TestEnv, format: &str, args: &[&str]) {
     all.extend_from_slice(args);
     let output = env.otpctl(&all, "");
     assert_success(&output, &format!("otpctl {all:?}"));
+}
+
+/// One verify request over the socket: "accept", "reject" or "error".
+fn verify(env: &TestEnv, user: &str, otp: &str) -> String {
+    let answer = env.socket_request(&json!({
+        "op": "verify", "user": user, "otp": otp, "service": "hardening-store",
+    }));
+    answer["result"].as_str().unwrap_or("?").to_owned()
+}
+
+/// `otpctl audit --user USER --json`.
+fn audit(env: &TestEnv, user: &str) -> Vec<Value> {
+    let output = env.otpctl(&["audit", "--user", user, "--json"], "");
+    assert_success(&output, "otpctl audit --json");
+    stdout_json(&output)
+        .as_array()
+        .expect("audit --json is an array")
+        .clone()
+}
+
+/// The reason of the newest audit entry of `user`.
+fn last_reason(env: &TestEnv, user: &str) -> String {
+    audit(env, user)
+        .last()
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The stored last accepted step of `user`'s active token ("" for none).
+fn last_step(env: &TestEnv, user: &str) -> String {
+    env.sqlite(&format!(
+        "SELECT last_step FROM enrolments WHERE user = '{user}' AND state = 'active'"
+    ))
+    .trim()
+    .to_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -360,4 +415,170 @@ fn two_issue_loops_never_find_the_database_locked() {
         .filter(|e| e["user"].as_str().is_some_and(|u| u.starts_with("two-")))
         .count();
     assert_eq!(issued, 50);
+}
+
+// ---------------------------------------------------------------------------
+// Re-imports keep the replay state
+
+#[test]
+fn reimporting_a_token_keeps_its_used_codes_refused() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = TestEnv::start();
+    let pam = PamService::new(&format!("socket={}", env.socket_path().display()), &[]);
+    let (secret, _) = random_secret();
+    let csv = write_file(&env, "reuse.csv", &format!("reuse,{secret}\n"));
+    import_ok(&env, "csv", &[&csv]);
+
+    // A login through PAM spends the current code.
+    wait_for_room(30, 20);
+    let login_time = now_unix();
+    let code = oathtool_code_at(&secret, 30, login_time);
+    let login = pam.authenticate("reuse", &format!("{code}\n"));
+    assert!(
+        login.status.success() && said(&login).contains("successfully authenticated"),
+        "first login: {}\n{}",
+        describe(&login),
+        env.otpd_log()
+    );
+    let used = last_step(&env, "reuse");
+    assert!(!used.is_empty(), "the login recorded no step");
+
+    // The same secret again with --replace: the code stays spent.
+    import_ok(&env, "csv", &["--replace", &csv]);
+    assert_eq!(last_step(&env, "reuse"), used, "the replay state was reset");
+    let again = pam.authenticate("reuse", &format!("{code}\n"));
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    assert_eq!(last_reason(&env, "reuse"), "code already used");
+
+    // The same secret with 60-second steps: every 60-second step that
+    // overlaps the spent 30-second step is spent too.
+    let sixty = write_file(&env, "reuse60.csv", &format!("reuse,{secret},60\n"));
+    import_ok(&env, "csv", &["--replace", &sixty]);
+    let used: u64 = used.parse().expect("a step number");
+    assert_eq!(
+        last_step(&env, "reuse"),
+        ((used + 1) * 30 - 1).div_euclid(60).to_string()
+    );
+    let code60 = oathtool_code_at(&secret, 60, login_time);
+    assert_eq!(verify(&env, "reuse", &code60), "reject");
+    assert_eq!(last_reason(&env, "reuse"), "code already used");
+
+    // Another secret owes nothing to the old one's use.
+    let (fresh, _) = random_secret();
+    let other = write_file(&env, "fresh.csv", &format!("reuse,{fresh}\n"));
+    import_ok(&env, "csv", &["--replace", &other]);
+    assert_eq!(last_step(&env, "reuse"), "");
+    assert_eq!(verify(&env, "reuse", &oathtool_code(&fresh, 30)), "accept");
+}
+
+/// A PAM service of google-authenticator-libpam alone, reading the secret
+/// file `DIR/USER` as root; the service file is removed on drop.
+struct GoogleAuthenticatorPam {
+    name: String,
+    path: PathBuf,
+}
+
+impl GoogleAuthenticatorPam {
+    fn new(dir: &Path) -> GoogleAuthenticatorPam {
+        let name = format!("otpd-e2e-ga-{}", std::process::id());
+        let path = Path::new("/etc/pam.d").join(&name);
+        fs::write(
+            &path,
+            format!(
+                "auth required pam_google_authenticator.so secret={}/${{USER}} user=root\n",
+                dir.display()
+            ),
+        )
+        .expect("write the /etc/pam.d service file");
+        GoogleAuthenticatorPam { name, path }
+    }
+
+    /// Logs `user` in with `code` through pamtester; whether it succeeded.
+    fn login(&self, user: &str, code: &str) -> bool {
+        let output = run_with_input(
+            Command::new("pamtester").args([self.name.as_str(), user, "authenticate"]),
+            &format!("{code}\n"),
+        );
+        output.status.success()
+    }
+}
+
+impl Drop for GoogleAuthenticatorPam {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A time-based google-authenticator file at `path` made by Debian's
+/// `google-authenticator` (30 s, codes used once); its secret.
+fn google_authenticator_file(path: &Path) -> String {
+    let output = Command::new("google-authenticator")
+        .args(["-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-s"])
+        .arg(path)
+        .args(["-Q", "NONE", "-q"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run google-authenticator (libpam-google-authenticator)");
+    assert_success(&output, "google-authenticator");
+    let text = fs::read_to_string(path).expect("read the google-authenticator file");
+    text.lines().next().expect("first line").trim().to_owned()
+}
+
+/// The steps that a google-authenticator file lists as used.
+fn disallowed_steps(path: &Path) -> Vec<u64> {
+    let text = fs::read_to_string(path).expect("read the google-authenticator file");
+    text.lines()
+        .find_map(|l| l.strip_prefix("\" DISALLOW_REUSE"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|w| w.parse().expect("a step number"))
+        .collect()
+}
+
+#[test]
+fn google_authenticator_used_codes_stay_refused_after_import() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = TestEnv::start();
+    let dir = env.root().join("ga");
+    fs::create_dir(&dir).expect("ga dir");
+    let (gaused, gaprev) = (dir.join("gaused"), dir.join("gaprev"));
+    let used_secret = google_authenticator_file(&gaused);
+    let prev_secret = google_authenticator_file(&gaprev);
+
+    // google-authenticator-libpam accepts the current code of gaused and the
+    // previous step's code of gaprev, and records their steps.
+    let pam = GoogleAuthenticatorPam::new(&dir);
+    wait_for_room(30, 20);
+    let now = now_unix();
+    let step = now / 30;
+    let current = oathtool_code_at(&used_secret, 30, now);
+    let previous = oathtool_code_at(&prev_secret, 30, now - 30);
+    assert!(pam.login("gaused", &current), "google-authenticator login");
+    assert!(pam.login("gaprev", &previous), "google-authenticator login");
+    assert!(!pam.login("gaused", &current), "google-authenticator reuse");
+    assert_eq!(disallowed_steps(&gaused), [step]);
+    assert_eq!(disallowed_steps(&gaprev), [step - 1]);
+
+    import_ok(
+        &env,
+        "google-authenticator",
+        &[dir.to_str().expect("utf-8")],
+    );
+    assert_eq!(last_step(&env, "gaused"), step.to_string());
+    assert_eq!(last_step(&env, "gaprev"), (step - 1).to_string());
+
+    // The codes used with google-authenticator are refused by otpd; a later
+    // one is not.
+    assert_eq!(verify(&env, "gaused", &current), "reject");
+    assert_eq!(last_reason(&env, "gaused"), "code already used");
+    assert_eq!(verify(&env, "gaprev", &previous), "reject");
+    assert_eq!(last_reason(&env, "gaprev"), "code already used");
+    assert_eq!(
+        verify(&env, "gaprev", &oathtool_code_at(&prev_secret, 30, now)),
+        "accept"
+    );
 }
