@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 use crate::enrol::{confirm_first_code, Confirmation, State};
 use crate::rules::UserId;
 use crate::totp::{Algorithm, TokenParams};
-use crate::verify::{self, Counters, Policy, Refusal, Verdict};
+use crate::verify::{self, Counters, Policy, Refusal, ReplayMove, Verdict};
 
 /// Database file name inside `state_dir`.
 pub const DB_FILE: &str = "otpd.db";
@@ -187,6 +187,24 @@ pub enum FirstCode {
     Wrong,
     /// The enrolment is not (or no longer) waiting for its first code.
     NotActivated,
+}
+
+/// The outcome of [`Store::resync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// The drift is learnt; the second code's step is the last used one.
+    Done { drift: i64, step: u64 },
+    /// As `Done`, but the last used step lay ahead of the clock (a code
+    /// accepted while the server clock ran ahead, or a resync to a phone
+    /// that ran fast) and was moved back from `from` to `step`.
+    MovedBack { drift: i64, from: u64, step: u64 },
+    /// No two consecutive codes of the token match within the search.
+    NotFound,
+    /// The two codes were already used: their steps are not later than the
+    /// last used step, and that one is not ahead of the clock.
+    Spent,
+    /// The user has no active token (or it was replaced meanwhile).
+    NoToken,
 }
 
 /// An argon2id hash of an activation password (PHC string format).
@@ -763,7 +781,14 @@ impl Store {
 
     /// Learns the clock drift of the user's active token from two
     /// consecutive codes, searching `search` steps either side of now. Both
-    /// codes are spent. `false` when no pair of steps matches.
+    /// codes are spent: the second code's step becomes the last used one,
+    /// and failures, lock and the last wrong code are cleared.
+    ///
+    /// Codes at or before the last used step are refused as spent, unless
+    /// the second code is earlier and the last used step lies ahead of the
+    /// clock (later than `window` steps after now): then every real code is
+    /// a replay, and this administrator's action moves the replay state
+    /// back to the second code's step ([`Resync::MovedBack`]).
     pub fn resync(
         &mut self,
         user: &str,
@@ -771,21 +796,41 @@ impl Store {
         second: &str,
         now: u64,
         search: u64,
-    ) -> Result<bool> {
+        window: u64,
+    ) -> Result<Resync> {
         let Some(token) = self.active(user)? else {
-            return Ok(false);
+            return Ok(Resync::NoToken);
         };
         let secret = self.secret(&token)?;
         let Some((drift, step)) =
             verify::resync(&secret, &token.params, first, second, now, search)
         else {
-            return Ok(false);
+            return Ok(Resync::NotFound);
         };
-        Ok(self.conn.execute(
-            "UPDATE enrolments SET drift = ?2, last_step = ?3, failures = 0, locked_until = NULL \
-             WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?3)",
+        let tx = write_transaction(&mut self.conn)?;
+        let last: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT last_step FROM enrolments WHERE id = ?1 AND state = 'active'",
+                params![token.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(last) = last else {
+            return Ok(Resync::NoToken);
+        };
+        let outcome =
+            match verify::replay_move(last.map(to_u64), step, token.params.step_at(now), window) {
+                ReplayMove::Forward => Resync::Done { drift, step },
+                ReplayMove::Back { from } => Resync::MovedBack { drift, from, step },
+                ReplayMove::Spent => return Ok(Resync::Spent),
+            };
+        tx.execute(
+            "UPDATE enrolments SET drift = ?2, last_step = ?3, failures = 0, locked_until = NULL, \
+             last_wrong = NULL, last_wrong_at = NULL WHERE id = ?1 AND state = 'active'",
             params![token.id, drift, to_i64(step)],
-        )? == 1)
+        )?;
+        tx.commit()?;
+        Ok(outcome)
     }
 
     /// Failures and lock of the user's active token.
@@ -1469,12 +1514,21 @@ mod tests {
         let fast = PARAMS.step_at(NOW) + 10;
         let first = PARAMS.code_for_step(&secret, fast);
         let second = PARAMS.code_for_step(&secret, fast + 1);
-        assert!(!store
-            .resync("alice", &second, &first, NOW, 1440)
-            .expect("resync"));
-        assert!(store
-            .resync("alice", &first, &second, NOW, 1440)
-            .expect("resync"));
+        assert_eq!(
+            store
+                .resync("alice", &second, &first, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::NotFound
+        );
+        assert_eq!(
+            store
+                .resync("alice", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::Done {
+                drift: 11,
+                step: fast + 1
+            }
+        );
         let next = PARAMS.code_for_step(&secret, fast + 2);
         assert_eq!(
             verify(&mut store, "alice", &next, NOW + 60),
@@ -1757,6 +1811,19 @@ mod tests {
                 adapted: false
             }
         );
+        let fast = PARAMS.step_at(NOW) + 5;
+        let first = PARAMS.code_for_step(secret_bytes, fast);
+        let second = PARAMS.code_for_step(secret_bytes, fast + 1);
+        let resynced = while_another_connection_writes(dir.path(), hold, |s| {
+            s.resync("alice", &first, &second, NOW, 100, 1)
+        });
+        assert_eq!(
+            resynced,
+            Resync::Done {
+                drift: 6,
+                step: fast + 1
+            }
+        );
         let store = Store::open(dir.path()).expect("open");
         let writes = store
             .audit_entries(Some("x"), 0)
@@ -1764,7 +1831,7 @@ mod tests {
             .iter()
             .filter(|e| e.reason == "another writer")
             .count();
-        assert_eq!(writes, 3);
+        assert_eq!(writes, 4);
     }
 
     /// Imports `secret` for `user` with `period`, replacing what it has.
@@ -1832,6 +1899,77 @@ mod tests {
         assert_eq!(
             store.active("bob").expect("q").expect("bob").last_step,
             None
+        );
+    }
+
+    #[test]
+    fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = active_token(&mut store, "alice");
+        let now_step = PARAMS.step_at(NOW);
+        // A code accepted while the server clock ran ten hours ahead.
+        let ahead = NOW + 36_000;
+        let code = PARAMS.code_at(&secret, ahead);
+        assert_eq!(
+            verify(&mut store, "alice", &code, ahead),
+            VerifyOutcome::Accept
+        );
+        let current = PARAMS.code_for_step(&secret, now_step + 1);
+        assert_eq!(
+            verify(&mut store, "alice", &current, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+
+        let first = PARAMS.code_for_step(&secret, now_step - 1);
+        let second = PARAMS.code_for_step(&secret, now_step);
+        assert_eq!(
+            store
+                .resync("alice", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::MovedBack {
+                drift: 0,
+                from: PARAMS.step_at(ahead),
+                step: now_step
+            }
+        );
+        assert_eq!(
+            verify(&mut store, "alice", &current, NOW),
+            VerifyOutcome::Accept
+        );
+        // The resync's codes are spent; given again they are refused, and
+        // nothing moves.
+        assert_eq!(
+            verify(&mut store, "alice", &second, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+        assert_eq!(
+            store
+                .resync("alice", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::Spent
+        );
+        assert_eq!(
+            store
+                .counters("alice")
+                .expect("q")
+                .and_then(|c| c.last_step),
+            Some(now_step + 1)
+        );
+        // Codes beyond the search are not found.
+        let far = PARAMS.code_for_step(&secret, now_step + 2000);
+        let after = PARAMS.code_for_step(&secret, now_step + 2001);
+        assert_eq!(
+            store
+                .resync("alice", &far, &after, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::NotFound
+        );
+        assert_eq!(
+            store
+                .resync("bob", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::NoToken
         );
     }
 }

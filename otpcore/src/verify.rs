@@ -172,6 +172,33 @@ pub fn resync(
         })
 }
 
+/// What a resync that found the second code at `step` does to the last
+/// used step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMove {
+    /// `step` is later: the replay state moves forward as on a login.
+    Forward,
+    /// `step` is earlier, but the last used step `from` lies ahead of the
+    /// clock, so every real code is a replay: it moves back to `step`.
+    Back { from: u64 },
+    /// Otherwise the second code was already used: refused.
+    Spent,
+}
+
+/// Decides how a resync treats the last used step `last_step`. A step is
+/// ahead of the clock when it is later than `window` steps after
+/// `now_step`, the latest step whose code a correct clock accepts now.
+pub fn replay_move(last_step: Option<u64>, step: u64, now_step: u64, window: u64) -> ReplayMove {
+    match last_step {
+        None => ReplayMove::Forward,
+        Some(last) if step > last => ReplayMove::Forward,
+        Some(last) if step < last && last > now_step.saturating_add(window) => {
+            ReplayMove::Back { from: last }
+        }
+        Some(_) => ReplayMove::Spent,
+    }
+}
+
 /// Converts a last used `step` of `from_period` seconds into steps of
 /// `to_period` seconds: the last step that begins before the spent step
 /// ends. Every code whose time span touches a spent one stays spent.
@@ -426,5 +453,29 @@ mod tests {
         // Nothing overflows or divides by zero.
         assert_eq!(spent_through(u64::MAX, 60, 30), (u64::MAX - 1) / 30);
         assert_eq!(spent_through(7, 0, 0), 7);
+    }
+
+    #[test]
+    fn resync_moves_the_replay_state_back_only_from_ahead_of_the_clock() {
+        let now = now_step();
+        assert_eq!(replay_move(None, now, now, 1), ReplayMove::Forward);
+        assert_eq!(replay_move(Some(now - 5), now, now, 1), ReplayMove::Forward);
+        // The two codes themselves were used: refused.
+        assert_eq!(replay_move(Some(now), now, now, 1), ReplayMove::Spent);
+        assert_eq!(replay_move(Some(now + 1), now, now, 1), ReplayMove::Spent);
+        // A last step beyond the window ahead of now: moved back.
+        assert_eq!(
+            replay_move(Some(now + 2), now, now, 1),
+            ReplayMove::Back { from: now + 2 }
+        );
+        assert_eq!(
+            replay_move(Some(now + 600), now - 3, now, 1),
+            ReplayMove::Back { from: now + 600 }
+        );
+        // Nothing to move back when the second code is the last used one.
+        assert_eq!(
+            replay_move(Some(now + 600), now + 600, now, 1),
+            ReplayMove::Spent
+        );
     }
 }

@@ -9,6 +9,9 @@
 //!   it, also when the period changes; the codes that
 //!   google-authenticator-libpam (in pamtester) accepted, which its file
 //!   lists as used (`" DISALLOW_REUSE`), stay refused.
+//! - A replay state in the future (a code accepted while the server clock
+//!   ran ahead) locks a user out until `otpctl resync` with two consecutive
+//!   codes moves it back; the move is audited.
 //!
 //! Root only. Peers: oathtool, sqlite3, pamtester, aiosmtpd,
 //! google-authenticator and its PAM module (libpam-google-authenticator).
@@ -581,4 +584,58 @@ fn google_authenticator_used_codes_stay_refused_after_import() {
         verify(&env, "gaprev", &oathtool_code_at(&prev_secret, 30, now)),
         "accept"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Resync repairs a replay state in the future
+
+#[test]
+fn resync_moves_a_replay_state_in_the_future_back() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = TestEnv::start();
+    let (secret, _) = random_secret();
+    let csv = write_file(&env, "ahead.csv", &format!("ahead,{secret},60\n"));
+    import_ok(&env, "csv", &[&csv]);
+    wait_for_room(60, 30);
+    let now = now_unix();
+    let code = |offset: i64| oathtool_code_at(&secret, 60, now.saturating_add_signed(offset * 60));
+    assert_eq!(verify(&env, "ahead", &code(-1)), "accept");
+    assert_eq!(last_step(&env, "ahead"), (now / 60 - 1).to_string());
+
+    // A code accepted while the server clock ran ten hours ahead.
+    env.sqlite("UPDATE enrolments SET last_step = last_step + 600 WHERE user = 'ahead' AND state = 'active'");
+    let future: u64 = last_step(&env, "ahead").parse().expect("a step");
+    assert_eq!(verify(&env, "ahead", &code(0)), "reject");
+    assert_eq!(last_reason(&env, "ahead"), "code already used");
+
+    // The code the phone showed a minute ago and the one it shows now
+    // repair it.
+    let output = env.otpctl(&["resync", "ahead", &code(-1), &code(0)], "");
+    assert_success(&output, "otpctl resync with two consecutive codes");
+    let repaired: u64 = last_step(&env, "ahead").parse().expect("a step");
+    assert_eq!(repaired, now / 60);
+    let entry = audit(&env, "ahead")
+        .into_iter()
+        .rev()
+        .find(|e| e["channel"] == "cli")
+        .expect("an otpctl audit entry");
+    assert_eq!(entry["result"], "ok", "{entry}");
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("replay state moved back")
+            && reason.contains(&future.to_string())
+            && reason.contains(&repaired.to_string()),
+        "{entry}"
+    );
+
+    // The next code logs in; the resync's own codes stay spent, and
+    // resyncing with them again is refused.
+    assert_eq!(verify(&env, "ahead", &code(1)), "accept");
+    assert_eq!(verify(&env, "ahead", &code(0)), "reject");
+    assert_eq!(last_reason(&env, "ahead"), "code already used");
+    let again = env.otpctl(&["resync", "ahead", &code(-1), &code(0)], "");
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    assert_eq!(last_step(&env, "ahead"), (now / 60 + 1).to_string());
 }
