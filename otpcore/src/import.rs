@@ -12,6 +12,9 @@ pub struct Token {
     pub user: String,
     pub secret: Zeroizing<Vec<u8>>,
     pub params: TokenParams,
+    /// The last time step (of `params.period` seconds) the file records as
+    /// used; codes of it and earlier steps must stay refused.
+    pub last_step: Option<u64>,
 }
 
 /// Why a line or file cannot be imported. Never quotes a field of the
@@ -124,12 +127,15 @@ fn parse_csv_line(line: &str) -> Result<Token, String> {
             digits,
             period,
         },
+        last_step: None,
     })
 }
 
 /// Parses a google-authenticator-libpam file for `user`: the base32 secret
 /// on the first line, then `" OPTION` lines and scratch codes. Only TOTP
 /// files can be imported (`" TOTP_AUTH`); `" STEP_SIZE` sets the period.
+/// `" DISALLOW_REUSE` lists the time steps (of the file's step size) whose
+/// codes were used; the latest becomes the token's last used step.
 /// Scratch codes are not carried over.
 pub fn parse_google_authenticator(user: &str, text: &str) -> Result<Token, ImportError> {
     let fail = |message: &str| ImportError::File(message.to_owned());
@@ -142,6 +148,7 @@ pub fn parse_google_authenticator(user: &str, text: &str) -> Result<Token, Impor
         secret(first.trim()).ok_or_else(|| fail("the first line is not a base32 secret"))?;
     let mut totp = false;
     let mut period = DEFAULT.period;
+    let mut last_step = None;
     for (n, line) in lines.enumerate() {
         let Some(option) = line.strip_prefix("\" ") else {
             continue;
@@ -164,6 +171,16 @@ pub fn parse_google_authenticator(user: &str, text: &str) -> Result<Token, Impor
                         message: "STEP_SIZE must be 15 to 300 seconds".to_owned(),
                     })?;
             }
+            Some("DISALLOW_REUSE") => {
+                for word in words {
+                    let step = word.parse::<u64>().map_err(|_| ImportError::Line {
+                        line: n + 2,
+                        message: "DISALLOW_REUSE must be followed by time step numbers only"
+                            .to_owned(),
+                    })?;
+                    last_step = last_step.max(Some(step));
+                }
+            }
             _ => {}
         }
     }
@@ -174,6 +191,8 @@ pub fn parse_google_authenticator(user: &str, text: &str) -> Result<Token, Impor
         user: user.to_owned(),
         secret,
         params: TokenParams { period, ..DEFAULT },
+        // The steps are of the file's step size, which is the token's period.
+        last_step,
     })
 }
 
@@ -266,5 +285,48 @@ mod tests {
         assert!(parse_google_authenticator("alice", "\" TOTP_AUTH\n").is_err());
         assert!(parse_google_authenticator("alice", &format!("{SECRET}\n")).is_err());
         assert!(parse_google_authenticator("bad user", &text).is_err());
+    }
+
+    #[test]
+    fn google_authenticator_used_steps_become_the_last_step() {
+        let text = format!(
+            "{SECRET}\n\" RATE_LIMIT 3 30 1723887420\n\" DISALLOW_REUSE 57462914 57462915\n\" TOTP_AUTH\n"
+        );
+        let token = parse_google_authenticator("alice", &text)
+            .map_err(|e| e.to_string())
+            .expect("parses");
+        assert_eq!(
+            (token.params.period, token.last_step),
+            (30, Some(57_462_915))
+        );
+        // The numbers are in no particular order; STEP_SIZE may come later.
+        let sixty = format!(
+            "{SECRET}\n\" DISALLOW_REUSE 28731458 28731456\n\" STEP_SIZE 60\n\" TOTP_AUTH\n"
+        );
+        let token = parse_google_authenticator("alice", &sixty)
+            .map_err(|e| e.to_string())
+            .expect("parses");
+        assert_eq!(
+            (token.params.period, token.last_step),
+            (60, Some(28_731_458))
+        );
+        // No steps used yet.
+        let fresh = format!("{SECRET}\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n");
+        let token = parse_google_authenticator("alice", &fresh)
+            .map_err(|e| e.to_string())
+            .expect("parses");
+        assert_eq!(token.last_step, None);
+        for bad in ["57462914 x", "-1", "5.5", "99999999999999999999999"] {
+            let text = format!("{SECRET}\n\" TOTP_AUTH\n\" DISALLOW_REUSE {bad}\n");
+            let err = parse_google_authenticator("alice", &text)
+                .err()
+                .expect("refused");
+            assert!(matches!(err, ImportError::Line { line: 3, .. }), "{err}");
+            assert!(!err.to_string().contains(SECRET), "{err}");
+        }
+        let csv = parse_csv(&format!("alice,{SECRET}\n"))
+            .map_err(|e| format!("{e:?}"))
+            .expect("parses");
+        assert_eq!(csv[0].last_step, None);
     }
 }

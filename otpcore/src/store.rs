@@ -5,7 +5,10 @@
 //!
 //! Every state change is one statement or one transaction; races between
 //! processes (otpd and otpctl share the file) are settled by conditional
-//! UPDATEs, never by read-then-write.
+//! UPDATEs, never by read-then-write. A transaction that may write takes
+//! the write lock when it begins (see [`write_transaction`]), so a writer
+//! waits for another process's commit instead of failing with "database is
+//! locked".
 
 use std::fs;
 use std::io::Write;
@@ -22,12 +25,13 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::enrol::{confirm_first_code, Confirmation, State};
 use crate::rules::UserId;
 use crate::totp::{Algorithm, TokenParams};
-use crate::verify::{self, Counters, Policy, Refusal, Verdict};
+use crate::verify::{self, Counters, Policy, Refusal, ReplayMove, Verdict};
 
 /// Database file name inside `state_dir`.
 pub const DB_FILE: &str = "otpd.db";
@@ -168,6 +172,10 @@ pub struct ImportedToken<'a> {
     pub user: &'a str,
     pub secret: &'a [u8],
     pub params: TokenParams,
+    /// The last time step (of `params.period` seconds) that the system the
+    /// token comes from saw used: codes of it and of earlier steps are
+    /// refused. `None` when unknown.
+    pub last_step: Option<u64>,
 }
 
 /// The outcome of [`Store::confirm_first_code`].
@@ -180,6 +188,24 @@ pub enum FirstCode {
     Wrong,
     /// The enrolment is not (or no longer) waiting for its first code.
     NotActivated,
+}
+
+/// The outcome of [`Store::resync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// The drift is learnt; the second code's step is the last used one.
+    Done { drift: i64, step: u64 },
+    /// As `Done`, but the last used step lay ahead of the clock (a code
+    /// accepted while the server clock ran ahead, or a resync to a phone
+    /// that ran fast) and was moved back from `from` to `step`.
+    MovedBack { drift: i64, from: u64, step: u64 },
+    /// No two consecutive codes of the token match within the search.
+    NotFound,
+    /// The two codes were already used: their steps are not later than the
+    /// last used step, and that one is not ahead of the clock.
+    Spent,
+    /// The user has no active token (or it was replaced meanwhile).
+    NoToken,
 }
 
 /// An argon2id hash of an activation password (PHC string format).
@@ -477,7 +503,7 @@ impl Store {
         let mut secret = Zeroizing::new(vec![0u8; new.params.algorithm.secret_len()]);
         OsRng.fill_bytes(&mut secret);
 
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         refuse_existing(&tx, new.user, new.replace)?;
         tx.execute(
             "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated')",
@@ -497,6 +523,7 @@ impl Store {
                 state: State::Issued,
                 now,
                 expires_at: new.expires_at,
+                last_step: None,
             },
         )?;
         tx.commit()?;
@@ -508,6 +535,11 @@ impl Store {
     /// one transaction: active at once, with no activation password and no
     /// setup mail. `replace` supersedes the users' tokens; without it a
     /// user who has one is refused, and nothing is imported.
+    ///
+    /// An import never lowers the replay state of a secret: when one of the
+    /// user's enrolments (in any state) holds the same secret, the steps it
+    /// used stay used, converted to the new period; so do the steps the
+    /// token's previous system used (`last_step`).
     pub fn import_tokens(
         &mut self,
         tokens: &[ImportedToken<'_>],
@@ -515,9 +547,10 @@ impl Store {
         replace: bool,
         now: u64,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         for token in tokens {
             refuse_existing(&tx, token.user, replace)?;
+            let spent = spent_by_same_secret(&tx, &self.cipher, token)?;
             tx.execute(
                 "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
                 params![token.user],
@@ -537,6 +570,7 @@ impl Store {
                     state: State::Active,
                     now,
                     expires_at: now,
+                    last_step: spent.max(token.last_step),
                 },
             )?;
         }
@@ -744,7 +778,7 @@ impl Store {
     /// and first used `step`; the user's previous active token, if any, is
     /// replaced in the same transaction. `false` if it was not `activated`.
     fn mark_confirmed(&mut self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         let user: Option<String> = tx
             .query_row(
                 "SELECT user FROM enrolments WHERE id = ?1 AND state = 'activated'",
@@ -777,9 +811,7 @@ impl Store {
         now: u64,
         policy: &Policy,
     ) -> Result<Vec<VerifyOutcome>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_transaction(&mut self.conn)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {
             let outcome = verify_one(
@@ -816,7 +848,14 @@ impl Store {
 
     /// Learns the clock drift of the user's active token from two
     /// consecutive codes, searching `search` steps either side of now. Both
-    /// codes are spent. `false` when no pair of steps matches.
+    /// codes are spent: the second code's step becomes the last used one,
+    /// and failures, lock and the last wrong code are cleared.
+    ///
+    /// Codes at or before the last used step are refused as spent, unless
+    /// the second code is earlier and the last used step lies ahead of the
+    /// clock (later than `window` steps after now): then every real code is
+    /// a replay, and this administrator's action moves the replay state
+    /// back to the second code's step ([`Resync::MovedBack`]).
     pub fn resync(
         &mut self,
         user: &str,
@@ -824,21 +863,41 @@ impl Store {
         second: &str,
         now: u64,
         search: u64,
-    ) -> Result<bool> {
+        window: u64,
+    ) -> Result<Resync> {
         let Some(token) = self.active(user)? else {
-            return Ok(false);
+            return Ok(Resync::NoToken);
         };
         let secret = self.secret(&token)?;
         let Some((drift, step)) =
             verify::resync(&secret, &token.params, first, second, now, search)
         else {
-            return Ok(false);
+            return Ok(Resync::NotFound);
         };
-        Ok(self.conn.execute(
-            "UPDATE enrolments SET drift = ?2, last_step = ?3, failures = 0, locked_until = NULL \
-             WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?3)",
+        let tx = write_transaction(&mut self.conn)?;
+        let last: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT last_step FROM enrolments WHERE id = ?1 AND state = 'active'",
+                params![token.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(last) = last else {
+            return Ok(Resync::NoToken);
+        };
+        let outcome =
+            match verify::replay_move(last.map(to_u64), step, token.params.step_at(now), window) {
+                ReplayMove::Forward => Resync::Done { drift, step },
+                ReplayMove::Back { from } => Resync::MovedBack { drift, from, step },
+                ReplayMove::Spent => return Ok(Resync::Spent),
+            };
+        tx.execute(
+            "UPDATE enrolments SET drift = ?2, last_step = ?3, failures = 0, locked_until = NULL, \
+             last_wrong = NULL, last_wrong_at = NULL WHERE id = ?1 AND state = 'active'",
             params![token.id, drift, to_i64(step)],
-        )? == 1)
+        )?;
+        tx.commit()?;
+        Ok(outcome)
     }
 
     /// Failures and lock of the user's active token.
@@ -979,6 +1038,50 @@ struct Insert<'a> {
     state: State,
     now: u64,
     expires_at: u64,
+    last_step: Option<u64>,
+}
+
+/// Begins a transaction that may write: it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), waiting up to the busy timeout while another
+/// process writes. A deferred transaction that reads first cannot wait: its
+/// upgrade to a writer fails at once with "database is locked" when another
+/// process commits in between.
+fn write_transaction(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// The last step (of `token`'s period) that the user's enrolments holding
+/// the same secret already used, if any. Secrets are compared in constant
+/// time; a record that does not decrypt may hold the same secret, so its
+/// use counts too.
+fn spent_by_same_secret(
+    tx: &rusqlite::Transaction<'_>,
+    cipher: &Aes256Gcm,
+    token: &ImportedToken<'_>,
+) -> Result<Option<u64>> {
+    let mut stmt = tx.prepare(
+        "SELECT user_id, secret, period, last_step FROM enrolments WHERE user = ?1 AND last_step IS NOT NULL",
+    )?;
+    let rows = stmt.query_map(params![token.user], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut spent = None;
+    for row in rows {
+        let (user_id, sealed, period, last_step) = row?;
+        let same = unseal(cipher, &sealed, user_id.as_bytes())
+            .is_none_or(|old| bool::from(old.as_slice().ct_eq(token.secret)));
+        if same {
+            let step =
+                verify::spent_through(to_u64(last_step), to_u64(period), token.params.period);
+            spent = spent.max(Some(step));
+        }
+    }
+    Ok(spent)
 }
 
 /// Refuses a user who has a pending or active enrolment, unless `replace`.
@@ -1028,8 +1131,8 @@ fn insert_enrolment(
     let confirmed_at = (row.state == State::Active).then_some(to_i64(row.now));
     tx.prepare_cached(
         "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
-         language, state, created_at, expires_at, confirmed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         language, state, created_at, expires_at, confirmed_at, last_step) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         row.user,
@@ -1046,6 +1149,7 @@ fn insert_enrolment(
         to_i64(row.now),
         to_i64(row.expires_at),
         confirmed_at,
+        row.last_step.map(to_i64),
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -1176,7 +1280,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let latest = MIGRATIONS.len();
     loop {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_transaction(conn)?;
         let version: i64 = tx
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .optional()?
@@ -1488,12 +1592,21 @@ mod tests {
         let fast = PARAMS.step_at(NOW) + 10;
         let first = PARAMS.code_for_step(&secret, fast);
         let second = PARAMS.code_for_step(&secret, fast + 1);
-        assert!(!store
-            .resync("alice", &second, &first, NOW, 1440)
-            .expect("resync"));
-        assert!(store
-            .resync("alice", &first, &second, NOW, 1440)
-            .expect("resync"));
+        assert_eq!(
+            store
+                .resync("alice", &second, &first, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::NotFound
+        );
+        assert_eq!(
+            store
+                .resync("alice", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::Done {
+                drift: 11,
+                step: fast + 1
+            }
+        );
         let next = PARAMS.code_for_step(&secret, fast + 2);
         assert_eq!(
             verify(&mut store, "alice", &next, NOW + 60),
@@ -1511,6 +1624,7 @@ mod tests {
             user,
             secret,
             params: PARAMS,
+            last_step: None,
         };
         let err = store.import_tokens(&[token("alice"), token("bob")], "SVC", false, NOW);
         assert!(matches!(err, Err(StoreError::HasActive { .. })));
@@ -1823,5 +1937,251 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::TooNew(99))
         ));
+    }
+
+    /// Runs `write` on a store of its own while another connection holds
+    /// the write lock for `hold` and then commits, as otpd does between
+    /// logins. The write must wait for the lock, not fail.
+    fn while_another_connection_writes<T: Send>(
+        dir: &Path,
+        hold: Duration,
+        write: impl FnOnce(&mut Store) -> Result<T> + Send,
+    ) -> T {
+        let mut other = Store::open(dir).expect("open");
+        let mut writer = Store::open(dir).expect("open");
+        let tx = other
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("begin");
+        std::thread::scope(|scope| {
+            let done = scope.spawn(move || write(&mut writer));
+            std::thread::sleep(hold);
+            tx.execute(
+                "INSERT INTO audit (time, user, channel, peer, result, reason) \
+                 VALUES (1, 'x', 'cli', 'uid=0', 'ok', 'another writer')",
+                [],
+            )
+            .expect("write");
+            tx.commit().expect("commit");
+            done.join()
+                .expect("thread")
+                .expect("the write waits for the lock instead of failing")
+        })
+    }
+
+    /// Hashes a password as `issue` does, to time it.
+    fn hash_like_issue() {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        Argon2::default()
+            .hash_password(b"4321", &salt)
+            .expect("hash");
+    }
+
+    #[test]
+    fn writers_wait_for_another_connections_write_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let activated = store
+            .issue(&new_enrolment("carol", false), NOW)
+            .expect("issue");
+        let secret = store
+            .activate(activated.id, NOW)
+            .expect("activate")
+            .expect("secret");
+        let activated = store.latest("carol").expect("q").expect("carol");
+        drop(store);
+
+        // Long enough for the writer to reach its transaction; `issue`
+        // hashes the activation password first.
+        let hold = Duration::from_millis(800);
+        let started = std::time::Instant::now();
+        hash_like_issue();
+        let issue_hold = hold + started.elapsed() * 3;
+
+        let secret_bytes = b"12345678901234567890";
+        while_another_connection_writes(dir.path(), hold, |s| {
+            let token = ImportedToken {
+                user: "alice",
+                secret: secret_bytes,
+                params: PARAMS,
+                last_step: None,
+            };
+            s.import_tokens(&[token], "SVC", false, NOW)
+        });
+        let issued = while_another_connection_writes(dir.path(), issue_hold, |s| {
+            s.issue(&new_enrolment("bob", false), NOW)
+        });
+        assert_eq!(issued.state, State::Issued);
+        let code = PARAMS.code_at(&secret, NOW);
+        let confirmed = while_another_connection_writes(dir.path(), hold, |s| {
+            s.confirm_first_code(&activated, &code, NOW, 1, false)
+        });
+        assert_eq!(
+            confirmed,
+            FirstCode::Active {
+                period: 60,
+                adapted: false
+            }
+        );
+        let fast = PARAMS.step_at(NOW) + 5;
+        let first = PARAMS.code_for_step(secret_bytes, fast);
+        let second = PARAMS.code_for_step(secret_bytes, fast + 1);
+        let resynced = while_another_connection_writes(dir.path(), hold, |s| {
+            s.resync("alice", &first, &second, NOW, 100, 1)
+        });
+        assert_eq!(
+            resynced,
+            Resync::Done {
+                drift: 6,
+                step: fast + 1
+            }
+        );
+        let store = Store::open(dir.path()).expect("open");
+        let writes = store
+            .audit_entries(Some("x"), 0)
+            .expect("audit")
+            .iter()
+            .filter(|e| e.reason == "another writer")
+            .count();
+        assert_eq!(writes, 4);
+    }
+
+    /// Imports `secret` for `user` with `period`, replacing what it has.
+    fn import(store: &mut Store, user: &str, secret: &[u8], period: u64, last_step: Option<u64>) {
+        let token = ImportedToken {
+            user,
+            secret,
+            params: TokenParams { period, ..PARAMS },
+            last_step,
+        };
+        store
+            .import_tokens(&[token], "SVC", true, NOW)
+            .expect("import");
+    }
+
+    #[test]
+    fn reimporting_a_secret_keeps_its_replay_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = b"12345678901234567890";
+        import(&mut store, "alice", secret, 30, None);
+        let thirty = TokenParams {
+            period: 30,
+            ..PARAMS
+        };
+        let code = thirty.code_at(secret, NOW);
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Accept
+        );
+        let used = thirty.step_at(NOW);
+
+        // The same secret again: the accepted code stays spent.
+        import(&mut store, "alice", secret, 30, None);
+        let last = |store: &Store| store.active("alice").expect("q").expect("active").last_step;
+        assert_eq!(last(&store), Some(used));
+        assert_eq!(
+            verify(&mut store, "alice", &code, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+        // An older replay state from the import file does not lower it.
+        import(&mut store, "alice", secret, 30, Some(used - 10));
+        assert_eq!(last(&store), Some(used));
+        // A later one raises it.
+        import(&mut store, "alice", secret, 30, Some(used + 2));
+        assert_eq!(last(&store), Some(used + 2));
+
+        // With 60-second steps, every step that overlaps a spent one is spent.
+        import(&mut store, "alice", secret, 60, None);
+        assert_eq!(last(&store), Some(((used + 3) * 30 - 1) / 60));
+        assert_eq!(
+            verify(&mut store, "alice", &PARAMS.code_at(secret, NOW + 60), NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+
+        // A revoked token's use counts as well.
+        assert_eq!(store.revoke("alice").expect("revoke"), 1);
+        import(&mut store, "alice", secret, 60, None);
+        assert_eq!(last(&store), Some(((used + 3) * 30 - 1) / 60));
+
+        // Another secret starts afresh; so does the same secret of another user.
+        import(&mut store, "alice", b"another secret 12345", 60, None);
+        assert_eq!(last(&store), None);
+        import(&mut store, "bob", secret, 30, None);
+        assert_eq!(
+            store.active("bob").expect("q").expect("bob").last_step,
+            None
+        );
+    }
+
+    #[test]
+    fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let secret = active_token(&mut store, "alice");
+        let now_step = PARAMS.step_at(NOW);
+        // A code accepted while the server clock ran ten hours ahead.
+        let ahead = NOW + 36_000;
+        let code = PARAMS.code_at(&secret, ahead);
+        assert_eq!(
+            verify(&mut store, "alice", &code, ahead),
+            VerifyOutcome::Accept
+        );
+        let current = PARAMS.code_for_step(&secret, now_step + 1);
+        assert_eq!(
+            verify(&mut store, "alice", &current, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+
+        let first = PARAMS.code_for_step(&secret, now_step - 1);
+        let second = PARAMS.code_for_step(&secret, now_step);
+        assert_eq!(
+            store
+                .resync("alice", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::MovedBack {
+                drift: 0,
+                from: PARAMS.step_at(ahead),
+                step: now_step
+            }
+        );
+        assert_eq!(
+            verify(&mut store, "alice", &current, NOW),
+            VerifyOutcome::Accept
+        );
+        // The resync's codes are spent; given again they are refused, and
+        // nothing moves.
+        assert_eq!(
+            verify(&mut store, "alice", &second, NOW),
+            VerifyOutcome::Reject(Refusal::Replay)
+        );
+        assert_eq!(
+            store
+                .resync("alice", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::Spent
+        );
+        assert_eq!(
+            store
+                .counters("alice")
+                .expect("q")
+                .and_then(|c| c.last_step),
+            Some(now_step + 1)
+        );
+        // Codes beyond the search are not found.
+        let far = PARAMS.code_for_step(&secret, now_step + 2000);
+        let after = PARAMS.code_for_step(&secret, now_step + 2001);
+        assert_eq!(
+            store
+                .resync("alice", &far, &after, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::NotFound
+        );
+        assert_eq!(
+            store
+                .resync("bob", &first, &second, NOW, 1440, 1)
+                .expect("resync"),
+            Resync::NoToken
+        );
     }
 }

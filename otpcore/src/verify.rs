@@ -174,6 +174,41 @@ pub fn resync(
         })
 }
 
+/// What a resync that found the second code at `step` does to the last
+/// used step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMove {
+    /// `step` is later: the replay state moves forward as on a login.
+    Forward,
+    /// `step` is earlier, but the last used step `from` lies ahead of the
+    /// clock, so every real code is a replay: it moves back to `step`.
+    Back { from: u64 },
+    /// Otherwise the second code was already used: refused.
+    Spent,
+}
+
+/// Decides how a resync treats the last used step `last_step`. A step is
+/// ahead of the clock when it is later than `window` steps after
+/// `now_step`, the latest step whose code a correct clock accepts now.
+pub fn replay_move(last_step: Option<u64>, step: u64, now_step: u64, window: u64) -> ReplayMove {
+    match last_step {
+        None => ReplayMove::Forward,
+        Some(last) if step > last => ReplayMove::Forward,
+        Some(last) if step < last && last > now_step.saturating_add(window) => {
+            ReplayMove::Back { from: last }
+        }
+        Some(_) => ReplayMove::Spent,
+    }
+}
+
+/// Converts a last used `step` of `from_period` seconds into steps of
+/// `to_period` seconds: the last step that begins before the spent step
+/// ends. Every code whose time span touches a spent one stays spent.
+pub fn spent_through(step: u64, from_period: u64, to_period: u64) -> u64 {
+    let end = step.saturating_add(1).saturating_mul(from_period.max(1));
+    (end - 1) / to_period.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +462,47 @@ mod tests {
             resync(SECRET, &one_second, &code(u64::MAX), &code(0), u64::MAX, 3),
             None,
             "the last step has no successor"
+        );
+    }
+
+    #[test]
+    fn spent_steps_convert_between_periods() {
+        // Same period: the same step.
+        assert_eq!(spent_through(1000, 30, 30), 1000);
+        // 30-second step 1001 spans 30030..30060, inside 60-second step 500
+        // (30000..30060); step 1000 (30000..30030) too.
+        assert_eq!(spent_through(1001, 30, 60), 500);
+        assert_eq!(spent_through(1000, 30, 60), 500);
+        // 60-second step 500 (30000..30060) spans 30-second steps 1000 and 1001.
+        assert_eq!(spent_through(500, 60, 30), 1001);
+        // 45-second step 10 (450..495) touches 60-second step 8 (480..540).
+        assert_eq!(spent_through(10, 45, 60), 8);
+        // Nothing overflows or divides by zero.
+        assert_eq!(spent_through(u64::MAX, 60, 30), (u64::MAX - 1) / 30);
+        assert_eq!(spent_through(7, 0, 0), 7);
+    }
+
+    #[test]
+    fn resync_moves_the_replay_state_back_only_from_ahead_of_the_clock() {
+        let now = now_step();
+        assert_eq!(replay_move(None, now, now, 1), ReplayMove::Forward);
+        assert_eq!(replay_move(Some(now - 5), now, now, 1), ReplayMove::Forward);
+        // The two codes themselves were used: refused.
+        assert_eq!(replay_move(Some(now), now, now, 1), ReplayMove::Spent);
+        assert_eq!(replay_move(Some(now + 1), now, now, 1), ReplayMove::Spent);
+        // A last step beyond the window ahead of now: moved back.
+        assert_eq!(
+            replay_move(Some(now + 2), now, now, 1),
+            ReplayMove::Back { from: now + 2 }
+        );
+        assert_eq!(
+            replay_move(Some(now + 600), now - 3, now, 1),
+            ReplayMove::Back { from: now + 600 }
+        );
+        // Nothing to move back when the second code is the last used one.
+        assert_eq!(
+            replay_move(Some(now + 600), now + 600, now, 1),
+            ReplayMove::Spent
         );
     }
 }

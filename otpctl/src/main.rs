@@ -14,7 +14,7 @@ use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
 use otpcore::rules;
-use otpcore::store::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Store};
+use otpcore::store::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Resync, Store};
 use otpcore::time::rfc3339;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -87,7 +87,8 @@ enum Command {
     },
     /// Lift the lock of a user's token and clear its failure count.
     Unlock { user: String },
-    /// Learn the clock drift of a user's token from two consecutive codes.
+    /// Learn the clock drift of a user's token from two consecutive codes;
+    /// also moves back a last used code that lies ahead of the clock.
     Resync {
         user: String,
         code1: String,
@@ -740,28 +741,62 @@ impl Ctx {
     }
 
     fn resync(&mut self, user: &str, code1: &str, code2: &str) -> Outcome {
+        let no_token = || Refused(format!("{user} has no active token"));
         let Some(token) = self.store.active(user)? else {
-            return Err(Refused(format!("{user} has no active token")));
+            return Err(no_token());
         };
         // Look a day either way: clocks that are further off need fixing.
         let search = 86_400 / token.params.period.max(1);
-        if !self
-            .store
-            .resync(user, code1.trim(), code2.trim(), now(), search)?
-        {
-            self.audit(
-                user,
-                "fail",
-                "resync: the codes are not two consecutive codes of the token",
-            );
-            return Err(Refused(
-                "the two codes are not consecutive codes of this token within a day of now"
-                    .to_owned(),
-            ));
+        let outcome = self.store.resync(
+            user,
+            code1.trim(),
+            code2.trim(),
+            now(),
+            search,
+            self.config.token.window,
+        )?;
+        match outcome {
+            Resync::Done { .. } => {
+                self.audit(user, "ok", "resynchronised");
+                println!("Token of {user} resynchronised.");
+                Ok(())
+            }
+            Resync::MovedBack { from, step, .. } => {
+                self.audit(
+                    user,
+                    "ok",
+                    &format!(
+                        "resynchronised; replay state moved back from step {from} to step {step} \
+                         (the last used step lay ahead of the clock)"
+                    ),
+                );
+                println!(
+                    "Token of {user} resynchronised. Its last used code lay ahead of the clock, \
+                     so every current code was refused as used; codes after the two given ones \
+                     are accepted again."
+                );
+                Ok(())
+            }
+            Resync::NotFound => {
+                self.audit(
+                    user,
+                    "fail",
+                    "resync: the codes are not two consecutive codes of the token",
+                );
+                Err(Refused(
+                    "the two codes are not consecutive codes of this token within a day of now"
+                        .to_owned(),
+                ))
+            }
+            Resync::Spent => {
+                self.audit(user, "fail", "resync: the two codes were already used");
+                Err(Refused(
+                    "the two codes were already used; give the next two codes the app shows"
+                        .to_owned(),
+                ))
+            }
+            Resync::NoToken => Err(no_token()),
         }
-        self.audit(user, "ok", "resynchronised");
-        println!("Token of {user} resynchronised.");
-        Ok(())
     }
 
     fn test(&self, user: &str) -> Outcome {
@@ -880,6 +915,7 @@ impl Ctx {
                 user: &t.user,
                 secret: &t.secret,
                 params: t.params,
+                last_step: t.last_step,
             })
             .collect();
         self.store

@@ -438,6 +438,7 @@ mod testing {
             user,
             secret: SECRET,
             params: daemon.config.token.params(),
+            last_step: None,
         };
         daemon
             .store()

@@ -268,6 +268,7 @@ fn run(o: &Options) -> bool {
                 user,
                 secret,
                 params: PARAMS,
+                last_step: None,
             })
             .collect();
         store

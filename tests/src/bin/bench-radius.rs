@@ -693,6 +693,7 @@ fn main() {
                 user,
                 secret,
                 params: params(OTPD_PERIOD),
+                last_step: None,
             })
             .collect();
         store

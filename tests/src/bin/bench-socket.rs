@@ -159,6 +159,7 @@ fn main() {
                 user,
                 secret,
                 params,
+                last_step: None,
             })
             .collect();
         store
