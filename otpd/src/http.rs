@@ -58,6 +58,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
+use crate::accept::accept_bounded;
 use crate::page::{self, Ctx, Message, Notice, TokenView};
 use crate::{unix_now, Daemon, Decision, Shutdown};
 
@@ -89,9 +90,6 @@ const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Connections the kernel holds for otpd until it accepts them (it caps
 /// the number at `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
-/// After a failed accept (out of descriptors, say), the pause before the
-/// next try: it starts at the first value and doubles up to the second.
-const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// Activation password checks (argon2id, 19 MiB of memory each) that run
 /// at once; further requests wait for one.
 const CHECKS_AT_ONCE: usize = 2;
@@ -166,63 +164,12 @@ impl HttpListener {
         // leaves further connections in the listen queue, where they cost
         // otpd no descriptor.
         let slots = Arc::new(Semaphore::new(self.max_connections));
-        let mut stop = pin!(shutdown.clone().wait());
-        let mut full = false;
-        let mut failures = 0u64;
-        let mut pause = ACCEPT_PAUSE.0;
-        loop {
-            let slot = match Arc::clone(&slots).try_acquire_owned() {
-                Ok(slot) => {
-                    full = false;
-                    slot
-                }
-                Err(_) => {
-                    if !full {
-                        log::warn!(
-                            "http: {} connections open, the most allowed; new ones wait",
-                            self.max_connections
-                        );
-                        full = true;
-                    }
-                    tokio::select! {
-                        () = &mut stop => break,
-                        slot = Arc::clone(&slots).acquire_owned() => match slot {
-                            Ok(slot) => slot,
-                            Err(_) => break,
-                        },
-                    }
-                }
-            };
-            let accepted = tokio::select! {
-                () = &mut stop => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    if failures > 0 {
-                        log::info!("http: accepting again after {failures} failed tries");
-                        failures = 0;
-                        pause = ACCEPT_PAUSE.0;
-                    }
-                    let server = Arc::clone(&server);
-                    tokio::spawn(server.connection(stream, peer, shutdown.clone(), slot));
-                }
-                // Out of descriptors and the like: the connection stays
-                // queued, so pause instead of trying again at once, and
-                // say so once, not once a try.
-                Err(e) => {
-                    failures += 1;
-                    if failures == 1 {
-                        log::error!("http: accept failed: {e}; pausing between tries");
-                    }
-                    tokio::select! {
-                        () = &mut stop => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(ACCEPT_PAUSE.1);
-                }
-            }
-        }
+        let stop = pin!(shutdown.clone().wait());
+        accept_bounded("http", &listener, &slots, stop, |(stream, peer), slot| {
+            let server = Arc::clone(&server);
+            tokio::spawn(server.connection(stream, peer, shutdown.clone(), slot));
+        })
+        .await;
         drop(listener);
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
         let grace = SHUTDOWN_GRACE + Duration::from_secs(1);

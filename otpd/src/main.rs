@@ -3,6 +3,7 @@
 //! shared [`Daemon`], so tests bind port 0 and the Unix socket and RADIUS
 //! listeners can stand beside HTTP.
 
+mod accept;
 mod http;
 mod page;
 mod radius;

@@ -5,6 +5,7 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::accept::accept_bounded;
 use crate::verifier::Verifier;
 use crate::{Daemon, Decision, Shutdown};
 
@@ -25,6 +28,10 @@ use crate::{Daemon, Decision, Shutdown};
 pub const MAX_LINE: usize = 4096;
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
+/// Connections served at once; further ones wait in the listen queue. PAM
+/// hosts hold a connection for one login, so this is far above what logins
+/// need, and it bounds the descriptors a local client can take.
+const MAX_CONNECTIONS: usize = 256;
 
 /// The socket, bound with its mode set.
 pub struct SocketListener {
@@ -73,30 +80,21 @@ impl SocketListener {
     ) -> std::io::Result<()> {
         let listener = UnixListener::from_std(self.listener)?;
         let access = Arc::new(Access::from_daemon(&daemon));
-        let stop = shutdown.clone();
-        let served = async {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let connection = Connection {
-                            daemon: Arc::clone(&daemon),
-                            verifier: verifier.clone(),
-                            access: Arc::clone(&access),
-                        };
-                        tokio::spawn(connection.serve(stream, shutdown.clone()));
-                    }
-                    // Out of descriptors and the like: pause, keep serving.
-                    Err(e) => {
-                        log::error!("socket: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            () = served => {}
-            () = stop.wait() => {}
-        }
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let stop = pin!(shutdown.clone().wait());
+        accept_bounded("socket", &listener, &slots, stop, |stream, slot| {
+            let connection = Connection {
+                daemon: Arc::clone(&daemon),
+                verifier: verifier.clone(),
+                access: Arc::clone(&access),
+            };
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                connection.serve(stream, shutdown).await;
+                drop(slot);
+            });
+        })
+        .await;
         let _ = fs::remove_file(&self.path);
         Ok(())
     }
@@ -405,6 +403,35 @@ mod tests {
             answers.push(serde_json::from_str(&line).expect("JSON answer"));
         }
         answers
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_for_a_free_slot() {
+        let f = serve(vec![own_uid()]).await;
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&f.path).await.expect("connect"));
+        }
+        // Queued by the kernel, not served: no answer while every slot is
+        // taken.
+        let waiting = UnixStream::connect(&f.path).await.expect("connect");
+        let (reader, mut writer) = waiting.into_split();
+        writer
+            .write_all(b"{\"op\":\"status\"}\n")
+            .await
+            .expect("write");
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        let early =
+            tokio::time::timeout(Duration::from_millis(500), reader.read_line(&mut line)).await;
+        assert!(early.is_err(), "answered past the cap: {line}");
+        drop(idle.pop());
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .expect("answered once a slot is free")
+            .expect("read");
+        let answer: Value = serde_json::from_str(&line).expect("JSON answer");
+        assert_eq!(answer["result"], "ok");
     }
 
     #[tokio::test]
