@@ -4,6 +4,8 @@
 //! listeners can stand beside HTTP.
 
 mod http;
+#[cfg(test)]
+mod http_proptests;
 mod page;
 mod radius;
 mod socket;
