@@ -4,13 +4,14 @@
 //!
 //! Each test builds its own [`TestEnv`]: a temp dir, free loopback ports, a
 //! config file, an SMTP server and a daemon, all torn down on drop, so tests
-//! run in parallel. The tests run as root only (CI runs them as root through
-//! `tests/run-all.sh`); elsewhere [`e2e_enabled`] prints "skipped: not root".
-//! As root, a missing peer is a failure, not a skip.
+//! run in parallel. The end-to-end tests need root and the real peers: they
+//! are `#[ignore]`d with a reason, `tests/run-all.sh` runs them as root with
+//! `--include-ignored`, and [`require_root_and_peers`] at the top of each
+//! panics when not root or when a peer is missing.
 //!
 //! Modules, one per peer or concern; everything is re-exported here, so
 //! tests name it `e2e::TestEnv`, `e2e::free_port`, ...:
-//! - `peers`: whether the end-to-end tests run (root, installed peers);
+//! - `peers`: whether the end-to-end tier can run (root, installed peers);
 //! - `process`: the built programs, child processes and their output;
 //! - `env`: [`TestEnv`] and [`EnvOptions`], free ports;
 //! - `enrol`: the enrolment flow through a [`TestEnv`];
@@ -53,7 +54,7 @@ pub use env::{free_port, EnvOptions, TestEnv, SERVICE_ID};
 pub use http::{http_request, HttpResponse};
 pub use mail::{read_maildir, Mail, SmtpServer};
 pub use pam::{pam_module_path, socket_exchange, PamService};
-pub use peers::{e2e_enabled, SYSTEM_PYTHON};
+pub use peers::{e2e_enabled, require_root_and_peers, SYSTEM_PYTHON};
 pub use process::{
     assert_success, describe, otpctl_bin, otpd_bin, run_with_input, said, stderr, stdout,
     stdout_json,

@@ -271,15 +271,14 @@ impl TestEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{e2e_enabled, free_port};
+    use crate::{free_port, require_root_and_peers};
 
     /// The harness's own peers: aiosmtpd receives a Japanese MIME mail sent
     /// by Python's smtplib, and the Maildir reader decodes it.
     #[test]
+    #[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
     fn smtp_server_and_maildir_decoding() {
-        if !e2e_enabled() {
-            return;
-        }
+        require_root_and_peers();
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("maildir");
         let server = SmtpServer::start(free_port(), &maildir, &dir.path().join("smtp.err"));

@@ -1,5 +1,11 @@
-//! Whether the end-to-end tests run here: as root, with the real peers
+//! Whether the end-to-end tier can run here: as root, with the real peers
 //! installed.
+//!
+//! End-to-end tests are marked `#[ignore = "end-to-end: ..."]`, so a plain
+//! `cargo test` lists them as ignored; `tests/run-all.sh` runs them as root
+//! with `--include-ignored`. Each begins with [`require_root_and_peers`],
+//! which panics when it cannot run: an end-to-end test never passes without
+//! having run.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -11,19 +17,28 @@ pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 /// Debian packages the peers come from, for error messages.
 const PEER_PACKAGES: &str = "python3-aiosmtpd oathtool sqlite3 expect chromium chromium-driver";
 
-/// Whether the end-to-end tests run here: only as root (they start servers
-/// and, in later suites, touch /etc/pam.d). Not root: prints
-/// "skipped: not root" and returns false. Root: the peers must be installed,
-/// and their absence panics with the packages to install.
-pub fn e2e_enabled() -> bool {
+/// Panics unless this runs as root (the end-to-end tests start servers and
+/// write /etc/pam.d) with the harness's peers installed (aiosmtpd,
+/// oathtool, sqlite3, expect, chromium and chromedriver); the message names
+/// what is missing and how to get it.
+pub fn require_root_and_peers() {
     let uid = fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX);
-    if uid != 0 {
-        eprintln!("skipped: not root (run tests/run-all.sh as root for the end-to-end tests)");
-        return false;
-    }
+    assert!(
+        uid == 0,
+        "this end-to-end test needs root and the real peers: run tests/run-all.sh as root \
+         (a plain `cargo test` leaves it ignored)"
+    );
     require_peers();
+}
+
+/// The former check at the top of an end-to-end test, kept for tests that
+/// still begin with `if !e2e_enabled() { return; }`: it is
+/// [`require_root_and_peers`], so it panics where the test cannot run and
+/// otherwise answers true. Such a test belongs behind `#[ignore]` too.
+pub fn e2e_enabled() -> bool {
+    require_root_and_peers();
     true
 }
 
