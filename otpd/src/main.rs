@@ -5,6 +5,8 @@
 
 mod accept;
 mod http;
+#[cfg(test)]
+mod http_proptests;
 mod page;
 mod radius;
 mod socket;

@@ -355,15 +355,15 @@ mod tests {
     use otpcore::config::Config;
     use otpcore::store::Store;
 
-    struct Fixture {
+    pub(super) struct Fixture {
         _dir: tempfile::TempDir,
-        path: PathBuf,
+        pub(super) path: PathBuf,
         daemon: Arc<Daemon>,
         _stop: tokio::sync::watch::Sender<bool>,
     }
 
     /// A daemon serving the socket; `allowed_uids` replaces the default.
-    async fn serve(allowed_uids: Vec<u32>) -> Fixture {
+    pub(super) async fn serve(allowed_uids: Vec<u32>) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::embedded_defaults(dir.path());
         let socket = config.socket.as_mut().expect("socket section");
@@ -383,7 +383,7 @@ mod tests {
         }
     }
 
-    fn own_uid() -> u32 {
+    pub(super) fn own_uid() -> u32 {
         Uid::current().as_raw()
     }
 
@@ -553,3 +553,6 @@ mod tests {
             .all(|a| a.channel == "pam" && a.peer.contains("service=sshd")));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod proptests;

@@ -7,8 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e::{
-    assert_no_secret, assert_success, describe, e2e_enabled, oathtool_code, shows_digits, stderr,
-    stdout_json, wait_for_fresh_step, wrong_code, EnvOptions, TestEnv, SERVICE_ID,
+    assert_no_secret, assert_success, describe, oathtool_code, require_root_and_peers,
+    shows_digits, stderr, stdout_json, wait_for_fresh_step, wrong_code, EnvOptions, TestEnv,
+    SERVICE_ID,
 };
 use serde_json::{json, Value};
 
@@ -46,10 +47,9 @@ fn state(show: &Value) -> &str {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn issue_activate_and_confirm_with_otpctl() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let issued = env.issue("alice", "alice@example.jp", PASSWORD);
     env.setup_mail(&issued);
@@ -89,10 +89,9 @@ fn issue_activate_and_confirm_with_otpctl() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn issue_activate_and_confirm_with_the_api() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start_with(EnvOptions {
         language: Some("en"),
         ..EnvOptions::default()
@@ -127,10 +126,9 @@ fn issue_activate_and_confirm_with_the_api() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn confirm_adapts_to_an_app_with_30_second_codes() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let issued = env.issue("carol", "carol@example.jp", "12345678");
     let token = env.activate_ok(&issued.user_id, "12345678");
@@ -154,10 +152,9 @@ fn confirm_adapts_to_an_app_with_30_second_codes() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn issue_refuses_each_broken_input_rule() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let long = format!("{}@example.jp", "a".repeat(65 - "@example.jp".len()));
     assert_eq!(long.len(), 65);
@@ -226,10 +223,9 @@ fn issue_refuses_each_broken_input_rule() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn five_wrong_activation_passwords_invalidate() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let issued = env.issue("dave", "dave@example.jp", PASSWORD);
     for left in (1..=4).rev() {
@@ -256,10 +252,9 @@ fn five_wrong_activation_passwords_invalidate() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn expired_link_gives_no_secret() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let issued = env.issue("erin", "erin@example.jp", PASSWORD);
     env.sqlite("UPDATE enrolments SET expires_at = 0;");
@@ -274,10 +269,9 @@ fn expired_link_gives_no_secret() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn smtp_down_leaves_no_usable_enrolment() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start_with(EnvOptions {
         smtp: false,
         ..EnvOptions::default()
@@ -318,10 +312,9 @@ fn smtp_down_leaves_no_usable_enrolment() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn unknown_ids_and_malformed_requests() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let issued = env.issue("grace", "grace@example.jp", PASSWORD);
     let unknown_user = if issued.user_id == "00000000000000" {

@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, e2e_enabled, now_unix, oathtool_code_at, said, stdout_json,
-    PamService, TestEnv, SERVICE_ID,
+    assert_success, describe, now_unix, oathtool_code_at, require_root_and_peers, said,
+    stdout_json, PamService, TestEnv, SERVICE_ID,
 };
 use serde_json::{json, Value};
 
@@ -194,10 +194,9 @@ fn tally(answers: &[(u16, Value)]) -> Vec<(u16, usize)> {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn one_enrolment_burst_checks_the_password_at_most_the_limit() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let pid = env.otpd_pid().expect("otpd runs");
     let idle = status_kib(pid, "VmRSS");
@@ -330,10 +329,9 @@ fn one_enrolment_burst_checks_the_password_at_most_the_limit() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn bursts_over_many_enrolments_check_two_passwords_at_a_time() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let pid = env.otpd_pid().expect("otpd runs");
     let idle = status_kib(pid, "VmRSS");

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    describe, e2e_enabled, oathtool_code, otpd_bin, said, socket_exchange, PamService, TestEnv,
+    describe, oathtool_code, otpd_bin, require_root_and_peers, said, socket_exchange, PamService,
+    TestEnv,
 };
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde_json::json;
@@ -480,10 +481,9 @@ fn tls_get(port: u16, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Str
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn idle_and_slow_http_connections_are_bounded_and_closed() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     raise_own_open_files();
     let mut env = TestEnv::start();
     let secret = env.enrol_active("alice");
@@ -506,10 +506,9 @@ fn idle_and_slow_http_connections_are_bounded_and_closed() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn idle_https_connections_are_bounded_and_closed() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     raise_own_open_files();
     let mut env = TestEnv::start();
     let secret = env.enrol_active("alice");

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    describe, e2e_enabled, oathtool_code, start_with_radius, stdout, wait_for_fresh_step,
-    wrong_code, TestEnv,
+    describe, oathtool_code, require_root_and_peers, start_with_radius, stdout,
+    wait_for_fresh_step, wrong_code, TestEnv,
 };
 use otpcore::radius;
 
@@ -188,10 +188,9 @@ fn drop_lines(log: &str) -> usize {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn a_flood_from_many_sources_costs_what_one_source_costs() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let (mut env, port) = start_with_radius("nas", SECRET);
     let alice = env.enrol_active("alice");
     let bob = env.enrol_active("bob");

@@ -21,15 +21,16 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use e2e::{
-    assert_success, describe, e2e_enabled, now_unix, oathtool_code, oathtool_code_at,
-    run_with_input, said, socket_exchange, stdout_json, PamService, TestEnv,
+    assert_success, describe, google_authenticator_file, now_unix, oathtool_code, oathtool_code_at,
+    require_root_and_peers, run_with_input, said, socket_exchange, stdout_json, PamService,
+    TestEnv,
 };
 use otpcore::totp::{Algorithm, TokenParams};
 use serde_json::{json, Value};
@@ -327,10 +328,9 @@ fn raise_http_rate_limit(env: &mut TestEnv) {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn writers_beside_a_verify_load_never_find_the_database_locked() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let mut env = TestEnv::start();
     raise_http_rate_limit(&mut env);
     let load_users: Vec<(String, Vec<u8>)> = (0..VERIFY_THREADS)
@@ -404,10 +404,9 @@ fn writers_beside_a_verify_load_never_find_the_database_locked() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn two_issue_loops_never_find_the_database_locked() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let failures = Failures::default();
     issue_loops(&env, &failures, "two", 25);
@@ -424,10 +423,9 @@ fn two_issue_loops_never_find_the_database_locked() {
 // Re-imports keep the replay state
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn reimporting_a_token_keeps_its_used_codes_refused() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let pam = PamService::new(&format!("socket={}", env.socket_path().display()), &[]);
     let (secret, _) = random_secret();
@@ -514,21 +512,6 @@ impl Drop for GoogleAuthenticatorPam {
     }
 }
 
-/// A time-based google-authenticator file at `path` made by Debian's
-/// `google-authenticator` (30 s, codes used once); its secret.
-fn google_authenticator_file(path: &Path) -> String {
-    let output = Command::new("google-authenticator")
-        .args(["-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-s"])
-        .arg(path)
-        .args(["-Q", "NONE", "-q"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run google-authenticator (libpam-google-authenticator)");
-    assert_success(&output, "google-authenticator");
-    let text = fs::read_to_string(path).expect("read the google-authenticator file");
-    text.lines().next().expect("first line").trim().to_owned()
-}
-
 /// The steps that a google-authenticator file lists as used.
 fn disallowed_steps(path: &Path) -> Vec<u64> {
     let text = fs::read_to_string(path).expect("read the google-authenticator file");
@@ -541,10 +524,9 @@ fn disallowed_steps(path: &Path) -> Vec<u64> {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn google_authenticator_used_codes_stay_refused_after_import() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let dir = env.root().join("ga");
     fs::create_dir(&dir).expect("ga dir");
@@ -590,10 +572,9 @@ fn google_authenticator_used_codes_stay_refused_after_import() {
 // Resync repairs a replay state in the future
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn resync_moves_a_replay_state_in_the_future_back() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let (secret, _) = random_secret();
     let csv = write_file(&env, "ahead.csv", &format!("ahead,{secret},60\n"));

@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{
-    assert_success, describe, e2e_enabled, enrolment_array, now_unix, oathtool_code,
-    oathtool_code_at, otpctl_bin, said, socket_exchange, start_socket_otpd, stderr, stdout,
-    stdout_json, wait_for_fresh_step, PamService, TestEnv,
+    assert_success, describe, enrolment_array, google_authenticator_file, now_unix, oathtool_code,
+    oathtool_code_at, otpctl_bin, require_root_and_peers, said, socket_exchange, start_socket_otpd,
+    stderr, stdout, stdout_json, wait_for_fresh_step, PamService, TestEnv,
 };
 use serde_json::{json, Value};
 
@@ -34,12 +34,10 @@ const PASSWORD: &str = "4321";
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// Whether these tests run: root with the peers of the harness, and then
-/// the tools this file drives must be there.
-fn enabled() -> bool {
-    if !e2e_enabled() {
-        return false;
-    }
+/// Panics unless these tests can run here: root with the harness's peers,
+/// and the tools this file drives.
+fn require_lifecycle_peers() {
+    require_root_and_peers();
     for (tool, package) in [
         ("pamtester", "pamtester"),
         ("google-authenticator", "libpam-google-authenticator"),
@@ -56,7 +54,6 @@ fn enabled() -> bool {
             "{tool} is missing: `apt-get install {package}` (tests/run-all.sh does)"
         );
     }
-    true
 }
 
 /// A random base32 secret of 20 bytes (160 bits), unpadded.
@@ -109,22 +106,6 @@ fn wrong_codes(secret: &str, count: usize) -> Vec<String> {
         day += 1;
     }
     codes
-}
-
-/// A google-authenticator file made by Debian's `google-authenticator`
-/// (time-based, 30 s, no questions); its secret from the first line.
-fn google_authenticator_file(path: &Path) -> String {
-    let output = Command::new("google-authenticator")
-        .args(["-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-s"])
-        .arg(path)
-        .args(["-Q", "NONE", "-q"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run google-authenticator");
-    assert_success(&output, "google-authenticator");
-    let text = fs::read_to_string(path).expect("read the google-authenticator file");
-    assert!(text.contains("\" TOTP_AUTH"), "{text}");
-    text.lines().next().expect("first line").trim().to_owned()
 }
 
 /// Logs `user` in with pamtester through `pam` and asserts the outcome.
@@ -200,10 +181,9 @@ fn completions_need_no_configuration() {
 // issue, confirm, resend, show, list, test, unlock, resync, revoke, audit
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn every_subcommand_against_a_running_otpd() {
-    if !enabled() {
-        return;
-    }
+    require_lifecycle_peers();
     let env = TestEnv::start();
     let socket = env.socket_path();
 
@@ -324,10 +304,9 @@ fn every_subcommand_against_a_running_otpd() {
 // import, then PAM logins
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn imported_tokens_log_in_through_pam() {
-    if !enabled() {
-        return;
-    }
+    require_lifecycle_peers();
     let env = TestEnv::start();
     let pam = PamService::new(&format!("socket={}", env.socket_path().display()), &[]);
     let work = env.root().join("import");
@@ -436,10 +415,9 @@ fn imported_tokens_log_in_through_pam() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn a_malformed_import_changes_nothing() {
-    if !enabled() {
-        return;
-    }
+    require_lifecycle_peers();
     let env = TestEnv::start();
     let work = env.root().join("bad");
     fs::create_dir(&work).expect("dir");
@@ -519,10 +497,9 @@ fn a_malformed_import_changes_nothing() {
 // backup under load, restored into a fresh otpd
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn a_backup_under_load_is_served_by_a_fresh_otpd() {
-    if !enabled() {
-        return;
-    }
+    require_lifecycle_peers();
     let env = TestEnv::start();
     let keep = random_secret();
     let mut csv = format!("keeper,{keep},60\n");
@@ -719,10 +696,9 @@ fn owners(dir: &Path) -> Vec<(String, u32, u32)> {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn root_otpctl_becomes_the_owner_of_state_dir() {
-    if !enabled() {
-        return;
-    }
+    require_lifecycle_peers();
     let user = TestUser::create();
     let mut env = TestEnv::start();
     let secret = random_secret();

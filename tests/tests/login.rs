@@ -18,8 +18,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, e2e_enabled, socket_exchange, stdout, stdout_json, EnvOptions,
-    TestEnv, SYSTEM_PYTHON,
+    assert_success, describe, require_root_and_peers, socket_exchange, stdout, stdout_json,
+    EnvOptions, TestEnv, SYSTEM_PYTHON,
 };
 use login_support::{logged_in, require_login_peers, Phone, Sshd, Sudo, TestUser};
 use serde_json::{json, Value};
@@ -47,10 +47,9 @@ fn accepted_logins(entries: &[Value]) -> Vec<&Value> {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn ssh_login_with_publickey_and_one_time_password() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     require_login_peers();
     let env = TestEnv::start();
     let user = TestUser::create();
@@ -109,10 +108,9 @@ fn ssh_login_with_publickey_and_one_time_password() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn sudo_with_one_time_password() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     require_login_peers();
     let env = TestEnv::start();
     let user = TestUser::create();
@@ -201,10 +199,9 @@ fn open_socket_to(env: &TestEnv, user: &TestUser) {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn socket_refuses_unprivileged_users_unless_their_group_is_allowed() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     require_login_peers();
     let env = TestEnv::start();
     let user = TestUser::create();
@@ -266,10 +263,9 @@ fn socket_refuses_unprivileged_users_unless_their_group_is_allowed() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn one_hundred_concurrent_verifications_accept_once() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let mut phone = Phone::new(&env.enrol_active("dave"));
     env.wait_for_socket();
@@ -311,10 +307,9 @@ fn five_failures(env: &TestEnv, phone: &Phone, user: &str) {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn lockout_after_five_failures_until_unlock() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     let mut phone = Phone::new(&env.enrol_active("erin"));
     five_failures(&env, &phone, "erin");
@@ -347,10 +342,9 @@ fn lockout_after_five_failures_until_unlock() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn lockout_lifts_by_itself_after_lockout_seconds() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start_with(EnvOptions {
         extra_toml: "[policy]\nmax_failures = 5\nlockout_seconds = 3\n".to_owned(),
         ..EnvOptions::default()
@@ -371,10 +365,9 @@ fn lockout_lifts_by_itself_after_lockout_seconds() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn sigkill_while_verifying_keeps_enrolments_and_spent_codes() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     // Replays count as failures: a high limit keeps the stream from
     // locking the token.
     let mut env = TestEnv::start_with(EnvOptions {

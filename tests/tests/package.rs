@@ -23,8 +23,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, e2e_enabled, free_port, oathtool_code, run_with_input, said, stdout,
-    wrong_code,
+    assert_success, describe, free_port, oathtool_code, require_root_and_peers, run_with_input,
+    said, stdout, wrong_code,
 };
 
 const PACKAGE: &str = "otpd";
@@ -194,10 +194,9 @@ fn pamtester(service: &str, code: &str) -> Output {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn debian_package_builds_installs_logs_in_and_purges() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     for (tool, flag) in [
         ("dpkg-deb", "--version"),
         ("pamtester", "-v"),

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, e2e_enabled, normalize_base32, now_unix, oathtool_code,
+    assert_success, describe, normalize_base32, now_unix, oathtool_code, require_root_and_peers,
     run_with_input, said, wait_for_fresh_step, wrong_code, PamService, TestEnv,
 };
 
@@ -33,12 +33,10 @@ const SERVICE_ERR: &str = "Error in service module";
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// Whether the PAM tests run here: root, and then pamtester and valgrind
-/// must be installed.
-fn pam_enabled() -> bool {
-    if !e2e_enabled() {
-        return false;
-    }
+/// Panics unless the PAM tests can run here: root with the harness's
+/// peers, pamtester and valgrind.
+fn require_pam_peers() {
+    require_root_and_peers();
     for (tool, flag) in [("pamtester", "-v"), ("valgrind", "--version")] {
         let found = Command::new(tool)
             .arg(flag)
@@ -51,7 +49,6 @@ fn pam_enabled() -> bool {
             "{tool} is missing: `apt-get install pamtester valgrind` (tests/run-all.sh does)"
         );
     }
-    true
 }
 
 /// `PamService::authenticate` under valgrind, its report in `log`.
@@ -175,10 +172,9 @@ fn kill_otpd(env: &TestEnv) {
 // The real daemon
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn good_code_once_then_replay_and_garbage_refused() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let env = TestEnv::start();
     let secret = enrol(&env, "alice");
     let socket = otpd_socket(&env);
@@ -222,10 +218,9 @@ fn good_code_once_then_replay_and_garbage_refused() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn user_without_token_refused_unless_nullok() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let env = TestEnv::start();
     let socket = otpd_socket(&env);
 
@@ -261,10 +256,9 @@ fn user_without_token_refused_unless_nullok() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn stopped_daemon_fails_closed() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let env = TestEnv::start();
     let socket = otpd_socket(&env);
     let service = PamService::new(&format!("socket={} timeout_ms=2000", socket.display()), &[]);
@@ -284,10 +278,9 @@ fn stopped_daemon_fails_closed() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn one_login_under_valgrind() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let env = TestEnv::start();
     let secret = enrol(&env, "erin");
     let socket = otpd_socket(&env);
@@ -317,10 +310,9 @@ fn one_login_under_valgrind() {
 // No daemon needed
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn nothing_listening_fails_closed() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sock");
     let stale = dir.path().join("stale.sock");
@@ -341,10 +333,9 @@ fn nothing_listening_fails_closed() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn unknown_argument_fails_closed() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let service = PamService::new(
         "socket=/nonexistent/otpd.sock no_such_option",
         &["auth sufficient pam_permit.so"],
@@ -362,10 +353,9 @@ fn unknown_argument_fails_closed() {
 /// request the module sends (PAM_SERVICE included, the code as typed), the
 /// custom prompt, and each answer's outcome.
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn real_libpam_against_a_fake_otpd() {
-    if !pam_enabled() {
-        return;
-    }
+    require_pam_peers();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fake.sock");
     let listener = UnixListener::bind(&path).unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{e2e_enabled, free_port, TestEnv};
+use e2e::{free_port, require_root_and_peers, TestEnv};
 use serde_json::{json, Value};
 
 const PHONE_WIDTH: u64 = 360;
@@ -196,10 +196,9 @@ fn screenshot_dir() -> PathBuf {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn setup_page_fits_a_phone_in_japanese_and_english() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let env = TestEnv::start();
     for (lang, user, expected_form, expected_token) in [
         ("ja", "hanako", "利用開始パスワード", "otpauth://"),

@@ -12,8 +12,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use e2e::{
-    assert_success, describe, e2e_enabled, free_port, oathtool_code, stdout, stdout_json,
-    wrong_code, EnvOptions, TestEnv,
+    assert_success, describe, free_port, oathtool_code, require_root_and_peers, stdout,
+    stdout_json, wrong_code, EnvOptions, TestEnv,
 };
 use otpcore::radius::{self, attr, code, Packet};
 use serde_json::Value;
@@ -150,10 +150,9 @@ fn decode_answer(answer: &[u8], req: &[u8]) -> (u8, Option<Vec<u8>>) {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn radclient_accept_reject_replay_and_status() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let (env, port) = radius_env("127.0.0.1/32", "");
     let secret = env.enrol_active("alice");
     let wrong = wrong_code(&secret);
@@ -232,10 +231,9 @@ fn radclient_accept_reject_replay_and_status() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn retransmission_gets_the_cached_answer_without_a_second_verification() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let (env, port) = radius_env("127.0.0.1/32", "");
     let secret = env.enrol_active("bob");
     let code = oathtool_code(&secret, 60);
@@ -272,10 +270,9 @@ fn retransmission_gets_the_cached_answer_without_a_second_verification() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn unauthenticated_and_malformed_packets_are_dropped() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let (env, port) = radius_env("127.0.0.1/32", "");
     let socket = udp();
 
@@ -373,10 +370,9 @@ fn unauthenticated_and_malformed_packets_are_dropped() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn unknown_clients_are_dropped() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     // Only configured: nothing is ever sent to 10.9.9.9.
     let (env, port) = radius_env("10.9.9.9/32", "");
     let socket = udp();
@@ -387,10 +383,9 @@ fn unknown_clients_are_dropped() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn per_client_override_accepts_requests_without_message_authenticator() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let (env, port) = radius_env("127.0.0.0/8", "require_message_authenticator = false");
     let socket = udp();
     let packet = request(1, "erin", "123456", SECRET, false);
@@ -404,10 +399,9 @@ fn per_client_override_accepts_requests_without_message_authenticator() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn radclient_accounting_gets_an_accounting_response() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let acct = free_port();
     let (env, port) = radius_env_with(
         "127.0.0.1/32",

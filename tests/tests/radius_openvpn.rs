@@ -26,8 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, e2e_enabled, oathtool_code, otpd_bin, stdout_json, wait_for_fresh_step,
-    wrong_code, TestEnv,
+    assert_success, oathtool_code, otpd_bin, require_root_and_peers, stdout_json,
+    wait_for_fresh_step, wrong_code, TestEnv,
 };
 use serde_json::Value;
 
@@ -300,10 +300,9 @@ verb 4
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let openvpn = Path::new("/usr/sbin/openvpn");
     assert!(
         openvpn.is_file() && Path::new(PLUGIN).is_file(),

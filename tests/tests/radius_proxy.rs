@@ -13,8 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, e2e_enabled, free_port, oathtool_code, stdout, stdout_json,
-    wrong_code,
+    assert_success, describe, free_port, oathtool_code, require_root_and_peers, stdout,
+    stdout_json, wrong_code,
 };
 use serde_json::Value;
 
@@ -181,10 +181,9 @@ fn radclient(port: u16, user: &str, code: &str) -> Output {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn freeradius_proxies_the_otp_realm_to_otpd_with_the_shipped_stanza() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_root_and_peers();
     let (env, otpd_port) = e2e::start_with_radius("freeradius", OTPD_SECRET);
     let secret = env.enrol_active("alice");
     let freeradius = start_freeradius(otpd_port);

@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{base32, Algorithm, TokenParams};
 
 const GA_MODULE: &str = "/lib/x86_64-linux-gnu/security/pam_google_authenticator.so";
@@ -65,16 +64,15 @@ fn options() -> Options {
         rounds: 5,
         synchronous: "normal".to_owned(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).map(String::as_str).unwrap_or_default();
-        match pair[0].as_str() {
-            "--logins" => o.logins = value.parse().expect("--logins N"),
-            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
+    e2e::bench_args("bench-pam", |flag, value| {
+        match flag {
+            "--logins" => o.logins = e2e::bench_value(value, "--logins N"),
+            "--rounds" => o.rounds = e2e::bench_value(value, "--rounds N"),
             "--synchronous" => o.synchronous = value.to_owned(),
-            other => panic!("unknown option {other}; see the comment at the top of bench-pam.rs"),
+            _ => return false,
         }
-    }
+        true
+    });
     assert!(
         o.logins > 0 && o.rounds > 0,
         "--logins and --rounds must be > 0"
@@ -259,22 +257,7 @@ fn run(o: &Options) -> bool {
     let total = WARM_UP + o.logins * o.rounds + 1;
     let names: Vec<String> = (0..total).map(|i| format!("bpam{i}")).collect();
     let secrets = random_secrets(total);
-    {
-        let mut store = Store::open(&state).expect("store");
-        let tokens: Vec<ImportedToken<'_>> = names
-            .iter()
-            .zip(&secrets)
-            .map(|(user, secret)| ImportedToken {
-                user,
-                secret,
-                params: PARAMS,
-                last_step: None,
-            })
-            .collect();
-        store
-            .import_tokens(&tokens, "BENCH", false, e2e::now_unix())
-            .expect("import");
-    }
+    e2e::import_active_tokens(&state, &names, &secrets, PARAMS);
     write_ga_files(&ga_dir, &names, &secrets);
     let _daemon = e2e::start_socket_otpd(dir.path(), &state, &socket, &o.synchronous);
     let otp = PamService::new(

@@ -31,15 +31,14 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::Server;
 use otpcore::radius::{self, code, Packet};
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{self, Algorithm, TokenParams};
 
 /// otpd's steps: long, so that a run never crosses a step boundary.
@@ -75,24 +74,21 @@ fn options() -> Options {
         timeout: Duration::from_secs(1),
         synchronous: "normal".to_owned(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).map(String::as_str).unwrap_or_default();
-        match pair[0].as_str() {
-            "--users" => o.users = value.parse().expect("--users N"),
-            "--seconds" => o.seconds = value.parse().expect("--seconds S"),
-            "--rounds" => o.rounds = value.parse().expect("--rounds R"),
-            "--sockets" => o.sockets = value.parse().expect("--sockets K"),
-            "--inflight" => o.inflight = value.parse().expect("--inflight W"),
+    e2e::bench_args("bench-radius", |flag, value| {
+        match flag {
+            "--users" => o.users = e2e::bench_value(value, "--users N"),
+            "--seconds" => o.seconds = e2e::bench_value(value, "--seconds S"),
+            "--rounds" => o.rounds = e2e::bench_value(value, "--rounds R"),
+            "--sockets" => o.sockets = e2e::bench_value(value, "--sockets K"),
+            "--inflight" => o.inflight = e2e::bench_value(value, "--inflight W"),
             "--timeout-ms" => {
-                o.timeout = Duration::from_millis(value.parse().expect("--timeout-ms T"))
+                o.timeout = Duration::from_millis(e2e::bench_value(value, "--timeout-ms T"))
             }
             "--synchronous" => o.synchronous = value.to_owned(),
-            other => {
-                panic!("unknown option {other}; see the comment at the top of bench-radius.rs")
-            }
+            _ => return false,
         }
-    }
+        true
+    });
     assert!(
         (1..=200).contains(&o.inflight),
         "--inflight must be 1 to 200 (one RADIUS identifier each)"
@@ -481,30 +477,14 @@ fn exchange(
         .then_some(answer.code == code::ACCESS_ACCEPT)
 }
 
-/// A child process killed on drop.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Waits until `target` answers an Access-Request from `user` (FreeRADIUS
 /// delays rejects by its `reject_delay`, 1 s, so it gets a valid one).
 fn wait_ready(server: &mut Server, target: SocketAddr, what: &str, user: &str, password: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut rng = Rng(e2e::now_unix());
     loop {
-        if let Some(status) = server.child.try_wait().expect("try_wait") {
-            panic!(
-                "{what} exited at start-up: {status}\n{}",
-                fs::read_to_string(&server.log).unwrap_or_default()
-            );
+        if let Some(status) = server.exited() {
+            panic!("{what} exited at start-up: {status}\n{}", server.log());
         }
         if exchange(
             target,
@@ -520,37 +500,20 @@ fn wait_ready(server: &mut Server, target: SocketAddr, what: &str, user: &str, p
         assert!(
             Instant::now() < deadline,
             "{what} does not answer on {target}:\n{}",
-            fs::read_to_string(&server.log).unwrap_or_default()
+            server.log()
         );
     }
 }
 
+/// otpd with only a `[radius]` section: one client at 127.0.0.1 with
+/// [`SECRET`], Message-Authenticator required.
 fn start_otpd(dir: &Path, state: &Path, port: u16, synchronous: &str) -> Server {
-    let config = dir.join("otpd.toml");
-    fs::write(
-        &config,
-        format!(
-            "service_id = \"BENCH\"\nissuer = \"bench\"\nstate_dir = \"{}\"\n\
-             sqlite_synchronous = \"{synchronous}\"\n\
-             [radius]\nlisten = \"127.0.0.1:{port}\"\nrequire_message_authenticator = true\n\
-             [[radius.client]]\nname = \"bench\"\naddress = \"127.0.0.1/32\"\nsecret = \"{}\"\n",
-            state.display(),
-            String::from_utf8_lossy(SECRET)
-        ),
-    )
-    .expect("config");
-    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).expect("chmod");
-    let log = dir.join("otpd.log");
-    let child = Command::new(e2e::otpd_bin())
-        .arg("--config")
-        .arg(&config)
-        // One log line per decision would measure the terminal.
-        .env("OTPD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start otpd");
-    Server { child, log }
+    let listener = format!(
+        "[radius]\nlisten = \"127.0.0.1:{port}\"\nrequire_message_authenticator = true\n\
+         [[radius.client]]\nname = \"bench\"\naddress = \"127.0.0.1/32\"\nsecret = \"{}\"\n",
+        String::from_utf8_lossy(SECRET)
+    );
+    e2e::start_otpd_on(dir, state, synchronous, &listener)
 }
 
 const FR_SITE: &str = r#"server bench {
@@ -626,7 +589,7 @@ fn start_freeradius(dir: &Path, port: u16, users: &Users) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start freeradius (apt-get install -y freeradius)");
-    Server { child, log }
+    Server::new(child, log)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -683,23 +646,8 @@ fn main() {
             .map(|_| (0..20).map(|_| rng.next() as u8).collect::<Vec<u8>>())
             .collect()
     };
-    {
-        let mut store = Store::open(&state).expect("store");
-        let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
-        let tokens: Vec<ImportedToken<'_>> = names
-            .iter()
-            .zip(&secrets)
-            .map(|(user, secret)| ImportedToken {
-                user,
-                secret,
-                params: params(OTPD_PERIOD),
-                last_step: None,
-            })
-            .collect();
-        store
-            .import_tokens(&tokens, "BENCH", false, e2e::now_unix())
-            .expect("import");
-    }
+    let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
+    e2e::import_active_tokens(&state, &names, &secrets, params(OTPD_PERIOD));
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
     let mut users = Users {
         secrets,
@@ -784,9 +732,9 @@ fn main() {
     for round in 1..=o.rounds {
         let figures = KINDS.map(|kind| {
             let (target, pid) = if kind == Kind::Otpd {
-                (otpd_addr, otpd.child.id())
+                (otpd_addr, otpd.id())
             } else {
-                (fr_addr, freeradius.child.id())
+                (fr_addr, freeradius.id())
             };
             let i = kind as usize;
             let f = run(kind, target, pid, &o, &users, &samples[i], &rejects[i]);
@@ -936,12 +884,12 @@ fn main() {
         twice[0], twice[1], twice[2]
     );
     for (server, what) in [(&mut otpd, "otpd"), (&mut freeradius, "freeradius")] {
-        if let Some(status) = server.child.try_wait().expect("try_wait") {
+        if let Some(status) = server.exited() {
             println!("{what} exited during the run: {status}");
         }
     }
     for (server, what) in [(&otpd, "otpd"), (&freeradius, "freeradius")] {
-        let log = fs::read_to_string(&server.log).unwrap_or_default();
+        let log = server.log();
         let notable: Vec<&str> = log.lines().filter(|l| !l.contains(": Info: ")).collect();
         if !notable.is_empty() {
             println!("{what}'s log, {} lines besides Info:", notable.len());

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{Algorithm, TokenParams};
 
 /// Long steps, so that a run never crosses a step boundary: every user can
@@ -41,24 +40,21 @@ fn options() -> Options {
         clients: vec![1, 16, 64],
         synchronous: "normal".to_owned(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).map(String::as_str).unwrap_or_default();
-        match pair[0].as_str() {
-            "--users" => o.users = value.parse().expect("--users N"),
-            "--seconds" => o.seconds = value.parse().expect("--seconds S"),
+    e2e::bench_args("bench-socket", |flag, value| {
+        match flag {
+            "--users" => o.users = e2e::bench_value(value, "--users N"),
+            "--seconds" => o.seconds = e2e::bench_value(value, "--seconds S"),
             "--clients" => {
                 o.clients = value
                     .split(',')
-                    .map(|c| c.parse().expect("--clients 1,16,64"))
+                    .map(|c| e2e::bench_value(c, "--clients 1,16,64"))
                     .collect()
             }
             "--synchronous" => o.synchronous = value.to_owned(),
-            other => {
-                panic!("unknown option {other}; see the comment at the top of bench-socket.rs")
-            }
+            _ => return false,
         }
-    }
+        true
+    });
     o
 }
 
@@ -142,30 +138,15 @@ fn main() {
     }
     eprintln!("importing {} users", o.users);
     let started = Instant::now();
-    let mut secrets = Vec::with_capacity(o.users);
-    {
-        let mut store = Store::open(&state).expect("store");
-        for i in 0..o.users {
-            let secret: Vec<u8> = (0..20u32)
+    let secrets: Vec<Vec<u8>> = (0..o.users)
+        .map(|i| {
+            (0..20u32)
                 .map(|b| (i as u32).wrapping_mul(2_654_435_761).rotate_left(b) as u8)
-                .collect();
-            secrets.push(secret);
-        }
-        let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
-        let tokens: Vec<ImportedToken<'_>> = names
-            .iter()
-            .zip(&secrets)
-            .map(|(user, secret)| ImportedToken {
-                user,
-                secret,
-                params,
-                last_step: None,
-            })
-            .collect();
-        store
-            .import_tokens(&tokens, "BENCH", false, e2e::now_unix())
-            .expect("import");
-    }
+                .collect()
+        })
+        .collect();
+    let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
+    e2e::import_active_tokens(&state, &names, &secrets, params);
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
     let socket = dir.path().join("otpd.sock");
     let _daemon = e2e::start_socket_otpd(dir.path(), &state, &socket, &o.synchronous);
