@@ -14,8 +14,8 @@ use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
 use otpcore::rules;
-use otpcore::store::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Resync, Store};
 use otpcore::time::rfc3339;
+use otpstore::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Resync, Store};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -882,7 +882,7 @@ impl Ctx {
         println!(
             "Database copied to {}. Keep a copy of {} with it: the secrets cannot be read without it.",
             path.display(),
-            self.config.state_dir.join(otpcore::store::KEY_FILE).display()
+            self.config.state_dir.join(otpstore::KEY_FILE).display()
         );
         Ok(())
     }
@@ -909,9 +909,9 @@ impl Ctx {
                 twice.user
             )));
         }
-        let imported: Vec<otpcore::store::ImportedToken<'_>> = tokens
+        let imported: Vec<otpstore::ImportedToken<'_>> = tokens
             .iter()
-            .map(|t| otpcore::store::ImportedToken {
+            .map(|t| otpstore::ImportedToken {
                 user: &t.user,
                 secret: &t.secret,
                 params: t.params,

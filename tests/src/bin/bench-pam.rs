@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{base32, Algorithm, TokenParams};
+use otpstore::{ImportedToken, Store};
 
 const GA_MODULE: &str = "/lib/x86_64-linux-gnu/security/pam_google_authenticator.so";
 const OTP_SERVICE: &str = "otpd-bench-otp";
@@ -260,7 +260,7 @@ fn run(o: &Options) -> bool {
     let names: Vec<String> = (0..total).map(|i| format!("bpam{i}")).collect();
     let secrets = random_secrets(total);
     {
-        let mut store = Store::open(&state).expect("store");
+        let store = Store::open(&state).expect("store");
         let tokens: Vec<ImportedToken<'_>> = names
             .iter()
             .zip(&secrets)

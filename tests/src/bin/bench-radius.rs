@@ -39,8 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otpcore::radius::{self, code, Packet};
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{self, Algorithm, TokenParams};
+use otpstore::{ImportedToken, Store};
 
 /// otpd's steps: long, so that a run never crosses a step boundary.
 const OTPD_PERIOD: u64 = 300;
@@ -684,7 +684,7 @@ fn main() {
             .collect()
     };
     {
-        let mut store = Store::open(&state).expect("store");
+        let store = Store::open(&state).expect("store");
         let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
         let tokens: Vec<ImportedToken<'_>> = names
             .iter()

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::{Algorithm, TokenParams};
+use otpstore::{ImportedToken, Store};
 
 /// Long steps, so that a run never crosses a step boundary: every user can
 /// accept the codes of the previous, current and next step, in that order.
@@ -144,7 +144,7 @@ fn main() {
     let started = Instant::now();
     let mut secrets = Vec::with_capacity(o.users);
     {
-        let mut store = Store::open(&state).expect("store");
+        let store = Store::open(&state).expect("store");
         for i in 0..o.users {
             let secret: Vec<u8> = (0..20u32)
                 .map(|b| (i as u32).wrapping_mul(2_654_435_761).rotate_left(b) as u8)
