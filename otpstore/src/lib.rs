@@ -2,7 +2,7 @@
 //! trail. [`Store`] is the facade every program uses; its methods take
 //! `&self` and may be called from many threads at once. Callers see domain
 //! types and [`StoreError`]; the SQL of the database behind it (SQLite, in
-//! [`sqlite`]'s module) stays behind the facade.
+//! the module `sqlite`) stays behind the facade.
 //!
 //! Every state change is one statement or one transaction; races between
 //! processes (otpd and otpctl share the database) are settled by
