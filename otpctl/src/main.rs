@@ -14,8 +14,8 @@ use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
 use otpcore::rules;
-use otpcore::store::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Resync, Store};
 use otpcore::time::rfc3339;
+use otpstore::{AuditEntry, Channel, Enrolment, FirstCode, NewEnrolment, Resync, Store};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -228,7 +228,7 @@ fn run(cli: Cli) -> Outcome {
     }
     let config = load_config(&cli)?;
     drop_privileges(&config.state_dir)?;
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         store: Store::open(&config.state_dir)?,
         config,
         interactive: std::io::stdin().is_terminal(),
@@ -490,7 +490,7 @@ impl Ctx {
     }
 
     fn issue(
-        &mut self,
+        &self,
         user: &str,
         email: Option<String>,
         lang: Option<Language>,
@@ -559,7 +559,7 @@ impl Ctx {
 
     /// The interactive confirmation prompt after issue: asks until a code
     /// is confirmed or the administrator presses Enter.
-    fn confirm_loop(&mut self, user: &str) -> Outcome {
+    fn confirm_loop(&self, user: &str) -> Outcome {
         loop {
             let code = ask("One-time password shown by the app (Enter to stop waiting): ")?;
             if code.trim().is_empty() {
@@ -579,7 +579,7 @@ impl Ctx {
     }
 
     /// Checks a first code and activates the token; the message tells how.
-    fn confirm_code(&mut self, user: &str, code: &str) -> Result<String, Refused> {
+    fn confirm_code(&self, user: &str, code: &str) -> Result<String, Refused> {
         let enrolment = self
             .store
             .pending(user)?
@@ -625,7 +625,7 @@ impl Ctx {
         }
     }
 
-    fn confirm(&mut self, user: &str, json: bool) -> Outcome {
+    fn confirm(&self, user: &str, json: bool) -> Outcome {
         let code = if self.interactive {
             ask("One-time password shown by the app: ")?
         } else {
@@ -652,7 +652,7 @@ impl Ctx {
         Ok(())
     }
 
-    fn resend(&mut self, user: &str) -> Outcome {
+    fn resend(&self, user: &str) -> Outcome {
         let enrolment = self.store.pending(user)?.ok_or_else(|| {
             Refused(format!(
                 "{user} has no setup in progress; issue a token first"
@@ -731,7 +731,7 @@ impl Ctx {
 }
 
 impl Ctx {
-    fn unlock(&mut self, user: &str) -> Outcome {
+    fn unlock(&self, user: &str) -> Outcome {
         if !self.store.unlock(user)? {
             return Err(Refused(format!("{user} has no active token")));
         }
@@ -740,7 +740,7 @@ impl Ctx {
         Ok(())
     }
 
-    fn resync(&mut self, user: &str, code1: &str, code2: &str) -> Outcome {
+    fn resync(&self, user: &str, code1: &str, code2: &str) -> Outcome {
         let no_token = || Refused(format!("{user} has no active token"));
         let Some(token) = self.store.active(user)? else {
             return Err(no_token());
@@ -867,7 +867,7 @@ impl Ctx {
 }
 
 impl Ctx {
-    fn revoke(&mut self, user: &str) -> Outcome {
+    fn revoke(&self, user: &str) -> Outcome {
         let revoked = self.store.revoke(user)?;
         if revoked == 0 {
             return Err(Refused(format!("{user} has no token to revoke")));
@@ -882,13 +882,13 @@ impl Ctx {
         println!(
             "Database copied to {}. Keep a copy of {} with it: the secrets cannot be read without it.",
             path.display(),
-            self.config.state_dir.join(otpcore::store::KEY_FILE).display()
+            self.config.state_dir.join(otpstore::KEY_FILE).display()
         );
         Ok(())
     }
 
     fn import(
-        &mut self,
+        &self,
         format: ImportFormat,
         replace: bool,
         user: Option<&str>,
@@ -909,9 +909,9 @@ impl Ctx {
                 twice.user
             )));
         }
-        let imported: Vec<otpcore::store::ImportedToken<'_>> = tokens
+        let imported: Vec<otpstore::ImportedToken<'_>> = tokens
             .iter()
-            .map(|t| otpcore::store::ImportedToken {
+            .map(|t| otpstore::ImportedToken {
                 user: &t.user,
                 secret: &t.secret,
                 params: t.params,

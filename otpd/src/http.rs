@@ -47,8 +47,8 @@ use nix::sys::resource::{getrlimit, Resource};
 use otpcore::config::{HttpConfig, Language};
 use otpcore::enrol::{self, ActivationRefusal, State as EnrolState, WrongPassword};
 use otpcore::rules::UserId;
-use otpcore::store::{ActivationHash, Channel, Enrolment, FirstCode, Store};
 use otpcore::totp::{self, TokenParams};
+use otpstore::{ActivationHash, Channel, Enrolment, FirstCode, Store};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -619,17 +619,14 @@ impl Http {
                     let reason = format!("{what} refused: rate limit exceeded");
                     let peer = peer.to_string();
                     tokio::task::spawn_blocking(move || {
-                        daemon.record(
-                            &daemon.store(),
-                            &Decision {
-                                channel: Channel::Http,
-                                peer: &peer,
-                                user: UNKNOWN_USER,
-                                ok: false,
-                                reason: &reason,
-                                time: unix_now(),
-                            },
-                        );
+                        daemon.record(&Decision {
+                            channel: Channel::Http,
+                            peer: &peer,
+                            user: UNKNOWN_USER,
+                            ok: false,
+                            reason: &reason,
+                            time: unix_now(),
+                        });
                     });
                 }
                 false
@@ -706,7 +703,7 @@ fn client_ip(addr: SocketAddr) -> IpAddr {
 }
 
 // ---------------------------------------------------------------------------
-// Decisions (run on blocking threads with the store locked)
+// Decisions (run on blocking threads: store calls block)
 
 /// One activation or confirmation request, as typed.
 struct Attempt {
@@ -737,18 +734,15 @@ impl Attempt {
         }
     }
 
-    fn record(&self, daemon: &Daemon, store: &Store, user: &str, ok: bool, reason: &str) {
-        daemon.record(
-            store,
-            &Decision {
-                channel: Channel::Http,
-                peer: &self.peer,
-                user,
-                ok,
-                reason,
-                time: self.now,
-            },
-        );
+    fn record(&self, daemon: &Daemon, user: &str, ok: bool, reason: &str) {
+        daemon.record(&Decision {
+            channel: Channel::Http,
+            peer: &self.peer,
+            user,
+            ok,
+            reason,
+            time: self.now,
+        });
     }
 
     /// The enrolment the IDs name. `Err(())` after a store failure.
@@ -819,31 +813,25 @@ fn current_state(store: &Store, e: &Enrolment, now: u64) -> Activation {
 /// `answer`; `prefix` says what was tried.
 fn refuse(
     daemon: &Daemon,
-    store: &Store,
     a: &Attempt,
     e: &Enrolment,
     prefix: &str,
     answer: Activation,
 ) -> Activation {
     if let Some(why) = answer.state_reason() {
-        a.record(daemon, store, &e.user, false, &format!("{prefix}{why}"));
+        a.record(daemon, &e.user, false, &format!("{prefix}{why}"));
     }
     answer
 }
 
-/// Activation, first step, with the store locked: the enrolment the IDs
+/// Activation, first step: the enrolment the IDs
 /// name, if it may be activated. `Err` is the answer when it may not.
-fn admit_activation(
-    daemon: &Daemon,
-    store: &mut Store,
-    a: &Attempt,
-) -> Result<Enrolment, Activation> {
+fn admit_activation(daemon: &Daemon, store: &Store, a: &Attempt) -> Result<Enrolment, Activation> {
     let e = match a.lookup(store) {
         Ok(Some(e)) => e,
         Ok(None) => {
             a.record(
                 daemon,
-                store,
                 UNKNOWN_USER,
                 false,
                 "activation refused: unknown service ID or user ID",
@@ -857,23 +845,16 @@ fn admit_activation(
         Err(ActivationRefusal::Expired) => Activation::Expired,
         Err(ActivationRefusal::Gone) => Activation::Gone(e.state),
     };
-    Err(refuse(
-        daemon,
-        store,
-        a,
-        &e,
-        "activation refused: ",
-        refused,
-    ))
+    Err(refuse(daemon, a, &e, "activation refused: ", refused))
 }
 
-/// Second step, with the store locked: takes one of the
+/// Second step: takes one of the
 /// `activation_attempts` tries before the password is checked, so that
 /// requests at the same time cannot check more passwords than there are
 /// tries. The hash to check against, or the answer when no try is left.
 fn reserve_attempt(
     daemon: &Daemon,
-    store: &mut Store,
+    store: &Store,
     a: &Attempt,
     e: &Enrolment,
 ) -> Result<ActivationHash, Activation> {
@@ -886,14 +867,13 @@ fn reserve_attempt(
             Activation::Gone(EnrolState::Issued) => {
                 a.record(
                     daemon,
-                    store,
                     &e.user,
                     false,
                     "activation refused: the tries left are all being checked",
                 );
                 Activation::Busy
             }
-            other => refuse(daemon, store, a, e, "activation refused: ", other),
+            other => refuse(daemon, a, e, "activation refused: ", other),
         }),
         Err(err) => {
             log::error!("http: cannot take an activation try: {err}");
@@ -902,13 +882,13 @@ fn reserve_attempt(
     }
 }
 
-/// Activation, last step, with the store locked again after the slow
+/// Activation, last step, after the slow
 /// password check: a wrong password leaves its try counted (and
 /// invalidates the enrolment at the limit); a right one hands the secret
 /// out, once, and gives its try back.
 fn finish_activation(
     daemon: &Daemon,
-    store: &mut Store,
+    store: &Store,
     a: &Attempt,
     e: Enrolment,
     right: bool,
@@ -927,7 +907,7 @@ fn finish_activation(
                 } else {
                     format!("activation refused: wrong activation password ({left} tries left)")
                 };
-                a.record(daemon, store, &e.user, false, &reason);
+                a.record(daemon, &e.user, false, &reason);
                 Activation::WrongPassword {
                     attempts_left: left,
                 }
@@ -937,7 +917,7 @@ fn finish_activation(
             Ok(None) => {
                 let now = current_state(store, &e, a.now);
                 let prefix = "activation refused: wrong activation password; ";
-                match refuse(daemon, store, a, &e, prefix, now) {
+                match refuse(daemon, a, &e, prefix, now) {
                     Activation::Gone(EnrolState::Invalidated) => {
                         Activation::WrongPassword { attempts_left: 0 }
                     }
@@ -956,7 +936,7 @@ fn finish_activation(
         Ok(None) => {
             let now = current_state(store, &e, a.now);
             let prefix = "activation refused: right activation password, but ";
-            return refuse(daemon, store, a, &e, prefix, now);
+            return refuse(daemon, a, &e, prefix, now);
         }
         Err(err) => {
             log::error!("http: activation failed: {err}");
@@ -965,7 +945,6 @@ fn finish_activation(
     };
     a.record(
         daemon,
-        store,
         &e.user,
         true,
         "activated: token delivered to the phone",
@@ -993,13 +972,12 @@ enum Confirmed {
 }
 
 /// SPEC §2.3: checks the first code, adapting to 30-second apps.
-fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
+fn confirm(daemon: &Daemon, store: &Store, a: &Attempt) -> Confirmed {
     let e = match a.lookup(store) {
         Ok(Some(e)) => e,
         Ok(None) => {
             a.record(
                 daemon,
-                store,
                 UNKNOWN_USER,
                 false,
                 "confirmation refused: unknown service ID or user ID",
@@ -1010,7 +988,7 @@ fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
     };
     if e.state != EnrolState::Activated {
         let reason = format!("confirmation refused: enrolment is {}", e.state.as_str());
-        a.record(daemon, store, &e.user, false, &reason);
+        a.record(daemon, &e.user, false, &reason);
         return Confirmed::Gone(e.state);
     }
     let token = &daemon.config.token;
@@ -1022,13 +1000,12 @@ fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
             } else {
                 format!("first code confirmed, token active (period {period} s)")
             };
-            a.record(daemon, store, &e.user, true, &reason);
+            a.record(daemon, &e.user, true, &reason);
             Confirmed::Active { period, adapted }
         }
         Ok(FirstCode::Wrong) => {
             a.record(
                 daemon,
-                store,
                 &e.user,
                 false,
                 "confirmation refused: wrong first code",
@@ -1047,19 +1024,14 @@ fn confirm(daemon: &Daemon, store: &mut Store, a: &Attempt) -> Confirmed {
     }
 }
 
-/// Runs `f` with the store locked on a blocking thread.
+/// Runs `f` with the store on a blocking thread: store calls block.
 async fn with_store<T, F>(daemon: &Arc<Daemon>, f: F) -> Option<T>
 where
     T: Send + 'static,
-    F: FnOnce(&Daemon, &mut Store) -> T + Send + 'static,
+    F: FnOnce(&Daemon, &Store) -> T + Send + 'static,
 {
     let daemon = Arc::clone(daemon);
-    match tokio::task::spawn_blocking(move || {
-        let mut store = daemon.store();
-        f(&daemon, &mut store)
-    })
-    .await
-    {
+    match tokio::task::spawn_blocking(move || f(&daemon, daemon.store())).await {
         Ok(value) => Some(value),
         Err(e) => {
             log::error!("http: store task failed: {e}");
@@ -1086,8 +1058,8 @@ async fn run_activation(http: &Http, attempt: Attempt) -> Activation {
     let Some(slot) = http.checks.take().await else {
         let a = Arc::clone(&attempt);
         let reason = "activation refused: too many password checks at once";
-        with_store(&http.daemon, move |d, s| {
-            a.record(d, s, &e.user, false, reason)
+        with_store(&http.daemon, move |d, _| {
+            a.record(d, &e.user, false, reason)
         })
         .await;
         return Activation::Busy;
@@ -1097,12 +1069,12 @@ async fn run_activation(http: &Http, attempt: Attempt) -> Activation {
         // The slot stays taken until the check ends, even when the client
         // gives up meanwhile.
         let _slot = slot;
-        let hash = match reserve_attempt(&daemon, &mut daemon.store(), &attempt, &e) {
+        let hash = match reserve_attempt(&daemon, daemon.store(), &attempt, &e) {
             Ok(hash) => hash,
             Err(answer) => return answer,
         };
         match hash.verify(&attempt.proof) {
-            Ok(right) => finish_activation(&daemon, &mut daemon.store(), &attempt, e, right),
+            Ok(right) => finish_activation(&daemon, daemon.store(), &attempt, e, right),
             Err(err) => {
                 log::error!("http: activation password check failed: {err}");
                 Activation::Internal
@@ -1494,7 +1466,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use otpcore::config::Config;
-    use otpcore::store::NewEnrolment;
+    use otpstore::NewEnrolment;
     use serde_json::Value;
     use tower::ServiceExt;
 
@@ -1646,7 +1618,7 @@ mod tests {
             .to_vec()
     }
 
-    fn audit(f: &Fixture) -> Vec<otpcore::store::AuditEntry> {
+    fn audit(f: &Fixture) -> Vec<otpstore::AuditEntry> {
         f.daemon.store().audit_entries(None, 0).expect("audit")
     }
 

@@ -19,7 +19,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use otpcore::config::Config;
 use otpcore::rules::UserId;
-use otpcore::store::{Enrolment, NewEnrolment, Store};
+use otpstore::{Enrolment, NewEnrolment, Store};
 use proptest::prelude::*;
 use serde_json::Value;
 use tower::ServiceExt;

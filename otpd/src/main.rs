@@ -15,11 +15,11 @@ mod verifier;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use otpcore::config::{Config, Synchronous};
-use otpcore::store::{AuditEntry, Channel, Store};
+use otpstore::{AuditEntry, Channel, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -50,7 +50,7 @@ struct Args {
 /// decision log.
 pub struct Daemon {
     pub config: Config,
-    store: Mutex<Store>,
+    store: Store,
     syslog: Option<Mutex<SyslogLogger>>,
 }
 
@@ -74,21 +74,18 @@ impl Daemon {
         let syslog = if syslog { connect_syslog() } else { None };
         Daemon {
             config,
-            store: Mutex::new(store),
+            store,
             syslog: syslog.map(Mutex::new),
         }
     }
 
-    /// The store, locked. Blocking: call from blocking threads only. A
-    /// panic while another thread held the lock leaves no half-done change
-    /// behind (every change is one SQLite statement or transaction), so a
-    /// poisoned lock is taken over.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    /// The store. Its calls block: make them from blocking threads only.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Records a decision: audit table, log facade and syslog (authpriv).
-    pub fn record(&self, store: &Store, d: &Decision<'_>) {
+    pub fn record(&self, d: &Decision<'_>) {
         self.log(d);
         let entry = AuditEntry {
             time: d.time,
@@ -98,7 +95,7 @@ impl Daemon {
             result: if d.ok { "ok" } else { "fail" }.to_owned(),
             reason: d.reason.to_owned(),
         };
-        if let Err(e) = store.audit(&entry) {
+        if let Err(e) = self.store.audit(&entry) {
             log::error!("cannot write the audit table: {e}");
         }
     }
@@ -427,7 +424,7 @@ async fn run(config: Config) -> ExitCode {
 /// Fixtures the listeners' in-process tests share.
 #[cfg(test)]
 mod testing {
-    use otpcore::store::ImportedToken;
+    use otpstore::ImportedToken;
 
     use crate::Daemon;
 

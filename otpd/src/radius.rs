@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use otpcore::config::{Cidr, RadiusConfig};
 use otpcore::radius::{self, attr, code, MessageAuthenticator, Packet};
-use otpcore::store::{Channel, VerifyOutcome};
+use otpstore::{Channel, VerifyOutcome};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
@@ -584,18 +584,14 @@ impl Server {
                 };
                 let daemon = Arc::clone(&self.daemon);
                 let _ = tokio::task::spawn_blocking(move || {
-                    let store = daemon.store();
-                    daemon.record(
-                        &store,
-                        &Decision {
-                            channel: Channel::Radius,
-                            peer: &peer,
-                            user: &user,
-                            ok: false,
-                            reason,
-                            time: crate::unix_now(),
-                        },
-                    );
+                    daemon.record(&Decision {
+                        channel: Channel::Radius,
+                        peer: &peer,
+                        user: &user,
+                        ok: false,
+                        reason,
+                        time: crate::unix_now(),
+                    });
                 })
                 .await;
                 false
@@ -683,7 +679,7 @@ mod tests {
     }
 
     use otpcore::config::{Config, RadiusClient};
-    use otpcore::store::Store;
+    use otpstore::Store;
 
     const SECRET: &[u8] = b"in-process-secret";
 
@@ -773,19 +769,12 @@ mod tests {
         let (stop, shutdown) = Shutdown::new();
         let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
 
-        // A stalled store: nothing in verification finishes, so every
-        // admitted request stays in flight.
-        let (locked, unlock) = std::sync::mpsc::channel::<()>();
-        let (held, is_held) = std::sync::mpsc::channel::<()>();
-        let staller = std::thread::spawn({
-            let daemon = Arc::clone(&daemon);
-            move || {
-                let _store = daemon.store();
-                held.send(()).unwrap();
-                let _ = unlock.recv();
-            }
-        });
-        is_held.recv().unwrap();
+        // A stalled store: another connection holds the database's write
+        // lock, as another process's transaction would, so nothing in
+        // verification finishes and every admitted request stays in flight.
+        let staller =
+            rusqlite::Connection::open(daemon.config.state_dir.join(otpstore::DB_FILE)).unwrap();
+        staller.execute_batch("BEGIN IMMEDIATE").unwrap();
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let answers = tokio::spawn({
             let socket = Arc::clone(&socket);
@@ -815,8 +804,7 @@ mod tests {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        drop(locked);
-        staller.join().unwrap();
+        drop(staller);
         assert_eq!(
             answers.await.unwrap(),
             MAX_IN_FLIGHT,

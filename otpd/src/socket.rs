@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use nix::unistd::{Gid, Group, Uid, User};
 use otpcore::config::SocketConfig;
-use otpcore::store::{Channel, VerifyOutcome};
 use otpcore::verify::Refusal;
+use otpstore::{Channel, VerifyOutcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -353,7 +353,7 @@ async fn write_line<W: AsyncWriteExt + Unpin>(
 mod tests {
     use super::*;
     use otpcore::config::Config;
-    use otpcore::store::Store;
+    use otpstore::Store;
 
     pub(super) struct Fixture {
         _dir: tempfile::TempDir,

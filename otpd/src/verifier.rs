@@ -7,8 +7,8 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use otpcore::store::{Channel, VerifyOutcome, VerifyRequest};
 use otpcore::verify::Policy;
+use otpstore::{Channel, VerifyOutcome, VerifyRequest};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 

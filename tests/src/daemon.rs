@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use otpcore::store::{ImportedToken, Store};
 use otpcore::totp::TokenParams;
+use otpstore::{ImportedToken, Store};
 
 use crate::codes::now_unix;
 use crate::env::write_config;
@@ -27,7 +27,7 @@ pub fn import_active_tokens(
     secrets: &[Vec<u8>],
     params: TokenParams,
 ) {
-    let mut store = Store::open(state).expect("store");
+    let store = Store::open(state).expect("store");
     let tokens: Vec<ImportedToken<'_>> = names
         .iter()
         .zip(secrets)

@@ -580,9 +580,9 @@ fn a_backup_under_load_is_served_by_a_fresh_otpd() {
     let state = restored.join("state");
     fs::create_dir_all(&state).expect("state dir");
     fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).expect("chmod");
-    fs::copy(&copy, state.join(otpcore::store::DB_FILE)).expect("copy db");
-    let key = state.join(otpcore::store::KEY_FILE);
-    fs::copy(env.state_dir.join(otpcore::store::KEY_FILE), &key).expect("copy key");
+    fs::copy(&copy, state.join(otpstore::DB_FILE)).expect("copy db");
+    let key = state.join(otpstore::KEY_FILE);
+    fs::copy(env.state_dir.join(otpstore::KEY_FILE), &key).expect("copy key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
     let socket = restored.join("otpd.sock");
     let daemon = start_socket_otpd(&restored, &state, &socket, "normal");
@@ -770,8 +770,8 @@ fn root_otpctl_becomes_the_owner_of_state_dir() {
     assert_eq!(stdout_json(&output), json!([]));
     let created = owners(&fresh);
     let names: Vec<&str> = created.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert!(names.contains(&otpcore::store::DB_FILE), "{names:?}");
-    assert!(names.contains(&otpcore::store::KEY_FILE), "{names:?}");
+    assert!(names.contains(&otpstore::DB_FILE), "{names:?}");
+    assert!(names.contains(&otpstore::KEY_FILE), "{names:?}");
     for (name, uid, gid) in &created {
         assert_eq!(
             (*uid, *gid),

@@ -1,0 +1,73 @@
+//! What a store operation can fail with. Each message says what to do; the
+//! error of the layer below (the database, the file system, the password
+//! hash) stays reachable as the source, so callers can tell a database that
+//! is unavailable or busy from a record that is missing or damaged.
+
+use std::path::PathBuf;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or refused the operation: not reachable, busy
+    /// beyond the wait, full, damaged, or a row this build cannot read.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A file or directory of the store could not be created, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A copy of the database could not be written.
+    #[error("{path}: {source}")]
+    Backup {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file or directory of the store is refused as it is (its mode or size).
+    #[error("{path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
+    #[error("the key file {0} does not match this database (wrong or replaced key file); restore the key file that belongs to it")]
+    WrongKey(PathBuf),
+    #[error("the key file {0} is missing but the database holds encrypted secrets; restore it from backup")]
+    MissingKey(PathBuf),
+    #[error("cannot decrypt the secret of enrolment {0}: the record or key is damaged")]
+    Corrupt(i64),
+    #[error("{user} already has an active token; re-issue with --replace")]
+    HasActive { user: String },
+    #[error("{user} already has a setup in progress; use `otpctl resend {user}` or re-issue with --replace")]
+    HasPending { user: String },
+    #[error("the database was written by a newer otpd (schema {0}); upgrade otpd")]
+    TooNew(i64),
+    /// Hashing an activation password, or reading a stored hash, failed.
+    #[error("password hashing failed: {0}")]
+    Hash(#[from] argon2::password_hash::Error),
+    /// A stored activation password hash lacks a part it needs.
+    #[error("password hashing failed: the stored hash lacks its salt or its output")]
+    HashIncomplete,
+    /// Sealing a secret failed.
+    #[error("database error: encryption failed")]
+    Seal(#[source] aes_gcm::Error),
+    /// A step the store relies on did not hold (a row it just wrote is gone).
+    #[error("database error: {0}")]
+    Internal(&'static str),
+}
+
+impl StoreError {
+    /// Whether the database was busy (another writer held it beyond the
+    /// wait) or locked: the operation may succeed when tried again, and
+    /// nothing was changed.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(e) if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        )
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;

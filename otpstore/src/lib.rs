@@ -1,0 +1,476 @@
+//! The store of otpd: enrolments, their encrypted secrets and the audit
+//! trail. [`Store`] is the facade every program uses; its methods take
+//! `&self` and may be called from many threads at once. Callers see domain
+//! types and [`StoreError`]; the SQL of the database behind it (SQLite, in
+//! the module `sqlite`) stays behind the facade.
+//!
+//! Every state change is one statement or one transaction; races between
+//! processes (otpd and otpctl share the database) are settled by
+//! conditional UPDATEs, never by read-then-write. A transaction that may
+//! write takes the write lock when it begins, so a writer waits for another
+//! process's commit instead of failing at once.
+//!
+//! Secrets are sealed with a key kept in a file beside the database
+//! ([`KEY_FILE`]); activation passwords are kept as argon2id hashes.
+
+mod activation;
+mod error;
+mod keyfile;
+mod seal;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use otpcore::enrol::{confirm_first_code, Confirmation, State};
+use otpcore::rules::UserId;
+use otpcore::totp::TokenParams;
+use otpcore::verify::{self, Counters, Policy, Refusal};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+pub use activation::ActivationHash;
+pub use error::StoreError;
+
+use error::Result;
+use seal::{Keys, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT};
+use sqlite::Sqlite;
+
+/// Database file name inside `state_dir`.
+pub const DB_FILE: &str = "otpd.db";
+/// Key file name inside `state_dir`.
+pub const KEY_FILE: &str = "otpd.key";
+
+/// One enrolment: a user's token on its way from issue to use.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub id: i64,
+    pub user: String,
+    pub email: String,
+    pub service_id: String,
+    pub user_id: UserId,
+    pub state: State,
+    pub params: TokenParams,
+    pub language: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub activated_at: Option<u64>,
+    pub confirmed_at: Option<u64>,
+    pub activation_failures: u32,
+    pub last_step: Option<u64>,
+}
+
+/// What `issue` needs to record a new enrolment.
+pub struct NewEnrolment<'a> {
+    pub user: &'a str,
+    pub email: &'a str,
+    pub service_id: &'a str,
+    pub params: TokenParams,
+    pub language: &'a str,
+    pub activation_password: &'a str,
+    pub expires_at: u64,
+    /// Supersede the user's pending and active enrolments (the active one
+    /// keeps working until the new one is confirmed).
+    pub replace: bool,
+}
+
+/// Where a decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Pam,
+    Radius,
+    Http,
+    Cli,
+}
+
+impl Channel {
+    /// `pam`, `radius`, `http` or `cli`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Pam => "pam",
+            Channel::Radius => "radius",
+            Channel::Http => "http",
+            Channel::Cli => "cli",
+        }
+    }
+}
+
+/// One line of the audit trail. Never holds a code, secret or password.
+/// Its texts are stored escaped ([`audit_text`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub time: u64,
+    pub user: String,
+    pub channel: String,
+    pub peer: String,
+    pub result: String,
+    pub reason: String,
+}
+
+/// The result of a wrong activation password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationFailure {
+    /// Wrong tries so far, this one included.
+    pub failures: u32,
+    /// Whether the enrolment was invalidated by this try.
+    pub invalidated: bool,
+}
+
+/// One code to verify, with what the audit trail records about its origin.
+pub struct VerifyRequest<'a> {
+    pub user: &'a str,
+    pub code: &'a str,
+    pub channel: Channel,
+    /// Who asked: `uid=0 pid=123 service=sshd rhost=203.0.113.5`, a NAS
+    /// address, … (never the code).
+    pub peer: &'a str,
+}
+
+/// The answer to one [`VerifyRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Accept,
+    Reject(Refusal),
+    /// The token's record could not be read (damaged or wrong key): refused.
+    Error(String),
+}
+
+/// A token to import: its user, secret and parameters.
+pub struct ImportedToken<'a> {
+    pub user: &'a str,
+    pub secret: &'a [u8],
+    pub params: TokenParams,
+    /// The last time step (of `params.period` seconds) that the system the
+    /// token comes from saw used: codes of it and of earlier steps are
+    /// refused. `None` when unknown.
+    pub last_step: Option<u64>,
+}
+
+/// The outcome of [`Store::confirm_first_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstCode {
+    /// The token is active now, with this period; `adapted` when it was
+    /// switched to 30 seconds.
+    Active { period: u64, adapted: bool },
+    /// The code matches no step.
+    Wrong,
+    /// The enrolment is not (or no longer) waiting for its first code.
+    NotActivated,
+}
+
+/// The outcome of [`Store::resync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// The drift is learnt; the second code's step is the last used one.
+    Done { drift: i64, step: u64 },
+    /// As `Done`, but the last used step lay ahead of the clock (a code
+    /// accepted while the server clock ran ahead, or a resync to a phone
+    /// that ran fast) and was moved back from `from` to `step`.
+    MovedBack { drift: i64, from: u64, step: u64 },
+    /// No two consecutive codes of the token match within the search.
+    NotFound,
+    /// The two codes were already used: their steps are not later than the
+    /// last used step, and that one is not ahead of the clock.
+    Spent,
+    /// The user has no active token (or it was replaced meanwhile).
+    NoToken,
+}
+
+/// A text as the audit trail keeps it: control, format and separator
+/// characters escaped, bounded, so that no reader of the trail is shown a
+/// forged or disguised entry.
+pub fn audit_text(text: &str) -> String {
+    otpproto::logtext::escape(text, otpproto::logtext::MAX_CHARS)
+}
+
+/// The enrolment store. Its methods take `&self`: calls from several
+/// threads are serialised inside the store, and each call blocks until the
+/// database answers (call them off any async executor).
+pub struct Store {
+    db: Sqlite,
+    keys: Keys,
+}
+
+impl Store {
+    /// Opens (creating on first run) the database and key file in
+    /// `state_dir`. A key file that does not decrypt the stored key check
+    /// value is refused, so a replaced key fails loudly at start-up.
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        keyfile::ensure_private_dir(state_dir)?;
+        let db = Sqlite::open(&state_dir.join(DB_FILE))?;
+        let key_path = state_dir.join(KEY_FILE);
+        let check = db.key_check()?;
+        let key = match (&check, key_path.exists()) {
+            (_, true) => keyfile::read_key(&key_path)?,
+            (None, false) => keyfile::write_new_key(&key_path)?,
+            (Some(_), false) => return Err(StoreError::MissingKey(key_path)),
+        };
+        let Some(keys) = Keys::new(&key)? else {
+            return Err(StoreError::WrongKey(key_path));
+        };
+        match check {
+            Some(sealed) => {
+                let plain = keys
+                    .unseal(&sealed, KEY_CHECK_AAD)
+                    .ok_or_else(|| StoreError::WrongKey(key_path.clone()))?;
+                if plain.as_slice() != KEY_CHECK_PLAINTEXT {
+                    return Err(StoreError::WrongKey(key_path));
+                }
+            }
+            None => db.set_key_check(&keys.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)?)?,
+        }
+        Ok(Store { db, keys })
+    }
+
+    /// Records a new enrolment in state `issued` with a fresh secret and
+    /// user ID. Without `replace`, a user with a pending or active
+    /// enrolment is refused; with it, a pending one is marked replaced and
+    /// an active one keeps working until the new one is confirmed.
+    pub fn issue(&self, new: &NewEnrolment<'_>, now: u64) -> Result<Enrolment> {
+        let hash = ActivationHash::new(new.activation_password)?;
+        let mut secret = Zeroizing::new(vec![0u8; new.params.algorithm.secret_len()]);
+        OsRng.fill_bytes(&mut secret);
+        let id = self
+            .db
+            .issue(&self.keys, new, hash.as_str(), &secret, now)?;
+        self.db
+            .by_id(id)?
+            .ok_or(StoreError::Internal("new enrolment vanished"))
+    }
+
+    /// Records tokens brought from elsewhere (migration), all or none in
+    /// one transaction: active at once, with no activation password and no
+    /// setup mail. `replace` supersedes the users' tokens; without it a
+    /// user who has one is refused, and nothing is imported.
+    ///
+    /// An import never lowers the replay state of a secret: when one of the
+    /// user's enrolments (in any state) holds the same secret, the steps it
+    /// used stay used, converted to the new period; so do the steps the
+    /// token's previous system used (`last_step`).
+    pub fn import_tokens(
+        &self,
+        tokens: &[ImportedToken<'_>],
+        service_id: &str,
+        replace: bool,
+        now: u64,
+    ) -> Result<()> {
+        self.db
+            .import_tokens(&self.keys, tokens, service_id, replace, now)
+    }
+
+    /// Chooses how far commits are flushed: `false` (SQLite
+    /// `synchronous=NORMAL`) survives a crash of otpd, `true` (`FULL`) a
+    /// power loss too, at the price of an fsync per commit.
+    pub fn set_power_safe(&self, power_safe: bool) -> Result<()> {
+        self.db.set_power_safe(power_safe)
+    }
+
+    /// Removes an enrolment that never reached its user (the setup mail
+    /// failed). Only an `issued` one is removed.
+    pub fn withdraw(&self, id: i64) -> Result<bool> {
+        self.db.withdraw(id)
+    }
+
+    /// The enrolment that a setup link names.
+    pub fn by_ids(&self, service_id: &str, user_id: &UserId) -> Result<Option<Enrolment>> {
+        self.db.by_ids(service_id, user_id)
+    }
+
+    /// The user's enrolment on its way to active, if any.
+    pub fn pending(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.db.pending(user)
+    }
+
+    /// The user's active enrolment, if any.
+    pub fn active(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.db.active(user)
+    }
+
+    /// The user's most recent enrolment in any state.
+    pub fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.db.latest(user)
+    }
+
+    /// Every user's current enrolments (pending and active), by user.
+    pub fn list(&self) -> Result<Vec<Enrolment>> {
+        self.db.list()
+    }
+
+    /// Takes one of the `limit` tries of an `issued`, unexpired enrolment
+    /// before its activation password is checked, and returns the hash to
+    /// check against (a slow check: run it without holding anything the
+    /// store's other callers wait for). The try counts as a wrong password
+    /// from now on: [`Store::activation_failed`] leaves it counted,
+    /// [`Store::activate`] hands it back. One conditional UPDATE, so
+    /// requests at the same time never take more than `limit` tries between
+    /// them and no password is checked without one. `None` when the
+    /// enrolment is not `issued`, its link has expired or every try is
+    /// taken.
+    pub fn reserve_activation_attempt(
+        &self,
+        id: i64,
+        limit: u32,
+        now: u64,
+    ) -> Result<Option<ActivationHash>> {
+        Ok(self
+            .db
+            .reserve_activation_attempt(id, limit, now)?
+            .map(ActivationHash::from_stored))
+    }
+
+    /// The password of a try taken with
+    /// [`Store::reserve_activation_attempt`] was wrong: the try stays
+    /// counted, and once the counted tries reach `limit` the enrolment is
+    /// invalidated, even while other tries are still being checked (a
+    /// right password among them then finds it invalidated: fail closed).
+    /// `None` when the enrolment is no longer `issued`.
+    pub fn activation_failed(&self, id: i64, limit: u32) -> Result<Option<ActivationFailure>> {
+        self.db.activation_failed(id, limit)
+    }
+
+    /// Moves an `issued`, unexpired enrolment to `activated` and returns
+    /// its secret: the one time it is handed out. Called when the password
+    /// of a try taken with [`Store::reserve_activation_attempt`] was
+    /// right; that try is handed back, so the count keeps the wrong
+    /// passwords only. `None` when another request won the race, wrong
+    /// tries invalidated the enrolment meanwhile or the link expired.
+    pub fn activate(&self, id: i64, now: u64) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        match self.db.activate(id, now)? {
+            None => Ok(None),
+            Some((sealed, user_id)) => self
+                .keys
+                .unseal(&sealed, user_id.as_bytes())
+                .map(Some)
+                .ok_or(StoreError::Corrupt(id)),
+        }
+    }
+
+    /// The decrypted secret of an enrolment.
+    pub fn secret(&self, enrolment: &Enrolment) -> Result<Zeroizing<Vec<u8>>> {
+        let sealed = self.db.sealed_secret(enrolment.id)?;
+        self.keys
+            .unseal(&sealed, enrolment.user_id.as_str().as_bytes())
+            .ok_or(StoreError::Corrupt(enrolment.id))
+    }
+
+    /// Checks the first code of an `activated` enrolment (SPEC §2.3) and,
+    /// when it matches, makes the enrolment active. Spaces and hyphens in
+    /// the code are ignored. With `adapt`, a code of 30-second steps
+    /// switches the token to 30 seconds.
+    pub fn confirm_first_code(
+        &self,
+        enrolment: &Enrolment,
+        code: &str,
+        now: u64,
+        window: u64,
+        adapt: bool,
+    ) -> Result<FirstCode> {
+        if enrolment.state != State::Activated {
+            return Ok(FirstCode::NotActivated);
+        }
+        let secret = self.secret(enrolment)?;
+        let code: Zeroizing<String> = Zeroizing::new(
+            code.chars()
+                .filter(|c| !c.is_whitespace() && *c != '-')
+                .collect(),
+        );
+        let (period, step) =
+            match confirm_first_code(&secret, &enrolment.params, &code, now, window, adapt) {
+                Confirmation::Confirmed { step } => (enrolment.params.period, step),
+                Confirmation::Adapted { period, step } => (period, step),
+                Confirmation::Wrong => return Ok(FirstCode::Wrong),
+            };
+        if !self.db.mark_confirmed(enrolment.id, period, step, now)? {
+            return Ok(FirstCode::NotActivated);
+        }
+        Ok(FirstCode::Active {
+            period,
+            adapted: period != enrolment.params.period,
+        })
+    }
+
+    /// Verifies a batch of codes in one immediate transaction (SPEC §2.4):
+    /// one commit for many logins, each answer written before it is given.
+    /// Replay protection is a conditional UPDATE of the last step, so a step
+    /// is accepted once whatever the concurrency, across processes too.
+    /// Every decision is written to the audit table in the same transaction.
+    pub fn verify_batch(
+        &self,
+        requests: &[VerifyRequest<'_>],
+        now: u64,
+        policy: &Policy,
+    ) -> Result<Vec<VerifyOutcome>> {
+        self.db.verify_batch(&self.keys, requests, now, policy)
+    }
+
+    /// Lifts the lock and clears the failures of the user's active token.
+    pub fn unlock(&self, user: &str) -> Result<bool> {
+        self.db.unlock(user)
+    }
+
+    /// Learns the clock drift of the user's active token from two
+    /// consecutive codes, searching `search` steps either side of now. Both
+    /// codes are spent: the second code's step becomes the last used one,
+    /// and failures, lock and the last wrong code are cleared.
+    ///
+    /// Codes at or before the last used step are refused as spent, unless
+    /// the second code is earlier and the last used step lies ahead of the
+    /// clock (later than `window` steps after now): then every real code is
+    /// a replay, and this administrator's action moves the replay state
+    /// back to the second code's step ([`Resync::MovedBack`]).
+    pub fn resync(
+        &self,
+        user: &str,
+        first: &str,
+        second: &str,
+        now: u64,
+        search: u64,
+        window: u64,
+    ) -> Result<Resync> {
+        let Some(token) = self.active(user)? else {
+            return Ok(Resync::NoToken);
+        };
+        let secret = self.secret(&token)?;
+        let Some((drift, step)) =
+            verify::resync(&secret, &token.params, first, second, now, search)
+        else {
+            return Ok(Resync::NotFound);
+        };
+        self.db
+            .resync(token.id, drift, step, token.params.step_at(now), window)
+    }
+
+    /// Failures and lock of the user's active token.
+    pub fn counters(&self, user: &str) -> Result<Option<Counters>> {
+        self.db.counters(user)
+    }
+
+    /// Withdraws every pending and active token of `user`; how many.
+    pub fn revoke(&self, user: &str) -> Result<usize> {
+        self.db.revoke(user)
+    }
+
+    /// Writes a consistent copy of the database to `path` (an online
+    /// backup, safe while otpd serves), created 0600. The key file is not
+    /// part of it: back that up too.
+    pub fn backup(&self, path: &Path) -> Result<()> {
+        self.db.backup(path)
+    }
+
+    /// Gives an `issued` enrolment a new expiry (for `otpctl resend`).
+    pub fn extend(&self, id: i64, expires_at: u64) -> Result<bool> {
+        self.db.extend(id, expires_at)
+    }
+
+    /// Appends to the audit trail, its texts escaped.
+    pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.db.audit(entry)
+    }
+
+    /// Audit entries, oldest first, optionally for one user and from a time.
+    pub fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
+        self.db.audit_entries(user, since)
+    }
+}

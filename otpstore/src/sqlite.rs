@@ -1,0 +1,831 @@
+//! The store's SQL for SQLite: one connection, behind a mutex, in WAL
+//! mode. The facade in the crate root calls into [`Sqlite`]; nothing of
+//! SQLite leaves the crate but the source of a [`StoreError`].
+//!
+//! A transaction that may write takes the write lock when it begins (see
+//! [`write_transaction`]), so a writer waits for another process's commit
+//! instead of failing with "database is locked".
+
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use otpcore::enrol::State;
+use otpcore::rules::UserId;
+use otpcore::totp::{Algorithm, TokenParams};
+use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove, Verdict};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Result, StoreError};
+use crate::keyfile::io_error;
+use crate::seal::Keys;
+use crate::{
+    audit_text, ActivationFailure, AuditEntry, Enrolment, ImportedToken, NewEnrolment, Resync,
+    VerifyOutcome, VerifyRequest,
+};
+
+/// The forward migrations; entry N takes schema N to N+1.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE enrolments (
+    id                  INTEGER PRIMARY KEY,
+    user                TEXT NOT NULL,
+    email               TEXT NOT NULL,
+    service_id          TEXT NOT NULL,
+    user_id             TEXT NOT NULL UNIQUE,
+    password_hash       TEXT NOT NULL,
+    secret              BLOB NOT NULL,
+    algorithm           TEXT NOT NULL,
+    digits              INTEGER NOT NULL,
+    period              INTEGER NOT NULL,
+    language            TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    expires_at          INTEGER NOT NULL,
+    activated_at        INTEGER,
+    confirmed_at        INTEGER,
+    activation_failures INTEGER NOT NULL DEFAULT 0,
+    last_step           INTEGER
+);
+CREATE UNIQUE INDEX enrolments_one_pending ON enrolments(user) WHERE state IN ('issued', 'activated');
+CREATE UNIQUE INDEX enrolments_one_active ON enrolments(user) WHERE state = 'active';
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    time    INTEGER NOT NULL,
+    user    TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    peer    TEXT NOT NULL,
+    result  TEXT NOT NULL,
+    reason  TEXT NOT NULL
+);
+CREATE INDEX audit_user_time ON audit(user, time);
+"#,
+    r#"
+ALTER TABLE enrolments ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE enrolments ADD COLUMN locked_until INTEGER;
+ALTER TABLE enrolments ADD COLUMN last_wrong BLOB;
+ALTER TABLE enrolments ADD COLUMN last_wrong_at INTEGER;
+ALTER TABLE enrolments ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE INDEX enrolments_user ON enrolments(user, state);
+"#,
+];
+
+const ENROLMENT_COLUMNS: &str =
+    "id, user, email, service_id, user_id, state, algorithm, digits, period, \
+     language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step";
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn bad_column(index: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        index,
+        rusqlite::types::Type::Text,
+        format!("invalid {what}").into(),
+    )
+}
+
+fn enrolment_from_row(row: &Row<'_>) -> rusqlite::Result<Enrolment> {
+    let user_id: String = row.get(4)?;
+    let state: String = row.get(5)?;
+    let algorithm: String = row.get(6)?;
+    Ok(Enrolment {
+        id: row.get(0)?,
+        user: row.get(1)?,
+        email: row.get(2)?,
+        service_id: row.get(3)?,
+        user_id: UserId::parse(&user_id).ok_or_else(|| bad_column(4, "user ID"))?,
+        state: State::parse(&state).ok_or_else(|| bad_column(5, "state"))?,
+        params: TokenParams {
+            algorithm: Algorithm::parse(&algorithm).ok_or_else(|| bad_column(6, "algorithm"))?,
+            digits: row.get(7)?,
+            period: to_u64(row.get(8)?),
+        },
+        language: row.get(9)?,
+        created_at: to_u64(row.get(10)?),
+        expires_at: to_u64(row.get(11)?),
+        activated_at: row.get::<_, Option<i64>>(12)?.map(to_u64),
+        confirmed_at: row.get::<_, Option<i64>>(13)?.map(to_u64),
+        activation_failures: row.get(14)?,
+        last_step: row.get::<_, Option<i64>>(15)?.map(to_u64),
+    })
+}
+
+/// The SQLite database of a store.
+pub(crate) struct Sqlite {
+    conn: Mutex<Connection>,
+}
+
+impl Sqlite {
+    /// Opens (creating on first run) the database at `path`, 0600, and
+    /// brings its schema up to date.
+    pub(crate) fn open(path: &Path) -> Result<Sqlite> {
+        let mut conn = Connection::open(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_error(path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Sqlite {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The connection, for one statement or transaction. A panic while
+    /// another thread held it leaves no half-done change behind (every
+    /// change is one statement or transaction, rolled back when dropped
+    /// unfinished), so a poisoned lock is taken over.
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sealed key check value, once the key file is known.
+    pub(crate) fn key_check(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Records the sealed key check value, unless another process did first.
+    pub(crate) fn set_key_check(&self, sealed: &[u8]) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
+            params![sealed],
+        )?;
+        Ok(())
+    }
+
+    /// Records a new `issued` enrolment; its ID.
+    pub(crate) fn issue(
+        &self,
+        keys: &Keys,
+        new: &NewEnrolment<'_>,
+        password_hash: &str,
+        secret: &[u8],
+        now: u64,
+    ) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        refuse_existing(&tx, new.user, new.replace)?;
+        tx.execute(
+            "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated')",
+            params![new.user],
+        )?;
+        let id = insert_enrolment(
+            &tx,
+            keys,
+            &Insert {
+                user: new.user,
+                email: new.email,
+                service_id: new.service_id,
+                password_hash,
+                secret,
+                params: new.params,
+                language: new.language,
+                state: State::Issued,
+                now,
+                expires_at: new.expires_at,
+                last_step: None,
+            },
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub(crate) fn import_tokens(
+        &self,
+        keys: &Keys,
+        tokens: &[ImportedToken<'_>],
+        service_id: &str,
+        replace: bool,
+        now: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        for token in tokens {
+            refuse_existing(&tx, token.user, replace)?;
+            let spent = spent_by_same_secret(&tx, keys, token)?;
+            tx.execute(
+                "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+                params![token.user],
+            )?;
+            insert_enrolment(
+                &tx,
+                keys,
+                &Insert {
+                    user: token.user,
+                    email: "",
+                    service_id,
+                    // No PHC string: no password ever matches it.
+                    password_hash: "!",
+                    secret: token.secret,
+                    params: token.params,
+                    language: "",
+                    state: State::Active,
+                    now,
+                    expires_at: now,
+                    last_step: spent.max(token.last_step),
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn set_power_safe(&self, power_safe: bool) -> Result<()> {
+        let mode = if power_safe { "FULL" } else { "NORMAL" };
+        self.conn().pragma_update(None, "synchronous", mode)?;
+        Ok(())
+    }
+
+    pub(crate) fn withdraw(&self, id: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "DELETE FROM enrolments WHERE id = ?1 AND state = 'issued'",
+            params![id],
+        )? == 1)
+    }
+
+    fn query_one(&self, condition: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE {condition} ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn()
+            .query_row(&sql, [value], enrolment_from_row)
+            .optional()?)
+    }
+
+    pub(crate) fn by_id(&self, id: i64) -> Result<Option<Enrolment>> {
+        self.query_one("id = ?1", &id)
+    }
+
+    pub(crate) fn by_ids(&self, service_id: &str, user_id: &UserId) -> Result<Option<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE service_id = ?1 AND user_id = ?2"
+        );
+        Ok(self
+            .conn()
+            .query_row(
+                &sql,
+                params![service_id, user_id.as_str()],
+                enrolment_from_row,
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn pending(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.query_one("user = ?1 AND state IN ('issued', 'activated')", &user)
+    }
+
+    pub(crate) fn active(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.query_one("user = ?1 AND state = 'active'", &user)
+    }
+
+    pub(crate) fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
+        self.query_one("user = ?1", &user)
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments e WHERE id = (SELECT MAX(id) FROM enrolments WHERE user = e.user) \
+             OR state = 'active' ORDER BY user, id"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], enrolment_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Takes a try; the stored password hash to check against.
+    pub(crate) fn reserve_activation_attempt(
+        &self,
+        id: i64,
+        limit: u32,
+        now: u64,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "UPDATE enrolments SET activation_failures = activation_failures + 1 \
+                 WHERE id = ?1 AND state = 'issued' AND expires_at > ?3 AND activation_failures < ?2 \
+                 RETURNING password_hash",
+                params![id, limit, to_i64(now)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn activation_failed(
+        &self,
+        id: i64,
+        limit: u32,
+    ) -> Result<Option<ActivationFailure>> {
+        let row = self
+            .conn()
+            .query_row(
+                "UPDATE enrolments \
+                 SET state = CASE WHEN activation_failures >= ?2 THEN 'invalidated' ELSE state END \
+                 WHERE id = ?1 AND state = 'issued' RETURNING activation_failures, state",
+                params![id, limit],
+                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(failures, state)| ActivationFailure {
+            failures,
+            invalidated: state == "invalidated",
+        }))
+    }
+
+    /// Activates; the sealed secret and the user ID it is bound to.
+    pub(crate) fn activate(&self, id: i64, now: u64) -> Result<Option<(Vec<u8>, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "UPDATE enrolments SET state = 'activated', activated_at = ?2, \
+                 activation_failures = MAX(activation_failures - 1, 0) \
+                 WHERE id = ?1 AND state = 'issued' AND expires_at > ?2 RETURNING secret, user_id",
+                params![id, to_i64(now)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The sealed secret of the enrolment `id`.
+    pub(crate) fn sealed_secret(&self, id: i64) -> Result<Vec<u8>> {
+        Ok(self.conn().query_row(
+            "SELECT secret FROM enrolments WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Makes an `activated` enrolment active with the confirmed `period`
+    /// and first used `step`; the user's previous active token, if any, is
+    /// replaced in the same transaction. `false` if it was not `activated`.
+    pub(crate) fn mark_confirmed(&self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let user: Option<String> = tx
+            .query_row(
+                "SELECT user FROM enrolments WHERE id = ?1 AND state = 'activated'",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(user) = user else { return Ok(false) };
+        tx.execute(
+            "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state = 'active'",
+            params![user],
+        )?;
+        let changed = tx.execute(
+            "UPDATE enrolments SET state = 'active', period = ?2, last_step = ?3, confirmed_at = ?4 \
+             WHERE id = ?1 AND state = 'activated'",
+            params![id, to_i64(period), to_i64(step), to_i64(now)],
+        )?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    pub(crate) fn verify_batch(
+        &self,
+        keys: &Keys,
+        requests: &[VerifyRequest<'_>],
+        now: u64,
+        policy: &Policy,
+    ) -> Result<Vec<VerifyOutcome>> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            let outcome = verify_one(&tx, keys, request, now, policy)?;
+            let (result, reason) = match &outcome {
+                VerifyOutcome::Accept => ("ok", "code accepted"),
+                VerifyOutcome::Reject(refusal) => ("fail", refusal.as_str()),
+                VerifyOutcome::Error(_) => ("error", "token record unreadable"),
+            };
+            tx.prepare_cached(
+                "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![to_i64(now), audit_text(request.user), request.channel.as_str(), audit_text(request.peer), result, reason])?;
+            outcomes.push(outcome);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    pub(crate) fn unlock(&self, user: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE enrolments SET failures = 0, locked_until = NULL, last_wrong = NULL, last_wrong_at = NULL \
+             WHERE user = ?1 AND state = 'active'",
+            params![user],
+        )? == 1)
+    }
+
+    /// Records a learnt `drift` and the second code's `step` on the active
+    /// enrolment `id`, if the replay state allows it (`now_step` is the
+    /// current step, `window` how far ahead of it a used step may lie).
+    pub(crate) fn resync(
+        &self,
+        id: i64,
+        drift: i64,
+        step: u64,
+        now_step: u64,
+        window: u64,
+    ) -> Result<Resync> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let last: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT last_step FROM enrolments WHERE id = ?1 AND state = 'active'",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(last) = last else {
+            return Ok(Resync::NoToken);
+        };
+        let outcome = match verify::replay_move(last.map(to_u64), step, now_step, window) {
+            ReplayMove::Forward => Resync::Done { drift, step },
+            ReplayMove::Back { from } => Resync::MovedBack { drift, from, step },
+            ReplayMove::Spent => return Ok(Resync::Spent),
+        };
+        tx.execute(
+            "UPDATE enrolments SET drift = ?2, last_step = ?3, failures = 0, locked_until = NULL, \
+             last_wrong = NULL, last_wrong_at = NULL WHERE id = ?1 AND state = 'active'",
+            params![id, drift, to_i64(step)],
+        )?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    pub(crate) fn counters(&self, user: &str) -> Result<Option<Counters>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_step, failures, locked_until, drift FROM enrolments WHERE user = ?1 AND state = 'active'",
+                params![user],
+                |r| {
+                    Ok(Counters {
+                        last_step: r.get::<_, Option<i64>>(0)?.map(to_u64),
+                        failures: r.get(1)?,
+                        locked_until: r.get::<_, Option<i64>>(2)?.map(to_u64),
+                        last_wrong: None,
+                        drift: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn revoke(&self, user: &str) -> Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE enrolments SET state = 'revoked' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+            params![user],
+        )?)
+    }
+
+    /// SQLite's online backup into a new file (0600) at `path`.
+    pub(crate) fn backup(&self, path: &Path) -> Result<()> {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_error(path, e))?;
+        self.conn()
+            .backup(rusqlite::DatabaseName::Main, path, None)
+            .map_err(|source| StoreError::Backup {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
+    pub(crate) fn extend(&self, id: i64, expires_at: u64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE enrolments SET expires_at = ?2 WHERE id = ?1 AND state = 'issued'",
+            params![id, to_i64(expires_at)],
+        )? == 1)
+    }
+
+    pub(crate) fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let [user, channel, peer, result, reason] = [
+            &entry.user,
+            &entry.channel,
+            &entry.peer,
+            &entry.result,
+            &entry.reason,
+        ]
+        .map(|text| audit_text(text));
+        self.conn().execute(
+            "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![to_i64(entry.time), user, channel, peer, result, reason],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT time, user, channel, peer, result, reason FROM audit \
+             WHERE (?1 IS NULL OR user = ?1) AND time >= ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![user, to_i64(since)], |r| {
+            Ok(AuditEntry {
+                time: to_u64(r.get(0)?),
+                user: r.get(1)?,
+                channel: r.get(2)?,
+                peer: r.get(3)?,
+                result: r.get(4)?,
+                reason: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// The columns of a new enrolment row.
+struct Insert<'a> {
+    user: &'a str,
+    email: &'a str,
+    service_id: &'a str,
+    password_hash: &'a str,
+    secret: &'a [u8],
+    params: TokenParams,
+    language: &'a str,
+    state: State,
+    now: u64,
+    expires_at: u64,
+    last_step: Option<u64>,
+}
+
+/// Begins a transaction that may write: it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), waiting up to the busy timeout while another
+/// process writes. A deferred transaction that reads first cannot wait: its
+/// upgrade to a writer fails at once with "database is locked" when another
+/// process commits in between.
+fn write_transaction(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// The last step (of `token`'s period) that the user's enrolments holding
+/// the same secret already used, if any. Secrets are compared in constant
+/// time; a record that does not decrypt may hold the same secret, so its
+/// use counts too.
+fn spent_by_same_secret(
+    tx: &rusqlite::Transaction<'_>,
+    keys: &Keys,
+    token: &ImportedToken<'_>,
+) -> Result<Option<u64>> {
+    let mut stmt = tx.prepare(
+        "SELECT user_id, secret, period, last_step FROM enrolments WHERE user = ?1 AND last_step IS NOT NULL",
+    )?;
+    let rows = stmt.query_map(params![token.user], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut spent = None;
+    for row in rows {
+        let (user_id, sealed, period, last_step) = row?;
+        let same = keys
+            .unseal(&sealed, user_id.as_bytes())
+            .is_none_or(|old| bool::from(old.as_slice().ct_eq(token.secret)));
+        if same {
+            let step =
+                verify::spent_through(to_u64(last_step), to_u64(period), token.params.period);
+            spent = spent.max(Some(step));
+        }
+    }
+    Ok(spent)
+}
+
+/// Refuses a user who has a pending or active enrolment, unless `replace`.
+fn refuse_existing(tx: &rusqlite::Transaction<'_>, user: &str, replace: bool) -> Result<()> {
+    if replace {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare(
+        "SELECT state FROM enrolments WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+    )?;
+    let existing: Vec<String> = stmt
+        .query_map(params![user], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if existing.iter().any(|s| s == "active") {
+        return Err(StoreError::HasActive {
+            user: user.to_owned(),
+        });
+    }
+    if !existing.is_empty() {
+        return Err(StoreError::HasPending {
+            user: user.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Inserts an enrolment under a fresh user ID, its secret sealed to it.
+fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_>) -> Result<i64> {
+    let user_id = loop {
+        let Some(candidate) = UserId::from_random(OsRng.next_u64()) else {
+            continue;
+        };
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM enrolments WHERE user_id = ?1)",
+            params![candidate.as_str()],
+            |r| r.get(0),
+        )?;
+        if !taken {
+            break candidate;
+        }
+    };
+    let sealed = keys.seal(row.secret, user_id.as_str().as_bytes())?;
+    let confirmed_at = (row.state == State::Active).then_some(to_i64(row.now));
+    tx.prepare_cached(
+        "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
+         language, state, created_at, expires_at, confirmed_at, last_step) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        row.user,
+        row.email,
+        row.service_id,
+        user_id.as_str(),
+        row.password_hash,
+        sealed,
+        row.params.algorithm.as_str(),
+        row.params.digits,
+        to_i64(row.params.period),
+        row.language,
+        row.state.as_str(),
+        to_i64(row.now),
+        to_i64(row.expires_at),
+        confirmed_at,
+        row.last_step.map(to_i64),
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Verifies one code inside the caller's transaction.
+fn verify_one(
+    tx: &rusqlite::Transaction<'_>,
+    keys: &Keys,
+    request: &VerifyRequest<'_>,
+    now: u64,
+    policy: &Policy,
+) -> Result<VerifyOutcome> {
+    type Row = (
+        i64,
+        String,
+        Vec<u8>,
+        String,
+        u32,
+        i64,
+        Option<i64>,
+        u32,
+        Option<i64>,
+        Option<Vec<u8>>,
+        Option<i64>,
+        i64,
+    );
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
+             last_wrong, last_wrong_at, drift FROM enrolments WHERE user = ?1 AND state = 'active'",
+        )?
+        .query_row(params![request.user], |r| {
+            Ok((
+                r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
+                r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
+            ))
+        })
+        .optional()?;
+    let Some((
+        id,
+        user_id,
+        sealed,
+        algorithm,
+        digits,
+        period,
+        last_step,
+        failures,
+        locked_until,
+        last_wrong,
+        last_wrong_at,
+        drift,
+    )) = row
+    else {
+        return Ok(VerifyOutcome::Reject(Refusal::NoToken));
+    };
+    let (Some(secret), Some(algorithm)) = (
+        keys.unseal(&sealed, user_id.as_bytes()),
+        Algorithm::parse(&algorithm),
+    ) else {
+        return Ok(VerifyOutcome::Error(format!(
+            "enrolment {id} cannot be decrypted"
+        )));
+    };
+    let params = TokenParams {
+        algorithm,
+        digits,
+        period: to_u64(period),
+    };
+    let counters = Counters {
+        last_step: last_step.map(to_u64),
+        failures,
+        locked_until: locked_until.map(to_u64),
+        last_wrong: last_wrong
+            .and_then(|fp| <[u8; 16]>::try_from(fp.as_slice()).ok())
+            .zip(last_wrong_at.map(to_u64)),
+        drift,
+    };
+    let fingerprint = keys.fingerprint(id, request.code)?;
+    match verify::decide(
+        &secret,
+        &params,
+        request.code,
+        now,
+        policy,
+        &counters,
+        fingerprint,
+    ) {
+        Verdict::Accept { step } => {
+            let won = tx
+                .prepare_cached(
+                    "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
+                     last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
+                )?
+                .execute(params![id, to_i64(step)])?;
+            Ok(if won == 1 {
+                VerifyOutcome::Accept
+            } else {
+                VerifyOutcome::Reject(Refusal::Replay)
+            })
+        }
+        Verdict::Reject { refusal, update } => {
+            if let Some(c) = update {
+                tx.prepare_cached(
+                    "UPDATE enrolments SET failures = ?2, locked_until = ?3, last_wrong = ?4, last_wrong_at = ?5 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    c.failures,
+                    c.locked_until.map(to_i64),
+                    c.last_wrong.map(|(fp, _)| fp.to_vec()),
+                    c.last_wrong.map(|(_, at)| to_i64(at)),
+                ])?;
+            }
+            Ok(VerifyOutcome::Reject(refusal))
+        }
+    }
+}
+
+/// Brings the schema up to date, one immediate transaction per step, so
+/// two processes opening a new database at once do not both migrate.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let latest = MIGRATIONS.len();
+    loop {
+        let tx = write_transaction(conn)?;
+        let version: i64 = tx
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let Some(step) = usize::try_from(version).ok().filter(|v| *v <= latest) else {
+            return Err(StoreError::TooNew(version));
+        };
+        let Some(sql) = MIGRATIONS.get(step) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            params![version + 1],
+        )?;
+        tx.commit()?;
+    }
+}

@@ -1,0 +1,896 @@
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use otpcore::totp::Algorithm;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::*;
+
+const PARAMS: TokenParams = TokenParams {
+    algorithm: Algorithm::Sha1,
+    digits: 6,
+    period: 60,
+};
+const NOW: u64 = 1_800_000_000;
+
+fn new_enrolment(user: &str, replace: bool) -> NewEnrolment<'_> {
+    NewEnrolment {
+        user,
+        email: "alice@example.jp",
+        service_id: "SVC",
+        params: PARAMS,
+        language: "ja",
+        activation_password: "4321",
+        expires_at: NOW + 3600,
+        replace,
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("exists").permissions().mode() & 0o777
+}
+
+#[test]
+fn first_open_creates_private_files_and_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    drop(Store::open(&state).expect("first open"));
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join(KEY_FILE)), 0o600);
+    assert_eq!(mode(&state.join(DB_FILE)), 0o600);
+    Store::open(&state).expect("second open");
+}
+
+#[test]
+fn wrong_or_missing_key_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    drop(store);
+    let key = dir.path().join(KEY_FILE);
+    fs::remove_file(&key).expect("remove key");
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::MissingKey(_))
+    ));
+    keyfile::write_new_key(&key).expect("new key");
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::WrongKey(_))
+    ));
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = Store::open(dir.path()).err().expect("loose key refused");
+    assert!(err.to_string().contains("0600"), "{err}");
+}
+
+#[test]
+fn secrets_and_passwords_are_not_stored_in_the_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    let secret = store.secret(&e).expect("secret");
+    let (hash, sealed): (String, Vec<u8>) = store
+        .db
+        .conn()
+        .query_row("SELECT password_hash, secret FROM enrolments", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("row");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("4321"));
+    assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()));
+    let stored = store
+        .reserve_activation_attempt(e.id, 5, NOW)
+        .expect("reserve")
+        .expect("a try");
+    assert!(stored.verify("4321").expect("check"));
+    assert!(!stored.verify("1234").expect("check"));
+}
+
+#[test]
+fn enrolment_walks_issue_activate_confirm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    assert_eq!(e.state, State::Issued);
+    assert_eq!(e.params, PARAMS);
+    let found = store
+        .by_ids("SVC", &e.user_id)
+        .expect("query")
+        .expect("found");
+    assert_eq!(found.id, e.id);
+    assert!(store.by_ids("OTHER", &e.user_id).expect("query").is_none());
+
+    let secret = store
+        .activate(e.id, NOW + 10)
+        .expect("activate")
+        .expect("secret");
+    assert_eq!(secret.len(), 20);
+    assert!(
+        store.activate(e.id, NOW + 11).expect("again").is_none(),
+        "secret handed out once"
+    );
+    assert!(store
+        .db
+        .mark_confirmed(e.id, 30, 42, NOW + 20)
+        .expect("confirm"));
+    assert!(!store
+        .db
+        .mark_confirmed(e.id, 30, 42, NOW + 21)
+        .expect("confirm twice"));
+    let active = store.active("alice").expect("query").expect("active");
+    assert_eq!(active.params.period, 30);
+    assert_eq!(active.last_step, Some(42));
+    assert_eq!(store.secret(&active).expect("secret"), secret);
+}
+
+#[test]
+fn first_code_confirms_or_adapts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    assert_eq!(
+        store
+            .confirm_first_code(&e, "000000", NOW, 1, true)
+            .expect("q"),
+        FirstCode::NotActivated
+    );
+    let secret = store
+        .activate(e.id, NOW)
+        .expect("activate")
+        .expect("secret");
+    let e = store.latest("alice").expect("q").expect("e");
+    // NOW + 40 lies in the second half of a minute: its 30-second code
+    // is no 60-second code nearby.
+    let t = NOW + 40;
+    let thirty = TokenParams {
+        period: 30,
+        ..PARAMS
+    };
+    let code = thirty.code_at(&secret, t);
+    let spaced = format!("{} {}", &code[..3], &code[3..]);
+    assert_eq!(
+        store
+            .confirm_first_code(&e, &spaced, t, 1, false)
+            .expect("q"),
+        FirstCode::Wrong
+    );
+    assert_eq!(
+        store
+            .confirm_first_code(&e, &spaced, t, 1, true)
+            .expect("q"),
+        FirstCode::Active {
+            period: 30,
+            adapted: true
+        }
+    );
+    let active = store.active("alice").expect("q").expect("active");
+    assert_eq!(
+        (active.params.period, active.last_step),
+        (30, Some(thirty.step_at(t)))
+    );
+}
+
+const POLICY: Policy = Policy {
+    window: 1,
+    max_failures: 3,
+    lockout_seconds: 900,
+};
+
+/// An active token for `user`; returns its secret.
+fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
+    let e = store
+        .issue(&new_enrolment(user, false), NOW)
+        .expect("issue");
+    let secret = store
+        .activate(e.id, NOW)
+        .expect("activate")
+        .expect("secret");
+    assert!(store.db.mark_confirmed(e.id, 60, 0, NOW).expect("confirm"));
+    secret
+}
+
+fn verify(store: &Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
+    let request = VerifyRequest {
+        user,
+        code,
+        channel: Channel::Pam,
+        peer: "uid=0",
+    };
+    store
+        .verify_batch(&[request], now, &POLICY)
+        .expect("verify")
+        .remove(0)
+}
+
+#[test]
+fn verification_accepts_once_and_audits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let secret = active_token(&store, "alice");
+    let code = PARAMS.code_at(&secret, NOW);
+    assert_eq!(verify(&store, "alice", &code, NOW), VerifyOutcome::Accept);
+    assert_eq!(
+        verify(&store, "alice", &code, NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+    assert_eq!(
+        verify(&store, "bob", &code, NOW),
+        VerifyOutcome::Reject(Refusal::NoToken)
+    );
+    let audit = store.audit_entries(None, NOW).expect("audit");
+    let reasons: Vec<&str> = audit.iter().map(|a| a.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["code accepted", "code already used", "no active token"]
+    );
+    assert!(audit
+        .iter()
+        .all(|a| !a.reason.contains(code.as_str()) && !a.peer.contains(code.as_str())));
+}
+
+#[test]
+fn concurrent_connections_accept_a_code_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let secret = active_token(&store, "alice");
+    let code = PARAMS.code_at(&secret, NOW).to_string();
+    let accepted: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let code = code.clone();
+                let path = dir.path().to_owned();
+                scope.spawn(move || {
+                    let own = Store::open(&path).expect("open");
+                    (0..5)
+                        .filter(|_| verify(&own, "alice", &code, NOW) == VerifyOutcome::Accept)
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    assert_eq!(accepted, 1);
+}
+
+#[test]
+fn lockout_unlock_and_resync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let secret = active_token(&store, "alice");
+    for wrong in ["000001", "000002", "000003"] {
+        assert!(matches!(
+            verify(&store, "alice", wrong, NOW),
+            VerifyOutcome::Reject(Refusal::WrongCode)
+        ));
+    }
+    let code = PARAMS.code_at(&secret, NOW);
+    assert_eq!(
+        verify(&store, "alice", &code, NOW),
+        VerifyOutcome::Reject(Refusal::Locked)
+    );
+    assert_eq!(
+        store.counters("alice").expect("q").map(|c| c.locked_until),
+        Some(Some(NOW + 900))
+    );
+    assert!(store.unlock("alice").expect("unlock"));
+    assert_eq!(verify(&store, "alice", &code, NOW), VerifyOutcome::Accept);
+
+    // The phone runs ten minutes fast.
+    let fast = PARAMS.step_at(NOW) + 10;
+    let first = PARAMS.code_for_step(&secret, fast);
+    let second = PARAMS.code_for_step(&secret, fast + 1);
+    assert_eq!(
+        store
+            .resync("alice", &second, &first, NOW, 1440, 1)
+            .expect("resync"),
+        Resync::NotFound
+    );
+    assert_eq!(
+        store
+            .resync("alice", &first, &second, NOW, 1440, 1)
+            .expect("resync"),
+        Resync::Done {
+            drift: 11,
+            step: fast + 1
+        }
+    );
+    let next = PARAMS.code_for_step(&secret, fast + 2);
+    assert_eq!(
+        verify(&store, "alice", &next, NOW + 60),
+        VerifyOutcome::Accept
+    );
+}
+
+#[test]
+fn import_is_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    active_token(&store, "bob");
+    let secret = b"12345678901234567890";
+    let token = |user| ImportedToken {
+        user,
+        secret,
+        params: PARAMS,
+        last_step: None,
+    };
+    let err = store.import_tokens(&[token("alice"), token("bob")], "SVC", false, NOW);
+    assert!(matches!(err, Err(StoreError::HasActive { .. })));
+    assert!(store.active("alice").expect("q").is_none(), "half imported");
+    store
+        .import_tokens(&[token("alice"), token("bob")], "SVC", true, NOW)
+        .expect("import");
+    let alice = store.active("alice").expect("q").expect("active");
+    assert_eq!(store.secret(&alice).expect("secret").as_slice(), secret);
+    let code = PARAMS.code_at(secret, NOW);
+    assert_eq!(verify(&store, "bob", &code, NOW), VerifyOutcome::Accept);
+}
+
+#[test]
+fn revoke_and_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("a")).expect("open");
+    let secret = active_token(&store, "alice");
+    let copy = dir.path().join("copy.db");
+    store.backup(&copy).expect("backup");
+    assert_eq!(mode(&copy), 0o600);
+    assert!(
+        store.backup(&copy).is_err(),
+        "an existing file is not overwritten"
+    );
+    assert_eq!(store.revoke("alice").expect("revoke"), 1);
+    let code = PARAMS.code_at(&secret, NOW);
+    assert_eq!(
+        verify(&store, "alice", &code, NOW),
+        VerifyOutcome::Reject(Refusal::NoToken)
+    );
+    // The copy, with the key file beside it, is a store that still knows alice.
+    let restored = dir.path().join("b");
+    fs::create_dir(&restored).expect("dir");
+    fs::set_permissions(&restored, fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::copy(&copy, restored.join(DB_FILE)).expect("copy db");
+    fs::copy(dir.path().join("a").join(KEY_FILE), restored.join(KEY_FILE)).expect("copy key");
+    let back = Store::open(&restored).expect("open the copy");
+    assert_eq!(verify(&back, "alice", &code, NOW), VerifyOutcome::Accept);
+}
+
+#[test]
+fn expired_link_does_not_activate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    assert!(store
+        .activate(e.id, NOW + 3600)
+        .expect("activate")
+        .is_none());
+    assert!(store.extend(e.id, NOW + 7200).expect("extend"));
+    assert!(store
+        .activate(e.id, NOW + 3600)
+        .expect("activate")
+        .is_some());
+}
+
+/// A wrong password on a reserved try: checked against the hash the
+/// reservation returned, then counted.
+fn wrong_try(store: &Store, id: i64, limit: u32) -> ActivationFailure {
+    let hash = store
+        .reserve_activation_attempt(id, limit, NOW)
+        .expect("reserve")
+        .expect("a try");
+    assert!(!hash.verify("0000").expect("check"));
+    store
+        .activation_failed(id, limit)
+        .expect("count")
+        .expect("issued")
+}
+
+#[test]
+fn wrong_passwords_invalidate_at_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    for n in 1..5 {
+        let f = wrong_try(&store, e.id, 5);
+        assert_eq!((f.failures, f.invalidated), (n, false));
+    }
+    let f = wrong_try(&store, e.id, 5);
+    assert_eq!((f.failures, f.invalidated), (5, true));
+    assert!(store
+        .reserve_activation_attempt(e.id, 5, NOW)
+        .expect("reserve")
+        .is_none());
+    assert!(store.activation_failed(e.id, 5).expect("count").is_none());
+    assert!(store.activate(e.id, NOW).expect("activate").is_none());
+    let latest = store.latest("alice").expect("q").expect("exists");
+    assert_eq!(
+        (latest.state, latest.activation_failures),
+        (State::Invalidated, 5)
+    );
+    // An invalidated enrolment does not block a new issue.
+    store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue again");
+}
+
+#[test]
+fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    // Eight connections (otpd and otpctl share the file) reserve at once.
+    let taken = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let store = Store::open(dir.path()).expect("open");
+                    store
+                        .reserve_activation_attempt(e.id, 3, NOW)
+                        .expect("reserve")
+                        .is_some()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|taken| *taken)
+            .count()
+    });
+    assert_eq!(taken, 3);
+    let pending = store.db.by_id(e.id).expect("q").expect("exists");
+    assert_eq!(
+        (pending.state, pending.activation_failures),
+        (State::Issued, 3)
+    );
+    // Any wrong one of them, at the limit, invalidates.
+    let f = store
+        .activation_failed(e.id, 3)
+        .expect("count")
+        .expect("issued");
+    assert_eq!((f.failures, f.invalidated), (3, true));
+
+    // A right password hands its try back: the count keeps wrong ones.
+    let e = store
+        .issue(&new_enrolment("bob", false), NOW)
+        .expect("issue");
+    wrong_try(&store, e.id, 5);
+    let hash = store
+        .reserve_activation_attempt(e.id, 5, NOW)
+        .expect("reserve")
+        .expect("a try");
+    assert_eq!(
+        store
+            .db
+            .by_id(e.id)
+            .expect("q")
+            .expect("exists")
+            .activation_failures,
+        2
+    );
+    assert!(hash.verify("4321").expect("check"));
+    assert!(store.activate(e.id, NOW).expect("activate").is_some());
+    let activated = store.db.by_id(e.id).expect("q").expect("exists");
+    assert_eq!(
+        (activated.state, activated.activation_failures),
+        (State::Activated, 1)
+    );
+    // A try still being checked then finds nothing to count.
+    assert!(store.activation_failed(e.id, 5).expect("count").is_none());
+
+    // No try on an expired link.
+    let e = store
+        .issue(&new_enrolment("carol", false), NOW)
+        .expect("issue");
+    assert!(store
+        .reserve_activation_attempt(e.id, 5, e.expires_at)
+        .expect("reserve")
+        .is_none());
+    assert_eq!(
+        store
+            .db
+            .by_id(e.id)
+            .expect("q")
+            .expect("exists")
+            .activation_failures,
+        0
+    );
+}
+
+#[test]
+fn replace_keeps_the_old_token_until_confirmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let old = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    assert!(matches!(
+        store.issue(&new_enrolment("alice", false), NOW),
+        Err(StoreError::HasPending { .. })
+    ));
+    store.activate(old.id, NOW).expect("activate");
+    store
+        .db
+        .mark_confirmed(old.id, 60, 1, NOW)
+        .expect("confirm");
+    assert!(matches!(
+        store.issue(&new_enrolment("alice", false), NOW),
+        Err(StoreError::HasActive { .. })
+    ));
+    let new = store
+        .issue(&new_enrolment("alice", true), NOW)
+        .expect("replace");
+    assert_eq!(
+        store.active("alice").expect("q").map(|e| e.id),
+        Some(old.id)
+    );
+    assert_eq!(
+        store.pending("alice").expect("q").map(|e| e.id),
+        Some(new.id)
+    );
+    store.activate(new.id, NOW).expect("activate");
+    store
+        .db
+        .mark_confirmed(new.id, 60, 2, NOW)
+        .expect("confirm");
+    assert_eq!(
+        store.active("alice").expect("q").map(|e| e.id),
+        Some(new.id)
+    );
+    assert_eq!(store.list().expect("list").len(), 1);
+}
+
+#[test]
+fn withdraw_removes_only_issued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let e = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    assert!(store.withdraw(e.id).expect("withdraw"));
+    assert!(store.latest("alice").expect("q").is_none());
+}
+
+#[test]
+fn audit_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    for (t, user) in [(10, "alice"), (20, "bob"), (30, "alice")] {
+        store
+            .audit(&AuditEntry {
+                time: t,
+                user: user.to_owned(),
+                channel: Channel::Cli.as_str().to_owned(),
+                peer: "uid=0".to_owned(),
+                result: "ok".to_owned(),
+                reason: "issued".to_owned(),
+            })
+            .expect("audit");
+    }
+    assert_eq!(store.audit_entries(None, 0).expect("all").len(), 3);
+    let alice: Vec<u64> = store
+        .audit_entries(Some("alice"), 15)
+        .expect("q")
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(alice, vec![30]);
+}
+
+#[test]
+fn audit_texts_are_stored_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .audit(&AuditEntry {
+            time: 10,
+            user: "ali\u{202e}ecb".to_owned(),
+            channel: Channel::Cli.as_str().to_owned(),
+            peer: "uid=0\nforged".to_owned(),
+            result: "ok".to_owned(),
+            reason: "unlocked".to_owned(),
+        })
+        .expect("audit");
+    let request = VerifyRequest {
+        user: "bob\u{2028}x",
+        code: "123456",
+        channel: Channel::Pam,
+        peer: "uid=0 service=sshd\u{200b}",
+    };
+    store
+        .verify_batch(&[request], NOW, &POLICY)
+        .expect("verify");
+    let audit = store.audit_entries(None, 0).expect("audit");
+    let shown: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|a| (a.user.as_str(), a.peer.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("ali\\u{202e}ecb", "uid=0\\u{a}forged"),
+            ("bob\\u{2028}x", "uid=0 service=sshd\\u{200b}"),
+        ]
+    );
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(dir.path()).expect("open"));
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
+    conn.execute("UPDATE schema_version SET version = 99", [])
+        .expect("bump");
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::TooNew(99))
+    ));
+}
+
+/// Runs `write` on a store of its own while another connection holds
+/// the write lock for `hold` and then commits, as otpd does between
+/// logins. The write must wait for the lock, not fail.
+fn while_another_connection_writes<T: Send>(
+    dir: &Path,
+    hold: Duration,
+    write: impl FnOnce(&Store) -> Result<T> + Send,
+) -> T {
+    let other = Store::open(dir).expect("open");
+    let writer = Store::open(dir).expect("open");
+    let mut conn = other.db.conn();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .expect("begin");
+    std::thread::scope(|scope| {
+        let done = scope.spawn(move || write(&writer));
+        std::thread::sleep(hold);
+        tx.execute(
+            "INSERT INTO audit (time, user, channel, peer, result, reason) \
+             VALUES (1, 'x', 'cli', 'uid=0', 'ok', 'another writer')",
+            [],
+        )
+        .expect("write");
+        tx.commit().expect("commit");
+        done.join()
+            .expect("thread")
+            .expect("the write waits for the lock instead of failing")
+    })
+}
+
+/// Hashes a password as `issue` does, to time it.
+fn hash_like_issue() {
+    ActivationHash::new("4321").expect("hash");
+}
+
+#[test]
+fn writers_wait_for_another_connections_write_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let activated = store
+        .issue(&new_enrolment("carol", false), NOW)
+        .expect("issue");
+    let secret = store
+        .activate(activated.id, NOW)
+        .expect("activate")
+        .expect("secret");
+    let activated = store.latest("carol").expect("q").expect("carol");
+    drop(store);
+
+    // Long enough for the writer to reach its transaction; `issue`
+    // hashes the activation password first.
+    let hold = Duration::from_millis(800);
+    let started = std::time::Instant::now();
+    hash_like_issue();
+    let issue_hold = hold + started.elapsed() * 3;
+
+    let secret_bytes = b"12345678901234567890";
+    while_another_connection_writes(dir.path(), hold, |s| {
+        let token = ImportedToken {
+            user: "alice",
+            secret: secret_bytes,
+            params: PARAMS,
+            last_step: None,
+        };
+        s.import_tokens(&[token], "SVC", false, NOW)
+    });
+    let issued = while_another_connection_writes(dir.path(), issue_hold, |s| {
+        s.issue(&new_enrolment("bob", false), NOW)
+    });
+    assert_eq!(issued.state, State::Issued);
+    let code = PARAMS.code_at(&secret, NOW);
+    let confirmed = while_another_connection_writes(dir.path(), hold, |s| {
+        s.confirm_first_code(&activated, &code, NOW, 1, false)
+    });
+    assert_eq!(
+        confirmed,
+        FirstCode::Active {
+            period: 60,
+            adapted: false
+        }
+    );
+    let fast = PARAMS.step_at(NOW) + 5;
+    let first = PARAMS.code_for_step(secret_bytes, fast);
+    let second = PARAMS.code_for_step(secret_bytes, fast + 1);
+    let resynced = while_another_connection_writes(dir.path(), hold, |s| {
+        s.resync("alice", &first, &second, NOW, 100, 1)
+    });
+    assert_eq!(
+        resynced,
+        Resync::Done {
+            drift: 6,
+            step: fast + 1
+        }
+    );
+    let store = Store::open(dir.path()).expect("open");
+    let writes = store
+        .audit_entries(Some("x"), 0)
+        .expect("audit")
+        .iter()
+        .filter(|e| e.reason == "another writer")
+        .count();
+    assert_eq!(writes, 4);
+}
+
+/// Imports `secret` for `user` with `period`, replacing what it has.
+fn import(store: &Store, user: &str, secret: &[u8], period: u64, last_step: Option<u64>) {
+    let token = ImportedToken {
+        user,
+        secret,
+        params: TokenParams { period, ..PARAMS },
+        last_step,
+    };
+    store
+        .import_tokens(&[token], "SVC", true, NOW)
+        .expect("import");
+}
+
+#[test]
+fn reimporting_a_secret_keeps_its_replay_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let secret = b"12345678901234567890";
+    import(&store, "alice", secret, 30, None);
+    let thirty = TokenParams {
+        period: 30,
+        ..PARAMS
+    };
+    let code = thirty.code_at(secret, NOW);
+    assert_eq!(verify(&store, "alice", &code, NOW), VerifyOutcome::Accept);
+    let used = thirty.step_at(NOW);
+
+    // The same secret again: the accepted code stays spent.
+    import(&store, "alice", secret, 30, None);
+    let last = |store: &Store| store.active("alice").expect("q").expect("active").last_step;
+    assert_eq!(last(&store), Some(used));
+    assert_eq!(
+        verify(&store, "alice", &code, NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+    // An older replay state from the import file does not lower it.
+    import(&store, "alice", secret, 30, Some(used - 10));
+    assert_eq!(last(&store), Some(used));
+    // A later one raises it.
+    import(&store, "alice", secret, 30, Some(used + 2));
+    assert_eq!(last(&store), Some(used + 2));
+
+    // With 60-second steps, every step that overlaps a spent one is spent.
+    import(&store, "alice", secret, 60, None);
+    assert_eq!(last(&store), Some(((used + 3) * 30 - 1) / 60));
+    assert_eq!(
+        verify(&store, "alice", &PARAMS.code_at(secret, NOW + 60), NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+
+    // A revoked token's use counts as well.
+    assert_eq!(store.revoke("alice").expect("revoke"), 1);
+    import(&store, "alice", secret, 60, None);
+    assert_eq!(last(&store), Some(((used + 3) * 30 - 1) / 60));
+
+    // Another secret starts afresh; so does the same secret of another user.
+    import(&store, "alice", b"another secret 12345", 60, None);
+    assert_eq!(last(&store), None);
+    import(&store, "bob", secret, 30, None);
+    assert_eq!(
+        store.active("bob").expect("q").expect("bob").last_step,
+        None
+    );
+}
+
+#[test]
+fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let secret = active_token(&store, "alice");
+    let now_step = PARAMS.step_at(NOW);
+    // A code accepted while the server clock ran ten hours ahead.
+    let ahead = NOW + 36_000;
+    let code = PARAMS.code_at(&secret, ahead);
+    assert_eq!(verify(&store, "alice", &code, ahead), VerifyOutcome::Accept);
+    let current = PARAMS.code_for_step(&secret, now_step + 1);
+    assert_eq!(
+        verify(&store, "alice", &current, NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+
+    let first = PARAMS.code_for_step(&secret, now_step - 1);
+    let second = PARAMS.code_for_step(&secret, now_step);
+    assert_eq!(
+        store
+            .resync("alice", &first, &second, NOW, 1440, 1)
+            .expect("resync"),
+        Resync::MovedBack {
+            drift: 0,
+            from: PARAMS.step_at(ahead),
+            step: now_step
+        }
+    );
+    assert_eq!(
+        verify(&store, "alice", &current, NOW),
+        VerifyOutcome::Accept
+    );
+    // The resync's codes are spent; given again they are refused, and
+    // nothing moves.
+    assert_eq!(
+        verify(&store, "alice", &second, NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+    assert_eq!(
+        store
+            .resync("alice", &first, &second, NOW, 1440, 1)
+            .expect("resync"),
+        Resync::Spent
+    );
+    assert_eq!(
+        store
+            .counters("alice")
+            .expect("q")
+            .and_then(|c| c.last_step),
+        Some(now_step + 1)
+    );
+    // Codes beyond the search are not found.
+    let far = PARAMS.code_for_step(&secret, now_step + 2000);
+    let after = PARAMS.code_for_step(&secret, now_step + 2001);
+    assert_eq!(
+        store
+            .resync("alice", &far, &after, NOW, 1440, 1)
+            .expect("resync"),
+        Resync::NotFound
+    );
+    assert_eq!(
+        store
+            .resync("bob", &first, &second, NOW, 1440, 1)
+            .expect("resync"),
+        Resync::NoToken
+    );
+}
+
+#[test]
+fn a_write_blocked_beyond_the_wait_is_told_apart_as_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let other = Store::open(dir.path()).expect("open");
+    let mut conn = other.db.conn();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .expect("begin");
+    let err = store.unlock("alice").expect_err("busy beyond the wait");
+    assert!(err.is_busy(), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+    drop(tx);
+    assert!(!store.unlock("alice").expect("free again"));
+    assert!(!StoreError::Corrupt(1).is_busy());
+}
