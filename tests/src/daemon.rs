@@ -12,7 +12,7 @@ use otpcore::totp::TokenParams;
 use otpstore::{ImportedToken, Store};
 
 use crate::codes::now_unix;
-use crate::env::write_config;
+use crate::env::write_private_file;
 use crate::process::otpd_bin;
 
 /// The service ID of these stores and configs.
@@ -94,7 +94,7 @@ pub fn start_otpd_on(dir: &Path, state: &Path, synchronous: &str, listeners: &st
          sqlite_synchronous = \"{synchronous}\"\n{listeners}",
         state.display()
     );
-    write_config(&config, &text);
+    write_private_file(&config, &text);
     let log = dir.join("otpd.log");
     let child = Command::new(otpd_bin())
         .arg("--config")

@@ -35,9 +35,9 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Writes `text` to a new config file `path` with mode 0600: a config may
-/// hold secrets, and otpd refuses secrets in a file others can read.
-pub(crate) fn write_config(path: &Path, text: &str) {
+/// Writes `text` to a new file `path` with mode 0600: a config may hold
+/// secrets, and otpd refuses secrets in a file others can read; keys too.
+pub fn write_private_file(path: &Path, text: &str) {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -145,7 +145,7 @@ smtp_timeout_seconds = 10
             extra = options.extra_toml,
             socket_extra = options.socket_toml,
         );
-        write_config(&config, &text);
+        write_private_file(&config, &text);
 
         let mut env = TestEnv {
             dir: Some(dir),

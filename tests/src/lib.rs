@@ -50,7 +50,7 @@ pub use codes::{
 };
 pub use daemon::{import_active_tokens, start_otpd_on, start_socket_otpd, Server, SocketDaemon};
 pub use enrol::{Issued, Token};
-pub use env::{free_port, EnvOptions, TestEnv, SERVICE_ID};
+pub use env::{free_port, write_private_file, EnvOptions, TestEnv, SERVICE_ID};
 pub use http::{http_request, HttpResponse};
 pub use mail::{read_maildir, Mail, SmtpServer};
 pub use pam::{pam_module_path, socket_exchange, PamService};

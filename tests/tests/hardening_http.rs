@@ -11,10 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    describe, oathtool_code, otpd_bin, require_root_and_peers, said, socket_exchange, PamService,
-    TestEnv,
+    describe, oathtool_code, otpd_bin, require_root_and_peers, said, socket_exchange,
+    write_private_file, PamService, TestEnv,
 };
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde_json::json;
@@ -517,7 +516,7 @@ fn idle_https_connections_are_bounded_and_closed() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let (cert, key) = (env.root().join("tls.crt"), env.root().join("tls.key"));
     fs::write(&cert, certified.cert.pem()).expect("write cert");
-    private_file(&key, &certified.signing_key.serialize_pem());
+    write_private_file(&key, &certified.signing_key.serialize_pem());
     let config = fs::read_to_string(&env.config).expect("config");
     let with_tls = config.replacen(
         "[http]\n",
@@ -530,7 +529,7 @@ fn idle_https_connections_are_bounded_and_closed() {
     );
     assert_ne!(with_tls, config, "no [http] table in {config}");
     let tls_config = env.root().join("otpd-tls.toml");
-    private_file(&tls_config, &with_tls);
+    write_private_file(&tls_config, &with_tls);
 
     let otpd = LimitedOtpd::start(&env, &tls_config, "otpd-tls-nofile");
     let client = tls_client(&certified.cert);
@@ -545,14 +544,4 @@ fn idle_https_connections_are_bounded_and_closed() {
         move || tls_get(port, &normal_client),
     );
     assert_bounded("HTTPS", &figures, &otpd);
-}
-
-fn private_file(path: &Path, text: &str) {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .expect("write a private file");
 }
