@@ -1,4 +1,4 @@
-//! `otpd.toml` (SPEC §3.1): types, defaults and validation. Unknown keys and
+//! `otpd.toml`: types, defaults and validation. Unknown keys and
 //! bad values are errors that name the key, line and column; values are
 //! checked while they are parsed, so the TOML parser's error carries the
 //! position. Every integer has bounds ([`Bounds`]), so no value can make
@@ -747,8 +747,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// SPEC §3.1 as written.
-    pub(crate) const SPEC_EXAMPLE: &str = include_str!("../../conf/otpd.toml");
+    /// The annotated example shipped in `conf/`, as written.
+    pub(crate) const SHIPPED_EXAMPLE: &str = include_str!("../../conf/otpd.toml");
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("otpd.toml"), false).map_err(|e| e.to_string())
@@ -756,7 +756,7 @@ mod tests {
 
     #[test]
     fn spec_example_loads() {
-        let c = parse(SPEC_EXAMPLE).expect("the shipped example loads");
+        let c = parse(SHIPPED_EXAMPLE).expect("the shipped example loads");
         assert_eq!(c.service_id, "EXAMPLE");
         assert_eq!(c.token.period, 60);
         assert_eq!(c.token.algorithm, Algorithm::Sha1);
@@ -788,8 +788,8 @@ mod tests {
     }
 
     fn replace(from: &str, to: &str) -> String {
-        assert!(SPEC_EXAMPLE.contains(from), "example holds {from:?}");
-        SPEC_EXAMPLE.replacen(from, to, 1)
+        assert!(SHIPPED_EXAMPLE.contains(from), "example holds {from:?}");
+        SHIPPED_EXAMPLE.replacen(from, to, 1)
     }
 
     fn line_of(text: &str, needle: &str) -> usize {
@@ -889,7 +889,7 @@ mod tests {
 
     #[test]
     fn accounting_listen_is_optional_and_checked() {
-        let c = parse(SPEC_EXAMPLE).expect("example");
+        let c = parse(SHIPPED_EXAMPLE).expect("example");
         assert_eq!(c.radius.as_ref().and_then(|r| r.accounting_listen), None);
         let on = "listen = \"0.0.0.0:1812\"\naccounting_listen = \"0.0.0.0:1813\"";
         let c = parse(&replace("listen = \"0.0.0.0:1812\"", on)).expect("with accounting");
@@ -919,7 +919,7 @@ mod tests {
             "{message}"
         );
         let message =
-            parse(&format!("{SPEC_EXAMPLE}\n[extra]\nx = 1\n")).expect_err("unknown section");
+            parse(&format!("{SHIPPED_EXAMPLE}\n[extra]\nx = 1\n")).expect_err("unknown section");
         assert!(message.contains("unknown field `extra`"), "{message}");
     }
 
@@ -931,13 +931,13 @@ mod tests {
 
     #[test]
     fn world_readable_secrets_are_refused() {
-        let message = Config::parse(SPEC_EXAMPLE, Path::new("otpd.toml"), true)
+        let message = Config::parse(SHIPPED_EXAMPLE, Path::new("otpd.toml"), true)
             .expect_err("world-readable with secret")
             .to_string();
         assert!(message.contains("world-readable"), "{message}");
         assert!(message.contains(&format!(
             "line {}",
-            line_of(SPEC_EXAMPLE, "[[radius.client]]")
+            line_of(SHIPPED_EXAMPLE, "[[radius.client]]")
         )));
         let with_file = replace(
             "secret = \"change-me\"",
@@ -1066,7 +1066,7 @@ mod tests {
         };
         let mut lines = Vec::new();
         let mut line = 0;
-        for l in SPEC_EXAMPLE.lines() {
+        for l in SHIPPED_EXAMPLE.lines() {
             if l.starts_with(&format!("{} =", n.key)) {
                 continue;
             }
@@ -1250,7 +1250,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let minimal = "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n";
-        for (text, mode) in [(minimal, 0o666), (minimal, 0o602), (SPEC_EXAMPLE, 0o602)] {
+        for (text, mode) in [(minimal, 0o666), (minimal, 0o602), (SHIPPED_EXAMPLE, 0o602)] {
             let path = dir.path().join("otpd.toml");
             std::fs::write(&path, text).expect("write");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");

@@ -1,4 +1,4 @@
-//! The enrolment state machine (SPEC §2): issued → activated → active, with
+//! The enrolment state machine: issued → activated → active, with
 //! the side exits invalidated, replaced and revoked. The functions here
 //! decide; the store carries the decisions out atomically.
 
@@ -96,7 +96,7 @@ pub fn after_wrong_password(failures: u32, limit: u32) -> WrongPassword {
     }
 }
 
-/// The outcome of typing the first code (SPEC §2.3).
+/// The outcome of typing the first code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confirmation {
     /// The code matched the token's own period; `step` was used.

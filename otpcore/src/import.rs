@@ -1,4 +1,4 @@
-//! Reading tokens kept elsewhere, for migration (SPEC §3.5 `otpctl import`):
+//! Reading tokens kept elsewhere, for migration (`otpctl import`):
 //! CSV lines `user,base32secret[,period,digits,algorithm]`, and the files
 //! that google-authenticator-libpam keeps per user. Parsing only; the store
 //! imports what parsed, all or nothing.

@@ -1,4 +1,4 @@
-//! The RADIUS codec (SPEC §3.4): RFC 2865 Access-Request, Access-Accept
+//! The RADIUS codec: RFC 2865 Access-Request, Access-Accept
 //! and Access-Reject with PAP, RFC 2866 Accounting-Request and
 //! Accounting-Response, RFC 3579 Message-Authenticator and RFC 5997
 //! Status-Server. No I/O: bytes in, bytes out.

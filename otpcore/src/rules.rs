@@ -1,4 +1,4 @@
-//! The input rules of the issuance screen (SPEC §2.1) and the shape of
+//! The input rules of the issuance screen and the shape of
 //! user IDs.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Login verification (SPEC §2.4): window, replay protection, failure
+//! Login verification: window, replay protection, failure
 //! count, lockout and the repeated-wrong-code rule. The functions decide
 //! from the token's counters and the time passed in; the store applies the
 //! decision atomically.

@@ -1,4 +1,4 @@
-//! The setup mail (SPEC §2.1 step 2): renders the `conf/mail/LANG.txt`
+//! The setup mail: renders the `conf/mail/LANG.txt`
 //! template and sends it as UTF-8 MIME through the transport `[mail]` names.
 //!
 //! The mail carries the setup URL, the service ID, the user ID, the expiry

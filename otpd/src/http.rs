@@ -1,5 +1,4 @@
-//! The HTTP(S) listener: the activation page and its JSON API (SPEC §2.2,
-//! §2.3, §4).
+//! The HTTP(S) listener: the activation page and its JSON API.
 //!
 //! Routes:
 //! - `GET /setup?sid=&uid=&lang=` the activation form, IDs prefilled;
@@ -98,7 +97,7 @@ const CHECKS_AT_ONCE: usize = 2;
 const CHECK_WAIT: Duration = Duration::from_secs(10);
 /// The audit trail's user for requests whose IDs match no enrolment.
 const UNKNOWN_USER: &str = "-";
-/// The same words for unknown IDs and a wrong password (SPEC §4).
+/// The same words for unknown IDs and a wrong password.
 const WRONG_CREDENTIALS: &str = "wrong service ID, user ID or activation password";
 const WRONG_CODE: &str = "the code does not match";
 
@@ -971,7 +970,7 @@ enum Confirmed {
     Internal,
 }
 
-/// SPEC §2.3: checks the first code, adapting to 30-second apps.
+/// Checks the first code, adapting to 30-second apps.
 fn confirm(daemon: &Daemon, store: &Store, a: &Attempt) -> Confirmed {
     let e = match a.lookup(store) {
         Ok(Some(e)) => e,

@@ -1,4 +1,4 @@
-//! The activation pages (SPEC §2.2, §2.3), in Japanese and English. Plain
+//! The activation pages, in Japanese and English. Plain
 //! HTML with inline CSS: no scripts, no external assets, readable on a
 //! 360-pixel-wide phone. Every value that comes from outside is escaped.
 

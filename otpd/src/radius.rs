@@ -1,4 +1,4 @@
-//! The RADIUS listener (SPEC §3.4): Access-Request with PAP, verified
+//! The RADIUS listener: Access-Request with PAP, verified
 //! through the [`Verifier`] like every other login; Status-Server
 //! (RFC 5997); a duplicate cache so a NAS's retransmission gets the same
 //! answer without a second verification; with `accounting_listen`, an
@@ -45,7 +45,7 @@ const DROP_WINDOW: Duration = Duration::from_secs(60);
 const MAX_IN_FLIGHT: usize = 1024;
 /// How long a stop waits for requests being verified.
 const DRAIN: Duration = Duration::from_secs(5);
-/// What every Access-Reject says, whatever the reason (SPEC §2.4).
+/// What every Access-Reject says, whatever the reason.
 const REPLY_FAILED: &[u8] = b"Authentication failed";
 
 /// One `[[radius.client]]`, its secret read.

@@ -1,4 +1,4 @@
-//! The Unix socket that `pam_otp.so` and `otpctl test` ask (SPEC §3.2): one
+//! The Unix socket that `pam_otp.so` and `otpctl test` ask: one
 //! JSON object per line each way, at most 4 KiB a line. The peer's
 //! credentials (SO_PEERCRED) are checked before anything is answered.
 

@@ -355,7 +355,7 @@ impl Store {
             .ok_or(StoreError::Corrupt(enrolment.id))
     }
 
-    /// Checks the first code of an `activated` enrolment (SPEC §2.3) and,
+    /// Checks the first code of an `activated` enrolment and,
     /// when it matches, makes the enrolment active. Spaces and hyphens in
     /// the code are ignored. With `adapt`, a code of 30-second steps
     /// switches the token to 30 seconds.
@@ -391,7 +391,7 @@ impl Store {
         })
     }
 
-    /// Verifies a batch of codes in one immediate transaction (SPEC §2.4):
+    /// Verifies a batch of codes in one immediate transaction:
     /// one commit for many logins, each answer written before it is given.
     /// Replay protection is a conditional UPDATE of the last step, so a step
     /// is accepted once whatever the concurrency, across processes too.

@@ -1,4 +1,4 @@
-//! The module's arguments (SPEC §3.3). An unknown or malformed argument is
+//! The module's arguments. An unknown or malformed argument is
 //! an error: the module logs it and fails with PAM_SERVICE_ERR.
 
 #![forbid(unsafe_code)]

@@ -1,4 +1,4 @@
-//! One verify exchange with otpd over its Unix socket (SPEC §3.2): one JSON
+//! One verify exchange with otpd over its Unix socket: one JSON
 //! line out, one JSON line (at most 4 KiB) back, then the connection is
 //! closed. Blocking I/O with one deadline for connect, write and read; no
 //! threads, no runtime; writes never raise SIGPIPE in the host.

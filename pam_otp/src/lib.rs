@@ -1,5 +1,5 @@
 //! `pam_otp.so`: asks for a one-time password and has otpd verify it over
-//! its Unix socket (SPEC §2.4, §3.2, §3.3).
+//! its Unix socket.
 //!
 //! ```text
 //! auth required pam_otp.so [socket=PATH] [nullok] [prompt=[TEXT]] [try_first_pass|use_first_pass]

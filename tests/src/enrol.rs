@@ -109,7 +109,7 @@ impl TestEnv {
         )
     }
 
-    /// A successful activation: 200 and a token with `period=60` (SPEC §2.2).
+    /// A successful activation: 200 and a token with `period=60`.
     pub fn activate_ok(&self, user_id: &str, password: &str) -> Token {
         let (status, json) = self.activate(user_id, password);
         assert_eq!(status, 200, "activation with the right password: {json}");

@@ -1,4 +1,4 @@
-//! Enrolment end to end (SPEC §2.1-2.3): `otpctl issue` mails the setup
+//! Enrolment end to end: `otpctl issue` mails the setup
 //! link through a real SMTP server, the JSON API activates, oathtool plays
 //! the phone, and `otpctl confirm` or the API confirms.
 //!

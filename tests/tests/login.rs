@@ -1,4 +1,4 @@
-//! Login end to end (SPEC §2.4, §3.2, §3.3): a real sshd and a real sudo
+//! Login end to end: a real sshd and a real sudo
 //! with `libpam_otp.so` in their PAM stacks, the Unix socket's peer
 //! credential check, concurrent verification, lockout and unlock, and a
 //! daemon killed with SIGKILL while it verifies.

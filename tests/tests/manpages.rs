@@ -20,7 +20,7 @@ use e2e::{assert_success, otpctl_bin, otpd_bin, stdout};
 /// Options every otpctl subcommand takes, documented once under OPTIONS.
 const GLOBAL_FLAGS: [&str; 3] = ["--config", "--defaults", "--help"];
 
-/// The module arguments of pam_otp (SPEC §3.3, pam_otp/src/args.rs).
+/// The module arguments of pam_otp (pam_otp/src/args.rs).
 const PAM_ARGUMENTS: [&str; 7] = [
     "socket=",
     "nullok",

@@ -1,4 +1,4 @@
-//! PAM login end to end (SPEC §2.4, §3.3): the built `libpam_otp.so`,
+//! PAM login end to end: the built `libpam_otp.so`,
 //! loaded by the real libpam in `pamtester` through a real service file in
 //! /etc/pam.d, talks to the built `otpd` over its Unix socket; oathtool
 //! plays the phone. valgrind watches one login.

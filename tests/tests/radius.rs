@@ -1,4 +1,4 @@
-//! RADIUS end to end (SPEC §3.4): FreeRADIUS's `radclient` as the NAS
+//! RADIUS end to end: FreeRADIUS's `radclient` as the NAS
 //! against the built `otpd`, and raw UDP for what radclient cannot send
 //! (requests without a Message-Authenticator, wrong secrets, unknown
 //! clients, retransmissions, malformed packets); accounting (RFC 2866) on
