@@ -708,6 +708,31 @@ mod tests {
         (dir, daemon, listener)
     }
 
+    /// A listener serving `daemon` with a verifier of its own.
+    struct Serving {
+        stop: tokio::sync::watch::Sender<bool>,
+        served: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Serving {
+        fn start(daemon: &Arc<Daemon>, listener: RadiusListener) -> Serving {
+            let verifier = Verifier::start(Arc::clone(daemon)).expect("verifier");
+            let (stop, shutdown) = Shutdown::new();
+            let served = tokio::spawn(listener.serve(Arc::clone(daemon), verifier, shutdown));
+            Serving { stop, served }
+        }
+
+        /// Stops the listener and waits until it has.
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            tokio::time::timeout(Duration::from_secs(10), self.served)
+                .await
+                .expect("serve stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_requests_accept_a_code_once_and_stop_cleanly() {
         let (_dir, daemon, listener) = fixture(false);
@@ -719,9 +744,7 @@ mod tests {
             .params()
             .code_at(crate::testing::SECRET, crate::unix_now())
             .to_string();
-        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
-        let (stop, shutdown) = Shutdown::new();
-        let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+        let serving = Serving::start(&daemon, listener);
 
         // 32 NASes ask at once with the same fresh code: one gets in.
         let mut asks = JoinSet::new();
@@ -753,21 +776,14 @@ mod tests {
         }
         assert_eq!(accepted, 1, "a code must be accepted exactly once");
 
-        let _ = stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), served)
-            .await
-            .expect("serve stops")
-            .unwrap()
-            .unwrap();
+        serving.stop().await;
     }
 
     #[tokio::test]
     async fn a_client_flooding_valid_requests_is_held_to_the_in_flight_cap() {
         let (_dir, daemon, listener) = fixture(false);
         let addr = listener.local_addr().unwrap();
-        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
-        let (stop, shutdown) = Shutdown::new();
-        let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+        let serving = Serving::start(&daemon, listener);
 
         // A stalled store: another connection holds the database's write
         // lock, as another process's transaction would, so nothing in
@@ -811,21 +827,14 @@ mod tests {
             "exactly the requests admitted while the store stalled are answered"
         );
 
-        let _ = stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), served)
-            .await
-            .expect("serve stops")
-            .unwrap()
-            .unwrap();
+        serving.stop().await;
     }
 
     #[tokio::test]
     async fn accounting_requests_are_answered_and_the_rest_dropped() {
         let (_dir, daemon, listener) = fixture(true);
         let addr = listener.accounting_addr().expect("accounting").unwrap();
-        let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
-        let (stop, shutdown) = Shutdown::new();
-        let served = tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));
+        let serving = Serving::start(&daemon, listener);
 
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let exchange = |packet: Vec<u8>| {
@@ -878,12 +887,7 @@ mod tests {
         assert_eq!(exchange(access).await, None, "Access-Request");
         assert_eq!(exchange(vec![4, 0, 0]).await, None, "garbage");
 
-        let _ = stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), served)
-            .await
-            .expect("serve stops")
-            .unwrap()
-            .unwrap();
+        serving.stop().await;
     }
 
     #[test]
