@@ -90,6 +90,16 @@ impl TestEnv {
         stdout_json(&output)
     }
 
+    /// The entries of `otpctl audit --user USER --json`.
+    pub fn audit(&self, user: &str) -> Vec<Value> {
+        let output = self.otpctl(&["audit", "--user", user, "--json"], "");
+        assert_success(&output, "otpctl audit");
+        stdout_json(&output)
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("audit --json is not an array: {}", describe(&output)))
+    }
+
     /// The enrolments of `otpctl list --json`.
     pub fn list(&self) -> Vec<Value> {
         let output = self.otpctl(&["list", "--json"], "");

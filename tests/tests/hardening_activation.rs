@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, now_unix, oathtool_code_at, require_root_and_peers, said,
-    stdout_json, PamService, TestEnv, SERVICE_ID,
+    describe, now_unix, oathtool_code_at, require_root_and_peers, said, PamService, TestEnv,
+    SERVICE_ID,
 };
 use serde_json::{json, Value};
 
@@ -158,11 +158,7 @@ fn burst(
 /// The audit lines of `user` that report a password check: wrong, right,
 /// or right too late.
 fn checks(env: &TestEnv, user: &str) -> Vec<String> {
-    let output = env.otpctl(&["audit", "--user", user, "--json"], "");
-    assert_success(&output, "otpctl audit --json");
-    stdout_json(&output)
-        .as_array()
-        .expect("array")
+    env.audit(user)
         .iter()
         .filter_map(|e| e["reason"].as_str())
         .filter(|r| r.contains("activation password") || r.starts_with("activated"))

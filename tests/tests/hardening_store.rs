@@ -29,8 +29,7 @@ use std::time::Duration;
 
 use e2e::{
     assert_success, describe, google_authenticator_file, now_unix, oathtool_code, oathtool_code_at,
-    require_root_and_peers, run_with_input, said, socket_exchange, stdout_json, PamService,
-    TestEnv,
+    require_root_and_peers, run_with_input, said, socket_exchange, PamService, TestEnv,
 };
 use otpcore::totp::{Algorithm, TokenParams};
 use serde_json::{json, Value};
@@ -81,19 +80,9 @@ fn verify(env: &TestEnv, user: &str, otp: &str) -> String {
     answer["result"].as_str().unwrap_or("?").to_owned()
 }
 
-/// `otpctl audit --user USER --json`.
-fn audit(env: &TestEnv, user: &str) -> Vec<Value> {
-    let output = env.otpctl(&["audit", "--user", user, "--json"], "");
-    assert_success(&output, "otpctl audit --json");
-    stdout_json(&output)
-        .as_array()
-        .expect("audit --json is an array")
-        .clone()
-}
-
 /// The reason of the newest audit entry of `user`.
 fn last_reason(env: &TestEnv, user: &str) -> String {
-    audit(env, user)
+    env.audit(user)
         .last()
         .and_then(|e| e["reason"].as_str())
         .unwrap_or_default()
@@ -597,7 +586,8 @@ fn resync_moves_a_replay_state_in_the_future_back() {
     assert_success(&output, "otpctl resync with two consecutive codes");
     let repaired: u64 = last_step(&env, "ahead").parse().expect("a step");
     assert_eq!(repaired, now / 60);
-    let entry = audit(&env, "ahead")
+    let entry = env
+        .audit("ahead")
         .into_iter()
         .rev()
         .find(|e| e["channel"] == "cli")

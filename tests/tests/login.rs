@@ -18,24 +18,14 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, require_root_and_peers, socket_exchange, stdout, stdout_json,
-    EnvOptions, TestEnv, SYSTEM_PYTHON,
+    assert_success, describe, require_root_and_peers, socket_exchange, stdout, EnvOptions, TestEnv,
+    SYSTEM_PYTHON,
 };
 use login_support::{logged_in, require_login_peers, Phone, Sshd, Sudo, TestUser};
 use serde_json::{json, Value};
 
 fn verify(user: &str, otp: &str) -> Value {
     json!({"op": "verify", "user": user, "otp": otp, "service": "e2e", "rhost": "192.0.2.7"})
-}
-
-/// `otpctl audit --user USER --json`.
-fn audit(env: &TestEnv, user: &str) -> Vec<Value> {
-    let output = env.otpctl(&["audit", "--user", user, "--json"], "");
-    assert_success(&output, "otpctl audit");
-    stdout_json(&output)
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("audit --json is not an array: {}", describe(&output)))
 }
 
 /// Audit entries of the login channel (the socket) that accepted a code.
@@ -93,7 +83,7 @@ fn ssh_login_with_publickey_and_one_time_password() {
         "a spent code logged in again:\n{transcript}"
     );
 
-    let entries = audit(&env, &user.name);
+    let entries = env.audit(&user.name);
     let accepted = accepted_logins(&entries);
     assert_eq!(
         accepted.len(),
@@ -148,7 +138,7 @@ fn sudo_with_one_time_password() {
         describe(&output)
     );
 
-    let entries = audit(&env, &user.name);
+    let entries = env.audit(&user.name);
     let accepted = accepted_logins(&entries);
     assert_eq!(
         accepted.len(),
@@ -295,7 +285,7 @@ fn one_hundred_concurrent_verifications_accept_once() {
         (1, 99),
         "exactly one accept of 100 concurrent requests: {answers:?}"
     );
-    let entries = audit(&env, "dave");
+    let entries = env.audit("dave");
     assert_eq!(accepted_logins(&entries).len(), 1, "{entries:#?}");
 }
 
@@ -323,7 +313,7 @@ fn lockout_after_five_failures_until_unlock() {
         env.socket_request(&verify("erin", &code)),
         json!({"result": "reject"})
     );
-    let entries = audit(&env, "erin");
+    let entries = env.audit("erin");
     assert!(
         entries
             .iter()

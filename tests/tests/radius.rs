@@ -12,8 +12,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use e2e::{
-    assert_success, describe, free_port, oathtool_code, require_root_and_peers, stdout,
-    stdout_json, wrong_code, EnvOptions, TestEnv,
+    describe, free_port, oathtool_code, require_root_and_peers, stdout, wrong_code, EnvOptions,
+    TestEnv,
 };
 use otpcore::radius::{self, attr, code, Packet};
 use serde_json::Value;
@@ -67,12 +67,6 @@ fn radclient_with_secret(port: u16, kind: &str, secret: &str, attributes: &str) 
 
 fn pap(user: &str, code: &str) -> String {
     format!("User-Name = \"{user}\"\nUser-Password = \"{code}\"\nMessage-Authenticator = 0x00\n")
-}
-
-fn audit(env: &TestEnv, user: &str) -> Vec<Value> {
-    let output = env.otpctl(&["audit", "--user", user, "--json"], "");
-    assert_success(&output, "otpctl audit");
-    stdout_json(&output).as_array().cloned().unwrap_or_default()
 }
 
 fn radius_entries(entries: &[Value]) -> Vec<&Value> {
@@ -215,7 +209,7 @@ fn radclient_accept_reject_replay_and_status() {
         env.otpd_log()
     );
 
-    let entries = audit(&env, "alice");
+    let entries = env.audit("alice");
     let entries = radius_entries(&entries);
     assert_eq!(entries.len(), 3, "{entries:#?}");
     assert_eq!(
@@ -260,7 +254,7 @@ fn retransmission_gets_the_cached_answer_without_a_second_verification() {
     assert_eq!(answer, code::ACCESS_REJECT);
     assert_eq!(reply.as_deref(), Some(&b"Authentication failed"[..]));
 
-    let entries = audit(&env, "bob");
+    let entries = env.audit("bob");
     let entries = radius_entries(&entries);
     assert_eq!(
         entries.len(),
