@@ -50,6 +50,71 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     pub radius: Option<RadiusConfig>,
     pub mail: Option<MailConfig>,
+    /// Where enrolments live; without `[store]`, SQLite in `state_dir`.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the database behind otpd, and the key that seals secrets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// `postgresql://USER@HOST:PORT/DATABASE?sslmode=verify-full`; checked
+    /// in full when the store opens.
+    #[serde(deserialize_with = "database_url")]
+    pub url: Option<String>,
+    /// The line of `url` in the file, for errors found when it is used.
+    #[serde(skip)]
+    pub url_line: usize,
+    /// Holds the database password (owner-only file).
+    pub password_file: Option<PathBuf>,
+    #[serde(deserialize_with = "pool_size")]
+    pub pool_size: u32,
+    /// The deadline of connecting and of each database call.
+    #[serde(deserialize_with = "store_timeout")]
+    pub timeout_ms: u64,
+    /// Default `state_dir/otpd.key`; every node of a cluster holds the same.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            url: None,
+            url_line: 0,
+            password_file: None,
+            pool_size: 8,
+            timeout_ms: 2000,
+            key_file: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The key file: `key_file`, or `otpd.key` in `state_dir`.
+    pub fn key_path(&self, state_dir: &Path) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("otpd.key"))
+    }
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sqlite,
+    Postgresql,
+}
+
+fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if !(s.starts_with("postgresql://") || s.starts_with("postgres://")) {
+        return Err(invalid("must start with postgresql://"));
+    }
+    Ok(Some(s))
 }
 
 /// SQLite's `synchronous` setting for the store.
@@ -401,6 +466,10 @@ pub const UID: Bounds = Bounds::new(0, 4_294_967_294, "a user ID");
 pub const RATE_LIMIT_PER_MINUTE: Bounds = Bounds::new(1, 10_000, "requests");
 /// `[mail] smtp_port`.
 pub const SMTP_PORT: Bounds = Bounds::new(1, 65_535, "a TCP port");
+/// `[store] pool_size`: connections per node.
+pub const POOL_SIZE: Bounds = Bounds::new(1, 64, "connections");
+/// `[store] timeout_ms`: 100 ms to one minute.
+pub const STORE_TIMEOUT_MS: Bounds = Bounds::new(100, 60_000, "milliseconds");
 /// `[mail] smtp_timeout_seconds`: up to 10 minutes.
 pub const SMTP_TIMEOUT_SECONDS: Bounds = Bounds::new(1, 600, "seconds");
 
@@ -467,6 +536,8 @@ bounded! {
     rate_limit: u32 = RATE_LIMIT_PER_MINUTE;
     smtp_port: u16 = SMTP_PORT;
     smtp_timeout: u64 = SMTP_TIMEOUT_SECONDS;
+    pool_size: u32 = POOL_SIZE;
+    store_timeout: u64 = STORE_TIMEOUT_MS;
 }
 
 fn uids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
@@ -523,6 +594,34 @@ fn client_line(text: &str, index: usize) -> usize {
         .nth(index)
         .map(|(n, _)| n + 1)
         .unwrap_or(0)
+}
+
+/// The 1-based line that sets `key` in the table `[table]`; 0 if none.
+fn key_line(text: &str, table: &str, key: &str) -> usize {
+    let header = format!("[{table}]");
+    let mut inside = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.starts_with('[') {
+            inside = line.starts_with(&header);
+        } else if inside
+            && line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return n + 1;
+        }
+    }
+    0
+}
+
+/// Whether a database URL carries a password (`user:password@`).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -627,7 +726,30 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let config = deserialize(text).map_err(err)?;
+        let mut config = deserialize(text).map_err(err)?;
+        config.store.url_line = key_line(text, "store", "url");
+        let store = &config.store;
+        match (store.backend, &store.url, &store.password_file) {
+            (StoreBackend::Postgresql, None, _) => {
+                return Err(err(
+                    "[store]: backend = \"postgresql\" needs `url`".to_owned()
+                ))
+            }
+            (StoreBackend::Sqlite, Some(_), _) | (StoreBackend::Sqlite, _, Some(_)) => {
+                return Err(err(
+                    "[store]: `url` and `password_file` are for backend = \"postgresql\""
+                        .to_owned(),
+                ))
+            }
+            (StoreBackend::Postgresql, Some(url), _) if world_readable && url_has_password(url) => {
+                return Err(err(format!(
+                    "line {}: store.url: holds a password in a world-readable file; \
+                     chmod o-r the file or move the password to `password_file`",
+                    store.url_line
+                )))
+            }
+            _ => {}
+        }
         if let Some(radius) = &config.radius {
             for (i, client) in radius.client.iter().enumerate() {
                 let line = client_line(text, i);
@@ -725,6 +847,7 @@ impl Config {
                 rate_limit_per_minute: default_rate_limit(),
             }),
             radius: None,
+            store: StoreConfig::default(),
             mail: Some(MailConfig {
                 from: "otpd <otpd@localhost.localdomain>".to_owned(),
                 transport: Transport::Outbox,

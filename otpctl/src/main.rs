@@ -229,7 +229,7 @@ fn run(cli: Cli) -> Outcome {
     let config = load_config(&cli)?;
     drop_privileges(&config.state_dir)?;
     let ctx = Ctx {
-        store: Store::open(&config.state_dir)?,
+        store: Store::from_config(&config)?,
         config,
         interactive: std::io::stdin().is_terminal(),
     };

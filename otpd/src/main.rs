@@ -304,15 +304,19 @@ async fn run(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let power_safe = config.sqlite_synchronous == Synchronous::Full;
-    let store = match Store::open(&config.state_dir)
-        .and_then(|s| s.set_power_safe(power_safe).map(|()| s))
-    {
-        Ok(s) => s,
+    let opening = config.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        Store::from_config(&opening).and_then(|s| s.set_power_safe(power_safe).map(|()| s))
+    })
+    .await;
+    let store = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("otpd: cannot open the store: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
-            eprintln!(
-                "otpd: cannot open the store in {}: {e}",
-                config.state_dir.display()
-            );
+            eprintln!("otpd: cannot open the store: {e}");
             return ExitCode::FAILURE;
         }
     };

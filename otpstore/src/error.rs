@@ -12,6 +12,21 @@ pub enum StoreError {
     /// beyond the wait, full, damaged, or a row this build cannot read.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL failed or refused the operation.
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection to PostgreSQL could be had within the deadline.
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The database did not answer within the deadline.
+    #[error("database unavailable: no answer within {} ms", .0.as_millis())]
+    Timeout(std::time::Duration),
+    /// `[store]` is not usable as configured.
+    #[error("{key}: {reason}")]
+    Config { key: &'static str, reason: String },
+    /// The backend does not offer the operation.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A file or directory of the store could not be created, read or written.
     #[error("{path}: {source}")]
     Io {
@@ -60,13 +75,18 @@ impl StoreError {
     /// wait) or locked: the operation may succeed when tried again, and
     /// nothing was changed.
     pub fn is_busy(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(e) if matches!(
+        use tokio_postgres::error::SqlState;
+        match self {
+            StoreError::Database(e) => matches!(
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            )
-        )
+            ),
+            StoreError::Postgres(e) => matches!(
+                e.code(),
+                Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED)
+            ),
+            _ => false,
+        }
     }
 }
 

@@ -86,3 +86,32 @@ pub(crate) fn write_new_key(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
         .map_err(|e| io_error(path, e))?;
     Ok(key)
 }
+
+/// Reads a password file (the database's), refusing one that others can
+/// read; one trailing newline is not part of the password.
+pub(crate) fn read_password(path: &Path) -> Result<Zeroizing<String>> {
+    let mode = fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        return Err(unsafe_file(
+            path,
+            format!(
+                "password file has mode {:04o}; others must not read it (chmod o-rwx)",
+                mode & 0o777
+            ),
+        ));
+    }
+    let mut text = Zeroizing::new(fs::read_to_string(path).map_err(|e| io_error(path, e))?);
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        return Err(unsafe_file(path, "password file is empty"));
+    }
+    Ok(text)
+}

@@ -14,14 +14,19 @@
 //! ([`KEY_FILE`]); activation passwords are kept as argon2id hashes.
 
 mod activation;
+mod backend;
 mod error;
 mod keyfile;
+mod postgres;
 mod seal;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
+use std::time::Duration;
+
+use otpcore::config::{Config, StoreBackend};
 
 use otpcore::enrol::{confirm_first_code, Confirmation, State};
 use otpcore::rules::UserId;
@@ -33,7 +38,9 @@ use zeroize::Zeroizing;
 
 pub use activation::ActivationHash;
 pub use error::StoreError;
+pub use postgres::url::UrlError;
 
+use backend::Backend;
 use error::Result;
 use seal::{Keys, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT};
 use sqlite::Sqlite;
@@ -189,8 +196,17 @@ pub fn audit_text(text: &str) -> String {
 /// threads are serialised inside the store, and each call blocks until the
 /// database answers (call them off any async executor).
 pub struct Store {
-    db: Sqlite,
+    db: Box<dyn Backend>,
     keys: Keys,
+}
+
+/// A fresh random user ID (the one a setup link names).
+pub(crate) fn fresh_user_id() -> UserId {
+    loop {
+        if let Some(id) = UserId::from_random(OsRng.next_u64()) {
+            return id;
+        }
+    }
 }
 
 impl Store {
@@ -200,7 +216,57 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Store> {
         keyfile::ensure_private_dir(state_dir)?;
         let db = Sqlite::open(&state_dir.join(DB_FILE))?;
-        let key_path = state_dir.join(KEY_FILE);
+        Store::with_key(Box::new(db), &state_dir.join(KEY_FILE))
+    }
+
+    /// Opens the store that `config` names: SQLite in `state_dir` without
+    /// `[store]`, or the PostgreSQL database of `[store] url`. An error
+    /// names the key at fault and never shows the database password.
+    pub fn from_config(config: &Config) -> Result<Store> {
+        let store = &config.store;
+        let key_path = store.key_path(&config.state_dir);
+        keyfile::ensure_private_dir(&config.state_dir)?;
+        let db: Box<dyn Backend> = match (store.backend, &store.url) {
+            (StoreBackend::Postgresql, Some(url)) => {
+                let bad_url = |reason: String| StoreError::Config {
+                    key: "store.url",
+                    reason: format!("line {}: {reason}", store.url_line),
+                };
+                let url = postgres::DatabaseUrl::parse(url).map_err(|e| bad_url(e.to_string()))?;
+                let password = match &store.password_file {
+                    Some(path) => {
+                        Some(
+                            keyfile::read_password(path).map_err(|e| StoreError::Config {
+                                key: "store.password_file",
+                                reason: e.to_string(),
+                            })?,
+                        )
+                    }
+                    None => None,
+                };
+                let shown = url.redacted();
+                let options = postgres::Options {
+                    url,
+                    password,
+                    pool_size: usize::try_from(store.pool_size).unwrap_or(1),
+                    timeout: Duration::from_millis(store.timeout_ms),
+                };
+                Box::new(
+                    postgres::Postgres::open(options)
+                        .map_err(|e| bad_url(format!("cannot use the database at {shown}: {e}")))?,
+                )
+            }
+            _ => Box::new(Sqlite::open(&config.state_dir.join(DB_FILE))?),
+        };
+        Store::with_key(db, &key_path)
+    }
+
+    /// The store over `db`, its secrets sealed with the key in `key_path`
+    /// (created with the database's key check value when neither exists
+    /// yet). When several processes create a store at the same moment, one
+    /// key wins; the others find it does not match and fail.
+    fn with_key(db: Box<dyn Backend>, key_path: &Path) -> Result<Store> {
+        let key_path = key_path.to_owned();
         let check = db.key_check()?;
         let key = match (&check, key_path.exists()) {
             (_, true) => keyfile::read_key(&key_path)?,
@@ -210,16 +276,19 @@ impl Store {
         let Some(keys) = Keys::new(&key)? else {
             return Err(StoreError::WrongKey(key_path));
         };
-        match check {
-            Some(sealed) => {
-                let plain = keys
-                    .unseal(&sealed, KEY_CHECK_AAD)
-                    .ok_or_else(|| StoreError::WrongKey(key_path.clone()))?;
-                if plain.as_slice() != KEY_CHECK_PLAINTEXT {
-                    return Err(StoreError::WrongKey(key_path));
-                }
+        let check = match check {
+            Some(sealed) => sealed,
+            None => {
+                db.set_key_check(&keys.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)?)?;
+                db.key_check()?
+                    .ok_or(StoreError::Internal("key check value vanished"))?
             }
-            None => db.set_key_check(&keys.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)?)?,
+        };
+        let matches = keys
+            .unseal(&check, KEY_CHECK_AAD)
+            .is_some_and(|plain| plain.as_slice() == KEY_CHECK_PLAINTEXT);
+        if !matches {
+            return Err(StoreError::WrongKey(key_path));
         }
         Ok(Store { db, keys })
     }
@@ -466,7 +535,14 @@ impl Store {
 
     /// Appends to the audit trail, its texts escaped.
     pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        self.db.audit(entry)
+        self.db.audit(&AuditEntry {
+            time: entry.time,
+            user: audit_text(&entry.user),
+            channel: audit_text(&entry.channel),
+            peer: audit_text(&entry.peer),
+            result: audit_text(&entry.result),
+            reason: audit_text(&entry.reason),
+        })
     }
 
     /// Audit entries, oldest first, optionally for one user and from a time.

@@ -15,12 +15,13 @@ use std::time::Duration;
 use otpcore::enrol::State;
 use otpcore::rules::UserId;
 use otpcore::totp::{Algorithm, TokenParams};
-use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove, Verdict};
-use rand::rngs::OsRng;
-use rand::RngCore;
+use otpcore::verify::{self, Counters, Policy, ReplayMove};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use subtle::ConstantTimeEq;
 
+use crate::backend::{
+    advanced, audit_result, last_wrong_columns, plan_verification, refuse_existing,
+    spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
+};
 use crate::error::{Result, StoreError};
 use crate::keyfile::io_error;
 use crate::seal::Keys;
@@ -84,14 +85,6 @@ CREATE INDEX enrolments_user ON enrolments(user, state);
 const ENROLMENT_COLUMNS: &str =
     "id, user, email, service_id, user_id, state, algorithm, digits, period, \
      language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step";
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 fn bad_column(index: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -157,8 +150,20 @@ impl Sqlite {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn query_one(&self, condition: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE {condition} ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn()
+            .query_row(&sql, [value], enrolment_from_row)
+            .optional()?)
+    }
+}
+
+impl Backend for Sqlite {
     /// The sealed key check value, once the key file is known.
-    pub(crate) fn key_check(&self) -> Result<Option<Vec<u8>>> {
+    fn key_check(&self) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn()
             .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
@@ -168,7 +173,7 @@ impl Sqlite {
     }
 
     /// Records the sealed key check value, unless another process did first.
-    pub(crate) fn set_key_check(&self, sealed: &[u8]) -> Result<()> {
+    fn set_key_check(&self, sealed: &[u8]) -> Result<()> {
         self.conn().execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
             params![sealed],
@@ -177,7 +182,7 @@ impl Sqlite {
     }
 
     /// Records a new `issued` enrolment; its ID.
-    pub(crate) fn issue(
+    fn issue(
         &self,
         keys: &Keys,
         new: &NewEnrolment<'_>,
@@ -187,33 +192,17 @@ impl Sqlite {
     ) -> Result<i64> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
-        refuse_existing(&tx, new.user, new.replace)?;
+        refuse_existing(&current_states(&tx, new.user)?, new.user, new.replace)?;
         tx.execute(
             "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated')",
             params![new.user],
         )?;
-        let id = insert_enrolment(
-            &tx,
-            keys,
-            &Insert {
-                user: new.user,
-                email: new.email,
-                service_id: new.service_id,
-                password_hash,
-                secret,
-                params: new.params,
-                language: new.language,
-                state: State::Issued,
-                now,
-                expires_at: new.expires_at,
-                last_step: None,
-            },
-        )?;
+        let id = insert_enrolment(&tx, keys, &Insert::issued(new, password_hash, secret, now))?;
         tx.commit()?;
         Ok(id)
     }
 
-    pub(crate) fn import_tokens(
+    fn import_tokens(
         &self,
         keys: &Keys,
         tokens: &[ImportedToken<'_>],
@@ -224,63 +213,36 @@ impl Sqlite {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         for token in tokens {
-            refuse_existing(&tx, token.user, replace)?;
-            let spent = spent_by_same_secret(&tx, keys, token)?;
+            refuse_existing(&current_states(&tx, token.user)?, token.user, replace)?;
+            let spent = spent_by_same_secret(keys, &spent_rows(&tx, token.user)?, token);
             tx.execute(
                 "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
                 params![token.user],
             )?;
-            insert_enrolment(
-                &tx,
-                keys,
-                &Insert {
-                    user: token.user,
-                    email: "",
-                    service_id,
-                    // No PHC string: no password ever matches it.
-                    password_hash: "!",
-                    secret: token.secret,
-                    params: token.params,
-                    language: "",
-                    state: State::Active,
-                    now,
-                    expires_at: now,
-                    last_step: spent.max(token.last_step),
-                },
-            )?;
+            insert_enrolment(&tx, keys, &Insert::imported(token, service_id, spent, now))?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    pub(crate) fn set_power_safe(&self, power_safe: bool) -> Result<()> {
+    fn set_power_safe(&self, power_safe: bool) -> Result<()> {
         let mode = if power_safe { "FULL" } else { "NORMAL" };
         self.conn().pragma_update(None, "synchronous", mode)?;
         Ok(())
     }
 
-    pub(crate) fn withdraw(&self, id: i64) -> Result<bool> {
+    fn withdraw(&self, id: i64) -> Result<bool> {
         Ok(self.conn().execute(
             "DELETE FROM enrolments WHERE id = ?1 AND state = 'issued'",
             params![id],
         )? == 1)
     }
 
-    fn query_one(&self, condition: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Enrolment>> {
-        let sql = format!(
-            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE {condition} ORDER BY id DESC LIMIT 1"
-        );
-        Ok(self
-            .conn()
-            .query_row(&sql, [value], enrolment_from_row)
-            .optional()?)
-    }
-
-    pub(crate) fn by_id(&self, id: i64) -> Result<Option<Enrolment>> {
+    fn by_id(&self, id: i64) -> Result<Option<Enrolment>> {
         self.query_one("id = ?1", &id)
     }
 
-    pub(crate) fn by_ids(&self, service_id: &str, user_id: &UserId) -> Result<Option<Enrolment>> {
+    fn by_ids(&self, service_id: &str, user_id: &UserId) -> Result<Option<Enrolment>> {
         let sql = format!(
             "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE service_id = ?1 AND user_id = ?2"
         );
@@ -294,19 +256,19 @@ impl Sqlite {
             .optional()?)
     }
 
-    pub(crate) fn pending(&self, user: &str) -> Result<Option<Enrolment>> {
+    fn pending(&self, user: &str) -> Result<Option<Enrolment>> {
         self.query_one("user = ?1 AND state IN ('issued', 'activated')", &user)
     }
 
-    pub(crate) fn active(&self, user: &str) -> Result<Option<Enrolment>> {
+    fn active(&self, user: &str) -> Result<Option<Enrolment>> {
         self.query_one("user = ?1 AND state = 'active'", &user)
     }
 
-    pub(crate) fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
+    fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
         self.query_one("user = ?1", &user)
     }
 
-    pub(crate) fn list(&self) -> Result<Vec<Enrolment>> {
+    fn list(&self) -> Result<Vec<Enrolment>> {
         let sql = format!(
             "SELECT {ENROLMENT_COLUMNS} FROM enrolments e WHERE id = (SELECT MAX(id) FROM enrolments WHERE user = e.user) \
              OR state = 'active' ORDER BY user, id"
@@ -318,12 +280,7 @@ impl Sqlite {
     }
 
     /// Takes a try; the stored password hash to check against.
-    pub(crate) fn reserve_activation_attempt(
-        &self,
-        id: i64,
-        limit: u32,
-        now: u64,
-    ) -> Result<Option<String>> {
+    fn reserve_activation_attempt(&self, id: i64, limit: u32, now: u64) -> Result<Option<String>> {
         Ok(self
             .conn()
             .query_row(
@@ -336,11 +293,7 @@ impl Sqlite {
             .optional()?)
     }
 
-    pub(crate) fn activation_failed(
-        &self,
-        id: i64,
-        limit: u32,
-    ) -> Result<Option<ActivationFailure>> {
+    fn activation_failed(&self, id: i64, limit: u32) -> Result<Option<ActivationFailure>> {
         let row = self
             .conn()
             .query_row(
@@ -358,7 +311,7 @@ impl Sqlite {
     }
 
     /// Activates; the sealed secret and the user ID it is bound to.
-    pub(crate) fn activate(&self, id: i64, now: u64) -> Result<Option<(Vec<u8>, String)>> {
+    fn activate(&self, id: i64, now: u64) -> Result<Option<(Vec<u8>, String)>> {
         Ok(self
             .conn()
             .query_row(
@@ -372,7 +325,7 @@ impl Sqlite {
     }
 
     /// The sealed secret of the enrolment `id`.
-    pub(crate) fn sealed_secret(&self, id: i64) -> Result<Vec<u8>> {
+    fn sealed_secret(&self, id: i64) -> Result<Vec<u8>> {
         Ok(self.conn().query_row(
             "SELECT secret FROM enrolments WHERE id = ?1",
             params![id],
@@ -383,7 +336,7 @@ impl Sqlite {
     /// Makes an `activated` enrolment active with the confirmed `period`
     /// and first used `step`; the user's previous active token, if any, is
     /// replaced in the same transaction. `false` if it was not `activated`.
-    pub(crate) fn mark_confirmed(&self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
+    fn mark_confirmed(&self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         let user: Option<String> = tx
@@ -393,7 +346,9 @@ impl Sqlite {
                 |r| r.get(0),
             )
             .optional()?;
-        let Some(user) = user else { return Ok(false) };
+        let Some(user) = user else {
+            return Ok(false);
+        };
         tx.execute(
             "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state = 'active'",
             params![user],
@@ -407,7 +362,7 @@ impl Sqlite {
         Ok(changed == 1)
     }
 
-    pub(crate) fn verify_batch(
+    fn verify_batch(
         &self,
         keys: &Keys,
         requests: &[VerifyRequest<'_>],
@@ -419,11 +374,7 @@ impl Sqlite {
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {
             let outcome = verify_one(&tx, keys, request, now, policy)?;
-            let (result, reason) = match &outcome {
-                VerifyOutcome::Accept => ("ok", "code accepted"),
-                VerifyOutcome::Reject(refusal) => ("fail", refusal.as_str()),
-                VerifyOutcome::Error(_) => ("error", "token record unreadable"),
-            };
+            let (result, reason) = audit_result(&outcome);
             tx.prepare_cached(
                 "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
@@ -434,7 +385,7 @@ impl Sqlite {
         Ok(outcomes)
     }
 
-    pub(crate) fn unlock(&self, user: &str) -> Result<bool> {
+    fn unlock(&self, user: &str) -> Result<bool> {
         Ok(self.conn().execute(
             "UPDATE enrolments SET failures = 0, locked_until = NULL, last_wrong = NULL, last_wrong_at = NULL \
              WHERE user = ?1 AND state = 'active'",
@@ -445,14 +396,7 @@ impl Sqlite {
     /// Records a learnt `drift` and the second code's `step` on the active
     /// enrolment `id`, if the replay state allows it (`now_step` is the
     /// current step, `window` how far ahead of it a used step may lie).
-    pub(crate) fn resync(
-        &self,
-        id: i64,
-        drift: i64,
-        step: u64,
-        now_step: u64,
-        window: u64,
-    ) -> Result<Resync> {
+    fn resync(&self, id: i64, drift: i64, step: u64, now_step: u64, window: u64) -> Result<Resync> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         let last: Option<Option<i64>> = tx
@@ -479,7 +423,7 @@ impl Sqlite {
         Ok(outcome)
     }
 
-    pub(crate) fn counters(&self, user: &str) -> Result<Option<Counters>> {
+    fn counters(&self, user: &str) -> Result<Option<Counters>> {
         Ok(self
             .conn()
             .query_row(
@@ -498,7 +442,7 @@ impl Sqlite {
             .optional()?)
     }
 
-    pub(crate) fn revoke(&self, user: &str) -> Result<usize> {
+    fn revoke(&self, user: &str) -> Result<usize> {
         Ok(self.conn().execute(
             "UPDATE enrolments SET state = 'revoked' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
             params![user],
@@ -506,7 +450,7 @@ impl Sqlite {
     }
 
     /// SQLite's online backup into a new file (0600) at `path`.
-    pub(crate) fn backup(&self, path: &Path) -> Result<()> {
+    fn backup(&self, path: &Path) -> Result<()> {
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -521,30 +465,29 @@ impl Sqlite {
             })
     }
 
-    pub(crate) fn extend(&self, id: i64, expires_at: u64) -> Result<bool> {
+    fn extend(&self, id: i64, expires_at: u64) -> Result<bool> {
         Ok(self.conn().execute(
             "UPDATE enrolments SET expires_at = ?2 WHERE id = ?1 AND state = 'issued'",
             params![id, to_i64(expires_at)],
         )? == 1)
     }
 
-    pub(crate) fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        let [user, channel, peer, result, reason] = [
-            &entry.user,
-            &entry.channel,
-            &entry.peer,
-            &entry.result,
-            &entry.reason,
-        ]
-        .map(|text| audit_text(text));
+    fn audit(&self, entry: &AuditEntry) -> Result<()> {
         self.conn().execute(
             "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![to_i64(entry.time), user, channel, peer, result, reason],
+            params![
+                to_i64(entry.time),
+                entry.user,
+                entry.channel,
+                entry.peer,
+                entry.result,
+                entry.reason
+            ],
         )?;
         Ok(())
     }
 
-    pub(crate) fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
+    fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT time, user, channel, peer, result, reason FROM audit \
@@ -564,21 +507,6 @@ impl Sqlite {
     }
 }
 
-/// The columns of a new enrolment row.
-struct Insert<'a> {
-    user: &'a str,
-    email: &'a str,
-    service_id: &'a str,
-    password_hash: &'a str,
-    secret: &'a [u8],
-    params: TokenParams,
-    language: &'a str,
-    state: State,
-    now: u64,
-    expires_at: u64,
-    last_step: Option<u64>,
-}
-
 /// Begins a transaction that may write: it takes the write lock at once
 /// (`BEGIN IMMEDIATE`), waiting up to the busy timeout while another
 /// process writes. A deferred transaction that reads first cannot wait: its
@@ -588,71 +516,37 @@ fn write_transaction(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>>
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
-/// The last step (of `token`'s period) that the user's enrolments holding
-/// the same secret already used, if any. Secrets are compared in constant
-/// time; a record that does not decrypt may hold the same secret, so its
-/// use counts too.
-fn spent_by_same_secret(
-    tx: &rusqlite::Transaction<'_>,
-    keys: &Keys,
-    token: &ImportedToken<'_>,
-) -> Result<Option<u64>> {
+/// The user's enrolments that have used steps.
+fn spent_rows(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<Vec<SpentRow>> {
     let mut stmt = tx.prepare(
         "SELECT user_id, secret, period, last_step FROM enrolments WHERE user = ?1 AND last_step IS NOT NULL",
     )?;
-    let rows = stmt.query_map(params![token.user], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
+    let rows = stmt.query_map(params![user], |r| {
+        Ok(SpentRow {
+            user_id: r.get(0)?,
+            sealed: r.get(1)?,
+            period: r.get(2)?,
+            last_step: r.get(3)?,
+        })
     })?;
-    let mut spent = None;
-    for row in rows {
-        let (user_id, sealed, period, last_step) = row?;
-        let same = keys
-            .unseal(&sealed, user_id.as_bytes())
-            .is_none_or(|old| bool::from(old.as_slice().ct_eq(token.secret)));
-        if same {
-            let step =
-                verify::spent_through(to_u64(last_step), to_u64(period), token.params.period);
-            spent = spent.max(Some(step));
-        }
-    }
-    Ok(spent)
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Refuses a user who has a pending or active enrolment, unless `replace`.
-fn refuse_existing(tx: &rusqlite::Transaction<'_>, user: &str, replace: bool) -> Result<()> {
-    if replace {
-        return Ok(());
-    }
+/// The states of the user's pending and active enrolments.
+fn current_states(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<Vec<String>> {
     let mut stmt = tx.prepare(
         "SELECT state FROM enrolments WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
     )?;
-    let existing: Vec<String> = stmt
+    let states = stmt
         .query_map(params![user], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    if existing.iter().any(|s| s == "active") {
-        return Err(StoreError::HasActive {
-            user: user.to_owned(),
-        });
-    }
-    if !existing.is_empty() {
-        return Err(StoreError::HasPending {
-            user: user.to_owned(),
-        });
-    }
-    Ok(())
+    Ok(states)
 }
 
 /// Inserts an enrolment under a fresh user ID, its secret sealed to it.
 fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_>) -> Result<i64> {
     let user_id = loop {
-        let Some(candidate) = UserId::from_random(OsRng.next_u64()) else {
-            continue;
-        };
+        let candidate = crate::fresh_user_id();
         let taken: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM enrolments WHERE user_id = ?1)",
             params![candidate.as_str()],
@@ -663,7 +557,6 @@ fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_
         }
     };
     let sealed = keys.seal(row.secret, user_id.as_str().as_bytes())?;
-    let confirmed_at = (row.state == State::Active).then_some(to_i64(row.now));
     tx.prepare_cached(
         "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
          language, state, created_at, expires_at, confirmed_at, last_step) \
@@ -683,7 +576,7 @@ fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_
         row.state.as_str(),
         to_i64(row.now),
         to_i64(row.expires_at),
-        confirmed_at,
+        row.confirmed_at(),
         row.last_step.map(to_i64),
     ])?;
     Ok(tx.last_insert_rowid())
@@ -697,107 +590,55 @@ fn verify_one(
     now: u64,
     policy: &Policy,
 ) -> Result<VerifyOutcome> {
-    type Row = (
-        i64,
-        String,
-        Vec<u8>,
-        String,
-        u32,
-        i64,
-        Option<i64>,
-        u32,
-        Option<i64>,
-        Option<Vec<u8>>,
-        Option<i64>,
-        i64,
-    );
-    let row: Option<Row> = tx
+    let row = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
              last_wrong, last_wrong_at, drift FROM enrolments WHERE user = ?1 AND state = 'active'",
         )?
         .query_row(params![request.user], |r| {
-            Ok((
-                r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
-                r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
-            ))
+            Ok(TokenRow {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                sealed: r.get(2)?,
+                algorithm: r.get(3)?,
+                digits: r.get(4)?,
+                period: r.get(5)?,
+                last_step: r.get(6)?,
+                failures: r.get(7)?,
+                locked_until: r.get(8)?,
+                last_wrong: r.get(9)?,
+                last_wrong_at: r.get(10)?,
+                drift: r.get(11)?,
+            })
         })
         .optional()?;
-    let Some((
-        id,
-        user_id,
-        sealed,
-        algorithm,
-        digits,
-        period,
-        last_step,
-        failures,
-        locked_until,
-        last_wrong,
-        last_wrong_at,
-        drift,
-    )) = row
-    else {
-        return Ok(VerifyOutcome::Reject(Refusal::NoToken));
-    };
-    let (Some(secret), Some(algorithm)) = (
-        keys.unseal(&sealed, user_id.as_bytes()),
-        Algorithm::parse(&algorithm),
-    ) else {
-        return Ok(VerifyOutcome::Error(format!(
-            "enrolment {id} cannot be decrypted"
-        )));
-    };
-    let params = TokenParams {
-        algorithm,
-        digits,
-        period: to_u64(period),
-    };
-    let counters = Counters {
-        last_step: last_step.map(to_u64),
-        failures,
-        locked_until: locked_until.map(to_u64),
-        last_wrong: last_wrong
-            .and_then(|fp| <[u8; 16]>::try_from(fp.as_slice()).ok())
-            .zip(last_wrong_at.map(to_u64)),
-        drift,
-    };
-    let fingerprint = keys.fingerprint(id, request.code)?;
-    match verify::decide(
-        &secret,
-        &params,
-        request.code,
-        now,
-        policy,
-        &counters,
-        fingerprint,
-    ) {
-        Verdict::Accept { step } => {
+    match plan_verification(keys, row, request, now, policy)? {
+        Plan::Answer(outcome) => Ok(outcome),
+        Plan::Advance { id, step } => {
             let won = tx
                 .prepare_cached(
                     "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
                      last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
                 )?
                 .execute(params![id, to_i64(step)])?;
-            Ok(if won == 1 {
-                VerifyOutcome::Accept
-            } else {
-                VerifyOutcome::Reject(Refusal::Replay)
-            })
+            Ok(advanced(won == 1))
         }
-        Verdict::Reject { refusal, update } => {
-            if let Some(c) = update {
-                tx.prepare_cached(
-                    "UPDATE enrolments SET failures = ?2, locked_until = ?3, last_wrong = ?4, last_wrong_at = ?5 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    c.failures,
-                    c.locked_until.map(to_i64),
-                    c.last_wrong.map(|(fp, _)| fp.to_vec()),
-                    c.last_wrong.map(|(_, at)| to_i64(at)),
-                ])?;
-            }
+        Plan::Fail {
+            id,
+            refusal,
+            counters,
+        } => {
+            let (last_wrong, last_wrong_at) = last_wrong_columns(&counters);
+            tx.prepare_cached(
+                "UPDATE enrolments SET failures = ?2, locked_until = ?3, last_wrong = ?4, last_wrong_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                counters.failures,
+                counters.locked_until.map(to_i64),
+                last_wrong,
+                last_wrong_at,
+            ])?;
             Ok(VerifyOutcome::Reject(refusal))
         }
     }

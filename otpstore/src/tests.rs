@@ -27,6 +27,43 @@ fn new_enrolment(user: &str, replace: bool) -> NewEnrolment<'_> {
     }
 }
 
+/// The store of the test whose files are in `dir`: SQLite there, or, when
+/// `OTPSTORE_TEST_POSTGRES` holds a superuser URL of a PostgreSQL server, a
+/// database of its own on that server (the same one for the same `dir`),
+/// with the key file in `dir`. The tests that call this run unchanged on
+/// both backends; the others test what only SQLite has.
+fn open(dir: &Path) -> Result<Store> {
+    let Ok(admin) = std::env::var("OTPSTORE_TEST_POSTGRES") else {
+        return Store::open(dir);
+    };
+    static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let name = format!(
+        "otpstore_{:016x}",
+        dir.to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b))
+                .wrapping_mul(0x100_0000_01b3))
+    );
+    {
+        let mut created = CREATED.lock().expect("lock");
+        if !created.contains(&name) {
+            let status = std::process::Command::new("psql")
+                .args(["-qAt", "-v", "ON_ERROR_STOP=1", &admin, "-c"])
+                .arg(format!("CREATE DATABASE {name}"))
+                .status()
+                .expect("psql");
+            assert!(status.success(), "CREATE DATABASE {name}");
+            created.push(name.clone());
+        }
+    }
+    let (server, _) = admin.rsplit_once('/').expect("a database in the URL");
+    let mut config = otpcore::config::Config::embedded_defaults(dir);
+    config.store.backend = otpcore::config::StoreBackend::Postgresql;
+    config.store.url = Some(format!("{server}/{name}"));
+    config.store.pool_size = 4;
+    Store::from_config(&config)
+}
+
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).expect("exists").permissions().mode() & 0o777
 }
@@ -45,24 +82,18 @@ fn first_open_creates_private_files_and_reopens() {
 #[test]
 fn wrong_or_missing_key_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
     drop(store);
     let key = dir.path().join(KEY_FILE);
     fs::remove_file(&key).expect("remove key");
-    assert!(matches!(
-        Store::open(dir.path()),
-        Err(StoreError::MissingKey(_))
-    ));
+    assert!(matches!(open(dir.path()), Err(StoreError::MissingKey(_))));
     keyfile::write_new_key(&key).expect("new key");
-    assert!(matches!(
-        Store::open(dir.path()),
-        Err(StoreError::WrongKey(_))
-    ));
+    assert!(matches!(open(dir.path()), Err(StoreError::WrongKey(_))));
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let err = Store::open(dir.path()).err().expect("loose key refused");
+    let err = open(dir.path()).err().expect("loose key refused");
     assert!(err.to_string().contains("0600"), "{err}");
 }
 
@@ -74,9 +105,8 @@ fn secrets_and_passwords_are_not_stored_in_the_clear() {
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
     let secret = store.secret(&e).expect("secret");
-    let (hash, sealed): (String, Vec<u8>) = store
-        .db
-        .conn()
+    let (hash, sealed): (String, Vec<u8>) = Connection::open(dir.path().join(DB_FILE))
+        .expect("db")
         .query_row("SELECT password_hash, secret FROM enrolments", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -95,7 +125,7 @@ fn secrets_and_passwords_are_not_stored_in_the_clear() {
 #[test]
 fn enrolment_walks_issue_activate_confirm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let e = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -134,7 +164,7 @@ fn enrolment_walks_issue_activate_confirm() {
 #[test]
 fn first_code_confirms_or_adapts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let e = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -215,7 +245,7 @@ fn verify(store: &Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
 #[test]
 fn verification_accepts_once_and_audits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let secret = active_token(&store, "alice");
     let code = PARAMS.code_at(&secret, NOW);
     assert_eq!(verify(&store, "alice", &code, NOW), VerifyOutcome::Accept);
@@ -241,7 +271,7 @@ fn verification_accepts_once_and_audits() {
 #[test]
 fn concurrent_connections_accept_a_code_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let secret = active_token(&store, "alice");
     let code = PARAMS.code_at(&secret, NOW).to_string();
     let accepted: usize = std::thread::scope(|scope| {
@@ -250,7 +280,7 @@ fn concurrent_connections_accept_a_code_once() {
                 let code = code.clone();
                 let path = dir.path().to_owned();
                 scope.spawn(move || {
-                    let own = Store::open(&path).expect("open");
+                    let own = open(&path).expect("open");
                     (0..5)
                         .filter(|_| verify(&own, "alice", &code, NOW) == VerifyOutcome::Accept)
                         .count()
@@ -265,7 +295,7 @@ fn concurrent_connections_accept_a_code_once() {
 #[test]
 fn lockout_unlock_and_resync() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let secret = active_token(&store, "alice");
     for wrong in ["000001", "000002", "000003"] {
         assert!(matches!(
@@ -314,7 +344,7 @@ fn lockout_unlock_and_resync() {
 #[test]
 fn import_is_all_or_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     active_token(&store, "bob");
     let secret = b"12345678901234567890";
     let token = |user| ImportedToken {
@@ -366,7 +396,7 @@ fn revoke_and_backup() {
 #[test]
 fn expired_link_does_not_activate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let e = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -398,7 +428,7 @@ fn wrong_try(store: &Store, id: i64, limit: u32) -> ActivationFailure {
 #[test]
 fn wrong_passwords_invalidate_at_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let e = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -428,7 +458,7 @@ fn wrong_passwords_invalidate_at_the_limit() {
 #[test]
 fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let e = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -437,7 +467,7 @@ fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 scope.spawn(|| {
-                    let store = Store::open(dir.path()).expect("open");
+                    let store = open(dir.path()).expect("open");
                     store
                         .reserve_activation_attempt(e.id, 3, NOW)
                         .expect("reserve")
@@ -514,7 +544,7 @@ fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
 #[test]
 fn replace_keeps_the_old_token_until_confirmed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let old = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -557,7 +587,7 @@ fn replace_keeps_the_old_token_until_confirmed() {
 #[test]
 fn withdraw_removes_only_issued() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let e = store
         .issue(&new_enrolment("alice", false), NOW)
         .expect("issue");
@@ -568,7 +598,7 @@ fn withdraw_removes_only_issued() {
 #[test]
 fn audit_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     for (t, user) in [(10, "alice"), (20, "bob"), (30, "alice")] {
         store
             .audit(&AuditEntry {
@@ -594,7 +624,7 @@ fn audit_round_trip() {
 #[test]
 fn audit_texts_are_stored_escaped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     store
         .audit(&AuditEntry {
             time: 10,
@@ -649,9 +679,8 @@ fn while_another_connection_writes<T: Send>(
     hold: Duration,
     write: impl FnOnce(&Store) -> Result<T> + Send,
 ) -> T {
-    let other = Store::open(dir).expect("open");
     let writer = Store::open(dir).expect("open");
-    let mut conn = other.db.conn();
+    let mut conn = Connection::open(dir.join(DB_FILE)).expect("db");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .expect("begin");
@@ -761,7 +790,7 @@ fn import(store: &Store, user: &str, secret: &[u8], period: u64, last_step: Opti
 #[test]
 fn reimporting_a_secret_keeps_its_replay_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let secret = b"12345678901234567890";
     import(&store, "alice", secret, 30, None);
     let thirty = TokenParams {
@@ -813,7 +842,7 @@ fn reimporting_a_secret_keeps_its_replay_state() {
 #[test]
 fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = open(dir.path()).expect("open");
     let secret = active_token(&store, "alice");
     let now_step = PARAMS.step_at(NOW);
     // A code accepted while the server clock ran ten hours ahead.
@@ -882,8 +911,7 @@ fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
 fn a_write_blocked_beyond_the_wait_is_told_apart_as_busy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let other = Store::open(dir.path()).expect("open");
-    let mut conn = other.db.conn();
+    let mut conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .expect("begin");
