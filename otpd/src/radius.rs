@@ -280,6 +280,12 @@ impl Duplicates {
         self.order.push_back((now, key));
     }
 
+    /// Forgets a pending request that got no answer, so that its
+    /// retransmission is decided afresh.
+    fn forget(&mut self, key: &RequestKey) {
+        self.entries.remove(key);
+    }
+
     /// Stores the answer of a pending request (it keeps its first time).
     fn answer(&mut self, key: &RequestKey, bytes: Vec<u8>) {
         if let Some((_, cached)) = self.entries.get_mut(key) {
@@ -564,12 +570,24 @@ impl Server {
             && !work.user.chars().any(char::is_control);
         let accepted = match work.password {
             Some(code) if valid_user => {
-                matches!(
-                    self.verifier
-                        .verify(work.user.clone(), code, Channel::Radius, peer)
-                        .await,
-                    VerifyOutcome::Accept
-                )
+                match self
+                    .verifier
+                    .verify(work.user.clone(), code, Channel::Radius, peer)
+                    .await
+                {
+                    VerifyOutcome::Accept => true,
+                    VerifyOutcome::Reject(_) => false,
+                    // The store could not decide (database down or slow, a
+                    // damaged record): no answer at all, so the gateway asks
+                    // its next server; a retransmission is decided afresh.
+                    VerifyOutcome::Error(_) => {
+                        self.duplicates
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .forget(&work.key);
+                        return;
+                    }
+                }
             }
             _ => {
                 let reason = if valid_user {
