@@ -43,6 +43,7 @@ pub mod attr {
     pub const CHAP_PASSWORD: u8 = 3;
     pub const NAS_IP_ADDRESS: u8 = 4;
     pub const REPLY_MESSAGE: u8 = 18;
+    pub const NAS_IDENTIFIER: u8 = 32;
     pub const ACCT_STATUS_TYPE: u8 = 40;
     pub const ACCT_SESSION_ID: u8 = 44;
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
@@ -258,6 +259,21 @@ impl<'a> Packet<'a> {
         let ma_ok = self.message_authenticator(secret, Some(ma_authenticator))
             != MessageAuthenticator::Invalid;
         auth_ok && ma_ok
+    }
+
+    /// Whether this Access response answers a request with
+    /// `request_authenticator`, and proves it twice: the Response
+    /// Authenticator is right and a valid Message-Authenticator is present.
+    /// What a client that sent a Message-Authenticator accepts; an answer
+    /// without one is as good as forged (BlastRADIUS, CVE-2024-3596).
+    pub fn is_authenticated_response_to(
+        &self,
+        request_authenticator: &[u8; 16],
+        secret: &[u8],
+    ) -> bool {
+        self.is_response_to(request_authenticator, secret)
+            && self.message_authenticator(secret, Some(request_authenticator))
+                == MessageAuthenticator::Valid
     }
 
     /// Whether this Accounting-Request's Request Authenticator is
@@ -717,6 +733,49 @@ mod tests {
     }
 
     #[test]
+    fn an_authenticated_response_needs_both_authenticators() {
+        let auth = [0x5au8; 16];
+        let secret = b"pam-secret";
+        let accept = encode_response(code::ACCESS_ACCEPT, 3, &auth, &[], secret).unwrap();
+        let packet = Packet::decode(&accept).unwrap();
+        assert!(packet.is_authenticated_response_to(&auth, secret));
+        assert!(!packet.is_authenticated_response_to(&auth, b"other"));
+        assert!(!packet.is_authenticated_response_to(&[0x5b; 16], secret));
+
+        // A right Response Authenticator without a Message-Authenticator:
+        // good enough for is_response_to, not for an authenticated answer.
+        let bare = encode_reply(code::ACCESS_ACCEPT, 3, &auth, &[], secret, false).unwrap();
+        let bare = Packet::decode(&bare).unwrap();
+        assert!(bare.is_response_to(&auth, secret));
+        assert!(!bare.is_authenticated_response_to(&auth, secret));
+        let rfc_request = hex(RFC_REQUEST);
+        let rfc_request = Packet::decode(&rfc_request).unwrap();
+        let rfc_accept = hex(RFC_ACCEPT);
+        let rfc_accept = Packet::decode(&rfc_accept).unwrap();
+        assert!(!rfc_accept.is_authenticated_response_to(&rfc_request.authenticator, b"xyzzy5461"));
+
+        // A valid Message-Authenticator under a wrong Response
+        // Authenticator: refused too.
+        let mut forged = accept.clone();
+        forged[4] ^= 1;
+        let forged = Packet::decode(&forged).unwrap();
+        assert_eq!(
+            forged.message_authenticator(secret, Some(&auth)),
+            MessageAuthenticator::Valid
+        );
+        assert!(!forged.is_authenticated_response_to(&auth, secret));
+
+        // A flipped bit anywhere else breaks it as well.
+        for i in 0..accept.len() {
+            let mut tampered = accept.clone();
+            tampered[i] ^= 0x80;
+            if let Ok(p) = Packet::decode(&tampered) {
+                assert!(!p.is_authenticated_response_to(&auth, secret), "byte {i}");
+            }
+        }
+    }
+
+    #[test]
     fn request_round_trip_and_message_authenticator() {
         let auth = [0x11u8; 16];
         let bytes = access_request(9, &auth, b"alice", b"123456", b"secret", true).unwrap();
@@ -878,6 +937,7 @@ mod tests {
         let _ = p.message_authenticator(b"secret", None);
         let _ = p.message_authenticator(b"secret", Some(&[0u8; 16]));
         let _ = p.is_response_to(&[0u8; 16], b"secret");
+        let _ = p.is_authenticated_response_to(&[0u8; 16], b"secret");
         let _ = p.accounting_request_ok(b"secret");
         let _ = p.accounting_message_authenticator(b"secret");
     }
@@ -946,6 +1006,7 @@ mod tests {
             prop_assert_eq!(p.attributes()[0].kind, attr::MESSAGE_AUTHENTICATOR);
             prop_assert_eq!(p.attribute(attr::REPLY_MESSAGE), Some(message.as_slice()));
             prop_assert!(p.is_response_to(&request_auth, &secret));
+            prop_assert!(p.is_authenticated_response_to(&request_auth, &secret));
             prop_assert_eq!(p.message_authenticator(&secret, Some(&request_auth)), MessageAuthenticator::Valid);
         }
     }

@@ -1,15 +1,19 @@
 //! The module's logic, free of FFI: [`authenticate`] over a [`PamHandle`]
-//! (libpam in production, a scripted fake in tests) and a [`Log`].
+//! (libpam in production, a scripted fake in tests) and a [`Log`], asking
+//! otpd over its Unix socket or over RADIUS.
 
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
 use std::fmt;
+use std::path::Path;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::args::{FirstPass, Options};
+use crate::args::{Backend, FirstPass, Options};
 use crate::client::{self, Answer, MAX_OTP_LEN, MAX_USER_LEN};
+use crate::radius::{self, Remote, RemoteError, SecretError};
 
 /// A PAM return code (Linux-PAM's values).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,15 +137,119 @@ fn who(user: &str, service: Option<&str>, rhost: Option<&str>) -> String {
     who
 }
 
+/// Who checks the code: otpd over its Unix socket, or otpd nodes over
+/// RADIUS. The only difference between the two modes; everything around
+/// the question (arguments, user, prompt, answers, log lines) is shared.
+enum Checker<'a> {
+    Socket(&'a Path),
+    Radius(Remote),
+}
+
+impl fmt::Display for Checker<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Checker::Socket(path) => write!(f, "{}", path.display()),
+            Checker::Radius(remote) => write!(f, "{remote}"),
+        }
+    }
+}
+
+/// Why a question got no answer.
+enum Failure {
+    /// The question cannot be asked (too long for the transport): the
+    /// user is refused without asking.
+    Refused(String),
+    /// No usable answer: fail closed.
+    Unusable(String),
+}
+
+/// What is asked.
+struct Question<'a> {
+    user: &'a str,
+    otp: &'a str,
+    service: Option<&'a str>,
+    rhost: Option<&'a str>,
+    nullok: bool,
+}
+
+impl Checker<'_> {
+    /// Prepares the checker of `options`: for RADIUS, reads the secret
+    /// file, which must belong to `secret_owner` and to nobody else's eyes.
+    fn new(options: &Options, secret_owner: u32) -> Result<Checker<'_>, SecretError> {
+        match &options.backend {
+            Backend::Socket(path) => Ok(Checker::Socket(path)),
+            Backend::Radius {
+                servers,
+                secret_file,
+            } => {
+                let secret = radius::load_secret(secret_file, secret_owner)?;
+                Ok(Checker::Radius(Remote::new(
+                    servers.clone(),
+                    secret,
+                    options.timeout,
+                )))
+            }
+        }
+    }
+
+    fn ask(
+        &self,
+        question: &Question<'_>,
+        timeout: Duration,
+        log: &dyn Log,
+        who: &str,
+    ) -> Result<Answer, Failure> {
+        match self {
+            Checker::Socket(path) => {
+                let request = client::verify_request(
+                    question.user,
+                    question.otp,
+                    question.service,
+                    question.rhost,
+                    question.nullok,
+                )
+                .ok_or_else(|| Failure::Refused("the request would exceed 4 KiB".to_owned()))?;
+                client::exchange(path, &request, timeout)
+                    .map_err(|e| Failure::Unusable(e.to_string()))
+            }
+            Checker::Radius(remote) => {
+                remote
+                    .ask(question.user, question.otp, log, who)
+                    .map_err(|e| match e {
+                        RemoteError::Request(e) => {
+                            Failure::Refused(format!("the RADIUS request cannot carry it ({e})"))
+                        }
+                        RemoteError::NoAnswer(_) => Failure::Unusable(e.to_string()),
+                    })
+            }
+        }
+    }
+}
+
 /// `pam_sm_authenticate`: the code from the user (or PAM_AUTHTOK), checked
-/// by otpd.
+/// by otpd, over its socket or over RADIUS.
 ///
 /// accept → PAM_SUCCESS; reject → PAM_AUTH_ERR; ignore (a user without a
 /// token, `nullok` sent) → PAM_IGNORE; an error answer, no daemon, a
-/// timeout or a malformed answer → PAM_AUTHINFO_UNAVAIL; bad arguments →
-/// PAM_SERVICE_ERR. Nothing else lets a user through, and there is no
-/// fallback to local files. The code never reaches a log line.
+/// timeout, a malformed answer, or an unusable RADIUS secret file →
+/// PAM_AUTHINFO_UNAVAIL; bad arguments → PAM_SERVICE_ERR. Nothing else
+/// lets a user through, and there is no fallback to local files. Neither
+/// the code nor the RADIUS secret ever reaches a log line.
 pub fn authenticate(pam: &dyn PamHandle, args: &[&str], log: &dyn Log) -> PamCode {
+    authenticate_with(pam, args, log, SECRET_OWNER)
+}
+
+/// Who must own the RADIUS secret file: root.
+const SECRET_OWNER: u32 = 0;
+
+/// [`authenticate`] with the owner the RADIUS secret file must have (root,
+/// but for tests that cannot make root's files).
+fn authenticate_with(
+    pam: &dyn PamHandle,
+    args: &[&str],
+    log: &dyn Log,
+    secret_owner: u32,
+) -> PamCode {
     let options = match Options::parse(args) {
         Ok(options) => options,
         Err(e) => {
@@ -150,6 +258,19 @@ pub fn authenticate(pam: &dyn PamHandle, args: &[&str], log: &dyn Log) -> PamCod
                 &format!("bad module arguments in the PAM configuration: {e}; failing closed"),
             );
             return PamCode::SERVICE_ERR;
+        }
+    };
+    let checker = match Checker::new(&options, secret_owner) {
+        Ok(checker) => checker,
+        Err(e) => {
+            log.log(
+                Level::Err,
+                &format!(
+                    "cannot use the RADIUS secret file: {e}; PAM_AUTHINFO_UNAVAIL \
+                     (no fallback)"
+                ),
+            );
+            return PamCode::AUTHINFO_UNAVAIL;
         }
     };
     let user = match pam.user() {
@@ -185,34 +306,31 @@ pub fn authenticate(pam: &dyn PamHandle, args: &[&str], log: &dyn Log) -> PamCod
         );
         return PamCode::AUTH_ERR;
     }
-    let Some(request) = client::verify_request(
-        &user,
-        &otp,
-        service.as_deref(),
-        rhost.as_deref(),
-        options.nullok,
-    ) else {
-        log.log(
-            Level::Notice,
-            &format!("refused {who}: the request would exceed 4 KiB"),
-        );
-        return PamCode::AUTH_ERR;
-    };
-    drop(otp);
 
-    let socket = options.socket.display();
     if options.debug {
         log.log(
             Level::Debug,
             &format!(
-                "asking otpd at {socket} (timeout {} ms{}) about {who}",
+                "asking otpd at {checker} (timeout {} ms{}{}) about {who}",
                 options.timeout.as_millis(),
+                if matches!(checker, Checker::Radius(_)) {
+                    " each"
+                } else {
+                    ""
+                },
                 if options.nullok { ", nullok" } else { "" }
             ),
         );
     }
-    let answer = client::exchange(&options.socket, &request, options.timeout);
-    drop(request);
+    let question = Question {
+        user: &user,
+        otp: &otp,
+        service: service.as_deref(),
+        rhost: rhost.as_deref(),
+        nullok: options.nullok,
+    };
+    let answer = checker.ask(&question, options.timeout, log, &who);
+    drop(otp);
     match answer {
         Ok(Answer::Accept) => {
             log.log(Level::Info, &format!("accepted {who}"));
@@ -236,7 +354,7 @@ pub fn authenticate(pam: &dyn PamHandle, args: &[&str], log: &dyn Log) -> PamCod
             log.log(
                 Level::Err,
                 &format!(
-                    "otpd at {socket} answered \"ignore\" to a request without nullok; \
+                    "otpd at {checker} answered \"ignore\" to a request without nullok; \
                      refusing {who}"
                 ),
             );
@@ -246,18 +364,22 @@ pub fn authenticate(pam: &dyn PamHandle, args: &[&str], log: &dyn Log) -> PamCod
             log.log(
                 Level::Err,
                 &format!(
-                    "otpd at {socket} answered an error for {who}: {}; \
+                    "otpd at {checker} answered an error for {who}: {}; \
                      PAM_AUTHINFO_UNAVAIL",
                     shown(&message)
                 ),
             );
             PamCode::AUTHINFO_UNAVAIL
         }
-        Err(e) => {
+        Err(Failure::Refused(why)) => {
+            log.log(Level::Notice, &format!("refused {who}: {why}"));
+            PamCode::AUTH_ERR
+        }
+        Err(Failure::Unusable(e)) => {
             log.log(
                 Level::Err,
                 &format!(
-                    "otpd at {socket} unusable for {who}: {e}; PAM_AUTHINFO_UNAVAIL \
+                    "otpd at {checker} unusable for {who}: {e}; PAM_AUTHINFO_UNAVAIL \
                      (no fallback)"
                 ),
             );
@@ -763,6 +885,203 @@ mod tests {
             log.text()
         );
         otpd.request();
+    }
+
+    // -----------------------------------------------------------------
+    // Over RADIUS: the same paths, another transport.
+
+    use crate::radius::tests::{secret_file, silent, FakeNode, SECRET};
+    use otpcore::radius::{code, Packet};
+    use std::os::unix::fs::MetadataExt;
+
+    /// `authenticate` with the secret file's owner, asserting that neither
+    /// the code nor the secret was logged.
+    fn run_radius(pam: &FakePam, args: &[&str], owner: u32) -> (PamCode, FakeLog) {
+        let log = FakeLog::default();
+        let code = authenticate_with(pam, args, &log, owner);
+        log.assert_no_code();
+        let secret = String::from_utf8_lossy(SECRET).into_owned();
+        assert!(
+            !log.text().contains(&secret),
+            "the secret was logged:\n{}",
+            log.text()
+        );
+        (code, log)
+    }
+
+    /// `radius=ADDRESSES secret_file=PATH` with a good secret file; the
+    /// file's dir, the owner, and the two arguments.
+    fn radius_args(servers: &[std::net::SocketAddr]) -> (tempfile::TempDir, u32, [String; 2]) {
+        let (dir, path, owner) = secret_file(&[SECRET, b"\n"].concat(), 0o600);
+        let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+        let args = [
+            format!("radius={}", list.join(",")),
+            format!("secret_file={}", path.display()),
+        ];
+        (dir, owner, args)
+    }
+
+    #[test]
+    fn radius_accept_and_reject_take_the_socket_paths() {
+        let node = FakeNode::answering(code::ACCESS_ACCEPT);
+        let (_dir, owner, [servers, file]) = radius_args(&[node.address]);
+        let pam = FakePam::new("alice", CODE);
+        let (code, log) = run_radius(&pam, &[&servers, &file], owner);
+        assert_eq!(code, PamCode::SUCCESS, "{}", log.text());
+        assert_eq!(pam.prompts(), vec!["One-time password: ".to_owned()]);
+        assert!(
+            log.text()
+                .contains("accepted user \"alice\" service \"sshd\""),
+            "{}",
+            log.text()
+        );
+        let request = node.request();
+        let request = Packet::decode(&request).unwrap();
+        assert_eq!(request.user_name(), Some(&b"alice"[..]));
+        assert_eq!(
+            request.user_password(SECRET).unwrap().unwrap().as_slice(),
+            CODE.as_bytes()
+        );
+
+        let node = FakeNode::answering(code::ACCESS_REJECT);
+        let (_dir, owner, [servers, file]) = radius_args(&[node.address]);
+        let pam = FakePam::new("alice", CODE);
+        let (code, log) = run_radius(&pam, &[&servers, &file, "prompt=[Code:]"], owner);
+        assert_eq!(code, PamCode::AUTH_ERR, "{}", log.text());
+        assert_eq!(pam.prompts(), vec!["Code:".to_owned()]);
+        assert!(
+            log.text().contains("otpd rejected the code"),
+            "{}",
+            log.text()
+        );
+        node.request();
+    }
+
+    #[test]
+    fn radius_first_pass_and_debug() {
+        let node = FakeNode::answering(code::ACCESS_ACCEPT);
+        let (_dir, owner, [servers, file]) = radius_args(&[node.address]);
+        let mut pam = FakePam::new("alice", "unused");
+        pam.authtok = Some(CODE.to_owned());
+        let (code, log) = run_radius(&pam, &[&servers, &file, "use_first_pass", "debug"], owner);
+        assert_eq!(code, PamCode::SUCCESS, "{}", log.text());
+        assert!(pam.prompts().is_empty());
+        assert!(
+            log.text().contains(&format!(
+                "Debug: asking otpd at RADIUS {} (timeout 3000 ms each)",
+                node.address
+            )),
+            "{}",
+            log.text()
+        );
+        let request = node.request();
+        let request = Packet::decode(&request).unwrap();
+        assert_eq!(
+            request.user_password(SECRET).unwrap().unwrap().as_slice(),
+            CODE.as_bytes()
+        );
+    }
+
+    #[test]
+    fn radius_failover_and_no_answer() {
+        let (_silent, dead) = silent();
+        let node = FakeNode::answering(code::ACCESS_ACCEPT);
+        let (_dir, owner, [servers, file]) = radius_args(&[dead, node.address]);
+        let (code, log) = run_radius(
+            &FakePam::new("alice", CODE),
+            &[&servers, &file, "timeout_ms=150"],
+            owner,
+        );
+        assert_eq!(code, PamCode::SUCCESS, "{}", log.text());
+        assert!(
+            log.text().contains(&format!(
+                "Warning: RADIUS server {dead} unusable for user \"alice\""
+            )),
+            "{}",
+            log.text()
+        );
+        node.request();
+
+        let (_a, first) = silent();
+        let (_b, second) = silent();
+        let (_dir, owner, [servers, file]) = radius_args(&[first, second]);
+        let (code, log) = run_radius(
+            &FakePam::new("alice", CODE),
+            &[&servers, &file, "timeout_ms=100"],
+            owner,
+        );
+        assert_eq!(code, PamCode::AUTHINFO_UNAVAIL, "{}", log.text());
+        assert!(
+            log.text().contains(&format!(
+                "otpd at RADIUS {first}, {second} unusable for user \"alice\" service \"sshd\" \
+                 rhost \"203.0.113.5\": {first}: no answer within 100 ms; {second}: no answer \
+                 within 100 ms; PAM_AUTHINFO_UNAVAIL (no fallback)"
+            )),
+            "{}",
+            log.text()
+        );
+    }
+
+    #[test]
+    fn an_unusable_secret_file_fails_closed_before_the_prompt() {
+        let (_socket, address) = silent();
+        let (dir, owner, [servers, file]) = radius_args(&[address]);
+        // Not the owner asked for.
+        let pam = FakePam::new("alice", CODE);
+        let (code, log) = run_radius(&pam, &[&servers, &file], owner.wrapping_add(1));
+        assert_eq!(code, PamCode::AUTHINFO_UNAVAIL, "{}", log.text());
+        assert!(pam.prompts().is_empty());
+        assert!(
+            log.text().contains(&format!("owned by uid {owner}")),
+            "{}",
+            log.text()
+        );
+        assert!(log.text().contains("no fallback"), "{}", log.text());
+        // Readable by others.
+        let path = dir.path().join("secret");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let (code, log) = run_radius(&pam, &[&servers, &file], owner);
+        assert_eq!(code, PamCode::AUTHINFO_UNAVAIL, "{}", log.text());
+        assert!(
+            log.text().contains(&format!(
+                "{} has mode 0644, readable by group or others",
+                path.display()
+            )),
+            "{}",
+            log.text()
+        );
+        assert!(pam.prompts().is_empty());
+        // The real entry point wants root's file: the test's own is
+        // refused unless the test runs as root.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        if std::fs::metadata(&path).unwrap().uid() != 0 {
+            let (code, _) = run(&pam, &[&servers, &file]);
+            assert_eq!(code, PamCode::AUTHINFO_UNAVAIL);
+        }
+    }
+
+    #[test]
+    fn radius_refusals_before_asking() {
+        let (_socket, address) = silent();
+        let (_dir, owner, [servers, file]) = radius_args(&[address]);
+        // nullok cannot work over RADIUS: a configuration error.
+        let pam = FakePam::new("carol", "");
+        let (code, log) = run_radius(&pam, &[&servers, &file, "nullok"], owner);
+        assert_eq!(code, PamCode::SERVICE_ERR, "{}", log.text());
+        assert!(pam.prompts().is_empty());
+        assert!(
+            log.text().contains("nullok does not work with radius="),
+            "{}",
+            log.text()
+        );
+        // A user name longer than RADIUS carries: refused, nobody asked
+        // (the silent server would make this a timeout).
+        let pam = FakePam::new(&"u".repeat(254), CODE);
+        let (code, log) = run_radius(&pam, &[&servers, &file, "timeout_ms=30000"], owner);
+        assert_eq!(code, PamCode::AUTH_ERR, "{}", log.text());
+        assert!(log.text().contains("cannot carry"), "{}", log.text());
     }
 
     #[test]

@@ -279,6 +279,22 @@ pub unsafe fn module_args(argc: c_int, argv: *const *const c_char) -> Option<Vec
         .collect()
 }
 
+/// The host's name as gethostname(2) gives it; `None` when it has none,
+/// or when it is not UTF-8.
+pub fn host_name() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the pointer and length describe `buffer`, which
+    // gethostname writes at most that many bytes into.
+    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast::<c_char>(), buffer.len()) };
+    if rc != 0 {
+        return None;
+    }
+    // A name cut to the buffer may lack its NUL: no name then.
+    let end = buffer.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(buffer.get(..end)?).ok()?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// `Mmm dd hh:mm:ss` in local time, as syslog(3) stamps its lines.
 pub fn local_timestamp(unix: libc::time_t) -> Option<String> {
     const MONTHS: [&str; 12] = [
@@ -453,5 +469,11 @@ mod tests {
         let stamp = local_timestamp(86_400 * 40).unwrap();
         assert_eq!(stamp.len(), 15, "{stamp}");
         assert!(stamp.starts_with("Feb "), "{stamp}");
+    }
+
+    #[test]
+    fn host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(host_name().as_deref(), Some(kernel.trim_end()));
     }
 }

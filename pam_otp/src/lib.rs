@@ -1,10 +1,16 @@
 //! `pam_otp.so`: asks for a one-time password and has otpd verify it over
-//! its Unix socket.
+//! its Unix socket, or, on a host without an otpd node, over RADIUS.
 //!
 //! ```text
 //! auth required pam_otp.so [socket=PATH] [nullok] [prompt=[TEXT]] [try_first_pass|use_first_pass]
 //!                          [timeout_ms=N] [debug]
+//! auth required pam_otp.so radius=HOST[:PORT][,HOST[:PORT]...] secret_file=PATH
+//!                          [prompt=[TEXT]] [try_first_pass|use_first_pass] [timeout_ms=N] [debug]
 //! ```
+//!
+//! The two modes differ only in who is asked ([`auth`]'s `Checker`): the
+//! socket ([`client`]) or the RADIUS nodes in turn ([`radius`], on
+//! otpcore's packet codec).
 //!
 //! This file holds only the `extern "C"` entry points that libpam calls.
 //! Each one catches panics ([`guard`]) and fails closed. The logic is
@@ -55,6 +61,7 @@ pub mod args;
 pub mod auth;
 pub mod client;
 pub mod ffi;
+pub mod radius;
 pub mod syslog;
 
 use std::ffi::{c_char, c_int};

@@ -21,8 +21,10 @@ use e2e::{assert_success, otpctl_bin, otpd_bin, stdout};
 const GLOBAL_FLAGS: [&str; 3] = ["--config", "--defaults", "--help"];
 
 /// The module arguments of pam_otp (pam_otp/src/args.rs).
-const PAM_ARGUMENTS: [&str; 7] = [
+const PAM_ARGUMENTS: [&str; 9] = [
     "socket=",
+    "radius=",
+    "secret_file=",
     "nullok",
     "prompt=",
     "try_first_pass",
