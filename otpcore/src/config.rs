@@ -1395,16 +1395,28 @@ mod tests {
 
     #[test]
     fn store_defaults_to_sqlite_and_the_cluster_example_loads() {
-        let c = parse("service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n").expect("loads");
+        let c =
+            parse("service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n").expect("loads");
         assert_eq!(c.store.backend, StoreBackend::Sqlite);
-        assert_eq!(c.store.key_path(Path::new("/tmp/x")), Path::new("/tmp/x/otpd.key"));
+        assert_eq!(
+            c.store.key_path(Path::new("/tmp/x")),
+            Path::new("/tmp/x/otpd.key")
+        );
         let cluster = parse(SHIPPED_CLUSTER).expect("the shipped cluster example loads");
         assert_eq!(cluster.store.backend, StoreBackend::Postgresql);
-        assert!(cluster.store.url.as_deref().is_some_and(|u| u.contains("sslmode=verify-full")));
+        assert!(cluster
+            .store
+            .url
+            .as_deref()
+            .is_some_and(|u| u.contains("sslmode=verify-full")));
         assert!(cluster.store.password_file.is_some());
         assert_eq!(
             cluster.store.url_line,
-            SHIPPED_CLUSTER.lines().position(|l| l.starts_with("url =")).expect("url line") + 1
+            SHIPPED_CLUSTER
+                .lines()
+                .position(|l| l.starts_with("url ="))
+                .expect("url line")
+                + 1
         );
     }
 
@@ -1413,25 +1425,47 @@ mod tests {
         let base = "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n[store]\n";
         let cases = [
             ("backend = \"postgresql\"\n", "needs `url`"),
-            ("url = \"postgresql://otpd@db/otpd\"\n", "are for backend = \"postgresql\""),
+            (
+                "url = \"postgresql://otpd@db/otpd\"\n",
+                "are for backend = \"postgresql\"",
+            ),
             ("backend = \"mysql\"\n", "store.backend"),
-            ("backend = \"postgresql\"\nurl = \"mysql://u:pw-9f3a@db/x\"\n", "line 6, column 7: store.url: must start with postgresql://"),
-            ("backend = \"postgresql\"\nurl = \"postgresql://otpd@db/otpd\"\npool_size = 0\n", "store.pool_size: must be 1 to 64"),
-            ("backend = \"postgresql\"\nurl = \"postgresql://otpd@db/otpd\"\ntimeout_ms = 99\n", "store.timeout_ms: must be 100 to 60000"),
-            ("backend = \"postgresql\"\nurl = \"postgresql://otpd@db/otpd\"\ntimeout = 5\n", "unknown field"),
+            (
+                "backend = \"postgresql\"\nurl = \"mysql://u:pw-9f3a@db/x\"\n",
+                "line 6, column 7: store.url: must start with postgresql://",
+            ),
+            (
+                "backend = \"postgresql\"\nurl = \"postgresql://otpd@db/otpd\"\npool_size = 0\n",
+                "store.pool_size: must be 1 to 64",
+            ),
+            (
+                "backend = \"postgresql\"\nurl = \"postgresql://otpd@db/otpd\"\ntimeout_ms = 99\n",
+                "store.timeout_ms: must be 100 to 60000",
+            ),
+            (
+                "backend = \"postgresql\"\nurl = \"postgresql://otpd@db/otpd\"\ntimeout = 5\n",
+                "unknown field",
+            ),
         ];
         for (tail, expected) in cases {
             let message = parse(&format!("{base}{tail}")).expect_err(tail);
             assert!(message.contains(expected), "{tail}: {message}");
             assert!(!message.contains("pw-9f3a"), "{message}");
         }
-        let with_password =
-            format!("{base}backend = \"postgresql\"\nurl = \"postgresql://otpd:pw-9f3a@db/otpd\"\n");
-        assert!(parse(&with_password).is_ok(), "an owner-only file may hold it");
+        let with_password = format!(
+            "{base}backend = \"postgresql\"\nurl = \"postgresql://otpd:pw-9f3a@db/otpd\"\n"
+        );
+        assert!(
+            parse(&with_password).is_ok(),
+            "an owner-only file may hold it"
+        );
         let message = Config::parse(&with_password, Path::new("otpd.toml"), true)
             .expect_err("world-readable")
             .to_string();
-        assert!(message.contains("line 6: store.url: holds a password"), "{message}");
+        assert!(
+            message.contains("line 6: store.url: holds a password"),
+            "{message}"
+        );
         assert!(!message.contains("pw-9f3a"), "{message}");
         assert!(url_has_password("postgresql://u:p@h/db"));
         assert!(!url_has_password("postgresql://u@h/db?x=a:b@c"));

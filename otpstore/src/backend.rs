@@ -215,6 +215,7 @@ pub(crate) fn spent_by_same_secret(
 }
 
 /// A user's active token as read, locked, for verification.
+#[derive(Clone)]
 pub(crate) struct TokenRow {
     pub id: i64,
     pub user_id: String,

@@ -16,6 +16,7 @@
 
 pub(crate) mod url;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -350,24 +351,34 @@ async fn insert_enrolment(tx: &impl GenericClient, keys: &Keys, row: &Insert<'_>
     Ok(inserted.try_get(0)?)
 }
 
-/// Verifies one code inside the caller's transaction, the user's active
-/// row locked until it ends.
-async fn verify_one(
+/// Verifies a batch inside the caller's transaction in five round trips
+/// whatever its size: the users' active rows are read and locked at once
+/// (`FOR UPDATE`, in the order of the user names, so batches of two nodes
+/// that share users wait for each other instead of deadlocking); the codes
+/// are decided in the order they came, each seeing the decisions before it
+/// (the same user twice in a batch: the second is a replay); every changed
+/// row is written by one UPDATE that is conditional on the last step it was
+/// read with; one INSERT writes the audit rows.
+async fn verify_all(
     tx: &impl GenericClient,
     keys: &Keys,
-    request: &VerifyRequest<'_>,
+    requests: &[VerifyRequest<'_>],
     now: u64,
     policy: &Policy,
-) -> Result<VerifyOutcome> {
+) -> Result<Vec<VerifyOutcome>> {
+    let mut users: Vec<&str> = requests.iter().map(|r| r.user).collect();
+    users.sort_unstable();
+    users.dedup();
     let select = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift FROM enrolments WHERE username = $1 AND state = 'active' FOR UPDATE",
+             last_wrong, last_wrong_at, drift, username FROM enrolments \
+             WHERE username = ANY($1) AND state = 'active' ORDER BY username FOR UPDATE",
         )
         .await?;
-    let row = match tx.query_opt(&select, &[&request.user]).await? {
-        None => None,
-        Some(r) => Some(TokenRow {
+    let mut tokens: HashMap<String, Token> = HashMap::with_capacity(users.len());
+    for r in tx.query(&select, &[&users]).await? {
+        let row = TokenRow {
             id: r.try_get(0)?,
             user_id: r.try_get(1)?,
             sealed: r.try_get(2)?,
@@ -380,46 +391,151 @@ async fn verify_one(
             last_wrong: r.try_get(9)?,
             last_wrong_at: r.try_get(10)?,
             drift: r.try_get(11)?,
-        }),
-    };
-    match plan_verification(keys, row, request, now, policy)? {
-        Plan::Answer(outcome) => Ok(outcome),
-        Plan::Advance { id, step } => {
-            let update = tx
-                .prepare_cached(
-                    "UPDATE enrolments SET last_step = $2, failures = 0, locked_until = NULL, last_wrong = NULL, \
-                     last_wrong_at = NULL WHERE id = $1 AND state = 'active' AND (last_step IS NULL OR last_step < $2)",
-                )
-                .await?;
-            let won = tx.execute(&update, &[&id, &to_i64(step)]).await?;
-            Ok(advanced(won == 1))
-        }
-        Plan::Fail {
-            id,
-            refusal,
-            counters,
-        } => {
-            let (last_wrong, last_wrong_at) = last_wrong_columns(&counters);
-            let update = tx
-                .prepare_cached(
-                    "UPDATE enrolments SET failures = $2, locked_until = $3, last_wrong = $4, last_wrong_at = $5 \
-                     WHERE id = $1",
-                )
-                .await?;
-            tx.execute(
-                &update,
-                &[
-                    &id,
-                    &i64::from(counters.failures),
-                    &counters.locked_until.map(to_i64),
-                    &last_wrong,
-                    &last_wrong_at,
-                ],
-            )
-            .await?;
-            Ok(VerifyOutcome::Reject(refusal))
-        }
+        };
+        let read_step = row.last_step;
+        tokens.insert(
+            r.try_get(12)?,
+            Token {
+                row,
+                read_step,
+                changed: false,
+            },
+        );
     }
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let token = tokens.get_mut(request.user);
+        let row = token.as_ref().map(|t| t.row.clone());
+        let outcome = match (plan_verification(keys, row, request, now, policy)?, token) {
+            (Plan::Answer(outcome), _) => outcome,
+            (Plan::Advance { step, .. }, Some(token)) => {
+                let won = token.row.last_step.is_none_or(|last| to_u64(last) < step);
+                if won {
+                    token.set(&Counters {
+                        last_step: Some(step),
+                        failures: 0,
+                        locked_until: None,
+                        last_wrong: None,
+                        drift: token.row.drift,
+                    });
+                }
+                advanced(won)
+            }
+            (
+                Plan::Fail {
+                    refusal, counters, ..
+                },
+                Some(token),
+            ) => {
+                token.set(&Counters {
+                    last_step: token.row.last_step.map(to_u64),
+                    ..counters
+                });
+                VerifyOutcome::Reject(refusal)
+            }
+            (_, None) => return Err(StoreError::Internal("a verified token vanished")),
+        };
+        outcomes.push(outcome);
+    }
+    write_counters(tx, tokens.values().filter(|t| t.changed)).await?;
+    let column = |f: &dyn Fn(usize, &VerifyRequest<'_>) -> String| -> Vec<String> {
+        requests.iter().enumerate().map(|(i, r)| f(i, r)).collect()
+    };
+    let audit_user = column(&|_, r| audit_text(r.user));
+    let audit_channel = column(&|_, r| r.channel.as_str().to_owned());
+    let audit_peer = column(&|_, r| audit_text(r.peer));
+    let result_of = |i: usize| outcomes.get(i).map(audit_result).unwrap_or(("error", ""));
+    let audit_result_col = column(&|i, _| result_of(i).0.to_owned());
+    let audit_reason = column(&|i, _| result_of(i).1.to_owned());
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit (time, username, channel, peer, result, reason) \
+             SELECT $1, u, c, p, r, w FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
+             WITH ORDINALITY AS a(u, c, p, r, w, n) ORDER BY n",
+        )
+        .await?;
+    tx.execute(
+        &insert,
+        &[
+            &to_i64(now),
+            &audit_user,
+            &audit_channel,
+            &audit_peer,
+            &audit_result_col,
+            &audit_reason,
+        ],
+    )
+    .await?;
+    Ok(outcomes)
+}
+
+/// A token of a batch: its row as decided so far, the last step it was
+/// read with, and whether a decision changed it.
+struct Token {
+    row: TokenRow,
+    read_step: Option<i64>,
+    changed: bool,
+}
+
+impl Token {
+    fn set(&mut self, counters: &Counters) {
+        let (last_wrong, last_wrong_at) = last_wrong_columns(counters);
+        self.row.last_step = counters.last_step.map(to_i64);
+        self.row.failures = counters.failures;
+        self.row.locked_until = counters.locked_until.map(to_i64);
+        self.row.last_wrong = last_wrong;
+        self.row.last_wrong_at = last_wrong_at;
+        self.changed = true;
+    }
+}
+
+/// Writes the counters of the changed tokens in one UPDATE, each row only
+/// if its last step is still the one it was read with (the rows are locked,
+/// so a row that fails this is a broken invariant: the batch is refused).
+async fn write_counters<'a>(
+    tx: &impl GenericClient,
+    tokens: impl Iterator<Item = &'a Token>,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut steps = Vec::new();
+    let mut failures = Vec::new();
+    let mut locked = Vec::new();
+    let mut wrong = Vec::new();
+    let mut wrong_at = Vec::new();
+    let mut read = Vec::new();
+    for t in tokens {
+        ids.push(t.row.id);
+        steps.push(t.row.last_step);
+        failures.push(i64::from(t.row.failures));
+        locked.push(t.row.locked_until);
+        wrong.push(t.row.last_wrong.clone());
+        wrong_at.push(t.row.last_wrong_at);
+        read.push(t.read_step);
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let update = tx
+        .prepare_cached(
+            "UPDATE enrolments e SET last_step = v.s, failures = v.f, locked_until = v.l, \
+             last_wrong = v.w, last_wrong_at = v.wa \
+             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[]) \
+             AS v(id, s, f, l, w, wa, r) \
+             WHERE e.id = v.id AND e.state = 'active' AND e.last_step IS NOT DISTINCT FROM v.r",
+        )
+        .await?;
+    let written = tx
+        .execute(
+            &update,
+            &[&ids, &steps, &failures, &locked, &wrong, &wrong_at, &read],
+        )
+        .await?;
+    if written != ids.len() as u64 {
+        return Err(StoreError::Internal(
+            "a locked token changed during its verification",
+        ));
+    }
+    Ok(())
 }
 
 async fn insert_audit(tx: &impl GenericClient, time: u64, texts: [&str; 5]) -> Result<()> {
@@ -711,34 +827,9 @@ impl Backend for Postgres {
         now: u64,
         policy: &Policy,
     ) -> Result<Vec<VerifyOutcome>> {
-        // Rows are locked in the order of their users, so batches on two
-        // nodes that share users wait for each other instead of deadlocking.
-        let mut order: Vec<usize> = (0..requests.len()).collect();
-        order.sort_by_key(|&i| requests.get(i).map(|r| r.user));
         self.run(async |c| {
             let tx = c.transaction().await?;
-            let mut outcomes = vec![None; requests.len()];
-            for &i in &order {
-                let (Some(request), Some(slot)) = (requests.get(i), outcomes.get_mut(i)) else {
-                    continue;
-                };
-                *slot = Some(verify_one(&tx, keys, request, now, policy).await?);
-            }
-            let outcomes: Vec<VerifyOutcome> = outcomes
-                .into_iter()
-                .map(|o| o.ok_or(StoreError::Internal("a request was not verified")))
-                .collect::<Result<_>>()?;
-            for (request, outcome) in requests.iter().zip(&outcomes) {
-                let (result, reason) = audit_result(outcome);
-                let user = audit_text(request.user);
-                let peer = audit_text(request.peer);
-                insert_audit(
-                    &tx,
-                    now,
-                    [&user, request.channel.as_str(), &peer, result, reason],
-                )
-                .await?;
-            }
+            let outcomes = verify_all(&tx, keys, requests, now, policy).await?;
             tx.commit().await?;
             Ok(outcomes)
         })

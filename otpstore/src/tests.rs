@@ -269,6 +269,77 @@ fn verification_accepts_once_and_audits() {
 }
 
 #[test]
+fn one_batch_decides_in_order_and_audits_every_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    let alice = active_token(&store, "alice");
+    let bob = active_token(&store, "bob");
+    let code = PARAMS.code_at(&alice, NOW);
+    let next = PARAMS.code_at(&alice, NOW + 60);
+    let bob_codes: Vec<String> = [NOW, NOW + 60, NOW + 120]
+        .iter()
+        .map(|t| PARAMS.code_at(&bob, *t).to_string())
+        .collect();
+    let wrong = ["000000", "111111", "222222"]
+        .into_iter()
+        .find(|c| !bob_codes.iter().any(|b| b == c))
+        .expect("a wrong code");
+    let request = |user, code| VerifyRequest {
+        user,
+        code,
+        channel: Channel::Radius,
+        peer: "nas=gw",
+    };
+    let batch = [
+        request("zed", &code),
+        request("bob", wrong),
+        request("alice", &code),
+        request("alice", &code),
+        request("bob", wrong),
+        request("alice", &next),
+    ];
+    let outcomes = store
+        .verify_batch(&batch, NOW + 60, &POLICY)
+        .expect("verify");
+    assert_eq!(
+        outcomes,
+        [
+            VerifyOutcome::Reject(Refusal::NoToken),
+            VerifyOutcome::Reject(Refusal::WrongCode),
+            VerifyOutcome::Accept,
+            VerifyOutcome::Reject(Refusal::Replay),
+            VerifyOutcome::Reject(Refusal::RepeatedWrongCode),
+            VerifyOutcome::Accept,
+        ]
+    );
+    let reasons: Vec<(String, String)> = store
+        .audit_entries(None, 0)
+        .expect("audit")
+        .into_iter()
+        .map(|a| (a.user, a.reason))
+        .collect();
+    let expected: Vec<(String, String)> = batch
+        .iter()
+        .zip(&outcomes)
+        .map(|(r, o)| {
+            let reason = match o {
+                VerifyOutcome::Accept => "code accepted",
+                VerifyOutcome::Reject(refusal) => refusal.as_str(),
+                VerifyOutcome::Error(_) => "token record unreadable",
+            };
+            (r.user.to_owned(), reason.to_owned())
+        })
+        .collect();
+    assert_eq!(reasons, expected);
+    let counters = store.counters("alice").expect("q").expect("active");
+    assert_eq!(counters.last_step, Some(PARAMS.step_at(NOW + 60)));
+    assert_eq!(
+        store.counters("bob").expect("q").expect("active").failures,
+        1
+    );
+}
+
+#[test]
 fn concurrent_connections_accept_a_code_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path()).expect("open");
