@@ -41,6 +41,7 @@ packages=(
   groff-base         # checks the man pages render without warnings
   libpam-google-authenticator  # google-authenticator files to import, and the PAM benchmark
   passwd             # useradd/userdel for the test users
+  postgresql         # private PostgreSQL servers for the store (never the system cluster)
 )
 
 if [ "$(id -u)" -eq 0 ]; then

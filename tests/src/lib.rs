@@ -23,7 +23,9 @@
 //! - `radius`: otpd with RADIUS, a private FreeRADIUS configuration;
 //! - `daemon`: otpd on a store of its own, for the benchmarks and a
 //!   restored backup;
-//! - `bench`: a benchmark's command line.
+//! - `bench`: a benchmark's command line;
+//! - `postgres`: a private PostgreSQL server (not re-exported: tests name
+//!   it `e2e::postgres::PrivatePostgres`).
 
 // A failed expectation in a test harness is a test failure: panicking with a
 // message is the point here.
@@ -41,6 +43,8 @@ mod pam;
 mod peers;
 mod process;
 mod radius;
+
+pub mod postgres;
 
 pub use bench::{bench_args, bench_value};
 pub use checks::{assert_no_secret, enrolment_array, grouped, shows_digits, shows_user_id};
