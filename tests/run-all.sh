@@ -83,6 +83,18 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-targets --no-fail-fast -- --include-ignored 2>&1 | tee "$log" ||
   status=$?
+# The store's test battery once more, unchanged, against PostgreSQL: a
+# private server in a temp dir (never the system cluster), each test on a
+# database of its own.
+if [ "$(id -u)" -eq 0 ]; then
+  pgdir=$(mktemp -d /tmp/otpd-pg-battery.XXXXXX)
+  rmdir "$pgdir"
+  admin=$(target/debug/private-postgres start "$pgdir")
+  OTPSTORE_TEST_POSTGRES="$admin" cargo test -p otpstore --lib --no-fail-fast 2>&1 | tee -a "$log" ||
+    status=$?
+  target/debug/private-postgres stop "$pgdir"
+  rm -rf "$pgdir"
+fi
 # One closing line for the whole suite, from every "test result:" line
 # ("test result: ok. P passed; F failed; I ignored; ..."): only tests that ran
 # and passed count as passed, never ignored ones.

@@ -166,6 +166,15 @@ impl Postgres {
         if let Some(password) = &options.password {
             config.password(password.as_bytes());
         }
+        // The server gives up too: a statement or lock wait past the
+        // deadline is cancelled, and a node that vanished inside a
+        // transaction (a network partition) does not hold its row locks for
+        // long.
+        let ms = options.timeout.as_millis();
+        config.options(format!(
+            "-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={}",
+            ms.saturating_mul(10)
+        ));
         config
             .connect_timeout(options.timeout)
             .keepalives_idle(Duration::from_secs(30))
