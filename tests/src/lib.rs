@@ -25,7 +25,9 @@
 //!   restored backup;
 //! - `bench`: a benchmark's command line;
 //! - `postgres`: a private PostgreSQL server (not re-exported: tests name
-//!   it `e2e::postgres::PrivatePostgres`).
+//!   it `e2e::postgres::PrivatePostgres`);
+//! - `cluster`: several otpd nodes on one PostgreSQL database (not
+//!   re-exported: `e2e::cluster::Cluster`).
 
 // A failed expectation in a test harness is a test failure: panicking with a
 // message is the point here.
@@ -33,6 +35,7 @@
 
 mod bench;
 mod checks;
+pub mod cluster;
 mod codes;
 mod daemon;
 mod enrol;

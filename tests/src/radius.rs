@@ -13,10 +13,7 @@ use crate::{free_port, EnvOptions, TestEnv};
 pub fn start_with_radius(client: &str, secret: &str) -> (TestEnv, u16) {
     let port = free_port();
     let env = TestEnv::start_with(EnvOptions {
-        extra_toml: format!(
-            "\n[radius]\nlisten = \"127.0.0.1:{port}\"\nrequire_message_authenticator = true\n\n\
-             [[radius.client]]\nname = \"{client}\"\naddress = \"127.0.0.1/32\"\nsecret = \"{secret}\"\n"
-        ),
+        extra_toml: crate::cluster::radius_toml(port, client, secret),
         ..EnvOptions::default()
     });
     (env, port)
