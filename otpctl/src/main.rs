@@ -693,13 +693,30 @@ impl Ctx {
         let Some(current) = tokens.last() else {
             return Err(Refused(format!("{user} has no token")));
         };
+        // The active token's failures since its last success, and its lock
+        // while it lasts (as every node of a cluster sees them).
+        let counters = self.store.counters(user)?;
+        let now = now();
+        let failures = counters.as_ref().map(|c| c.failures);
+        let locked_until = counters
+            .as_ref()
+            .and_then(|c| c.locked_until)
+            .filter(|t| *t > now);
         if json {
             let mut value = enrolment_json(current);
             value["tokens"] = tokens.iter().map(enrolment_json).collect();
+            value["failures"] = failures.into();
+            value["locked_until"] = locked_until.map(rfc3339).into();
             println!("{value}");
         } else {
             for t in &tokens {
                 print_enrolment(t);
+            }
+            if let Some(failures) = failures {
+                println!("Failures:    {failures}");
+            }
+            if let Some(t) = locked_until {
+                println!("Locked until: {} (otpctl unlock {user})", rfc3339(t));
             }
         }
         Ok(())
