@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
-use zeroize::Zeroizing;
 
 use crate::totp::{Algorithm, TokenParams};
 
@@ -796,33 +795,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and checks the file at `path`. A file that others may write is
-    /// refused whatever it holds (anyone could point otpd elsewhere); one
-    /// that others may read is refused when it holds RADIUS secrets.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        use std::io::Read;
-        use std::os::unix::fs::PermissionsExt;
-        let read = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(read)?;
-        let mode = file.metadata().map_err(read)?.permissions().mode();
-        if mode & 0o002 != 0 {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                message: format!(
-                    "the file is world-writable, so any local user could change it; \
-                     chmod o-w {}",
-                    path.display()
-                ),
-            });
-        }
-        let mut text = Zeroizing::new(String::new());
-        file.read_to_string(&mut text).map_err(read)?;
-        Config::parse(&text, path, mode & 0o004 != 0)
-    }
-
     /// The embedded defaults: state, socket and outbox under `base`, the
     /// activation page on 127.0.0.1:8080, no RADIUS.
     pub fn embedded_defaults(base: &Path) -> Config {
@@ -1366,28 +1338,6 @@ mod tests {
         let cidr = replace("address = \"192.0.2.10/32\"", "address = \"hunter2/32\"");
         let message = parse(&cidr).expect_err("no address");
         assert!(!message.contains("hunter2"), "{message}");
-    }
-
-    #[test]
-    fn world_writable_files_are_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let minimal = "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n";
-        for (text, mode) in [(minimal, 0o666), (minimal, 0o602), (SHIPPED_EXAMPLE, 0o602)] {
-            let path = dir.path().join("otpd.toml");
-            std::fs::write(&path, text).expect("write");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-            let message = Config::load(&path)
-                .expect_err(&format!("mode {mode:o}"))
-                .to_string();
-            assert!(message.contains("world-writable"), "{message}");
-            assert!(
-                message.contains(&format!("chmod o-w {}", path.display())),
-                "{message}"
-            );
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-            assert!(Config::load(&path).is_ok(), "mode 640");
-        }
     }
 
     /// The annotated cluster example shipped in `conf/`, as written.

@@ -211,7 +211,7 @@ fn load_config(cli: &Cli) -> Result<Config, Refused> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    Ok(Config::load(&path)?)
+    Ok(otpstore::load_config(&path)?)
 }
 
 fn run(cli: Cli) -> Outcome {

@@ -233,7 +233,7 @@ fn load_config(args: &Args) -> Result<(String, Config), String> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    Config::load(&path)
+    otpstore::load_config(&path)
         .map(|c| (path.display().to_string(), c))
         .map_err(|e| e.to_string())
 }

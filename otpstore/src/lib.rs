@@ -15,6 +15,7 @@
 
 mod activation;
 mod backend;
+mod config_file;
 mod error;
 mod keyfile;
 mod postgres;
@@ -37,6 +38,7 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 pub use activation::ActivationHash;
+pub use config_file::load_config;
 pub use error::StoreError;
 pub use postgres::url::UrlError;
 
