@@ -10,6 +10,7 @@ use otpcore::totp::{Algorithm, TokenParams};
 use otpcore::verify::{self, Counters, Policy, Refusal, Verdict};
 use subtle::ConstantTimeEq;
 
+use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
 use crate::seal::Keys;
 use crate::{
@@ -84,6 +85,12 @@ pub(crate) trait Backend: Send + Sync {
     /// Appends an entry whose texts are already escaped.
     fn audit(&self, entry: &AuditEntry) -> Result<()>;
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>>;
+    /// A reader of the whole store inside one read transaction: a
+    /// consistent snapshot while others write.
+    fn copy_reader(&self) -> Result<Box<dyn CopyRead + '_>>;
+    /// A writer of a copy into this database, inside one transaction that
+    /// holds its tables against other writers.
+    fn copy_writer(&self) -> Result<Box<dyn CopyWrite + '_>>;
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {

@@ -65,6 +65,31 @@ pub enum StoreError {
     /// Sealing a secret failed.
     #[error("database error: encryption failed")]
     Seal(#[source] aes_gcm::Error),
+    /// The database a copy goes to could not be opened or written.
+    #[error("{target}: {source}")]
+    Target {
+        /// The target, its password left out.
+        target: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A copy was refused: its target already holds data.
+    #[error(
+        "{target} already holds data (enrolments: {enrolments}, audit rows: {audit_rows}, \
+         key check values: {meta_rows}); a copy goes into an empty database only, and nothing was written"
+    )]
+    TargetNotEmpty {
+        target: String,
+        enrolments: u64,
+        audit_rows: u64,
+        meta_rows: u64,
+    },
+    /// What a copy read back from its target differs from its source; the
+    /// copy was rolled back.
+    #[error(
+        "the copy does not match its source ({0}); it was rolled back and nothing was written"
+    )]
+    CopyMismatch(String),
     /// A step the store relies on did not hold (a row it just wrote is gone).
     #[error("database error: {0}")]
     Internal(&'static str),

@@ -16,6 +16,7 @@
 mod activation;
 mod backend;
 mod config_file;
+mod copy;
 mod error;
 mod keyfile;
 mod postgres;
@@ -39,6 +40,7 @@ use zeroize::Zeroizing;
 
 pub use activation::ActivationHash;
 pub use config_file::load_config;
+pub use copy::{CopyReport, CopySide, Tally, TargetSpec};
 pub use error::StoreError;
 pub use postgres::url::UrlError;
 
@@ -528,6 +530,19 @@ impl Store {
     /// part of it: back that up too.
     pub fn backup(&self, path: &Path) -> Result<()> {
         self.db.backup(path)
+    }
+
+    /// Copies the whole store into `target`: an empty PostgreSQL database
+    /// or a new SQLite file (created 0600). Every enrolment in every state
+    /// with its ID and all its columns, the secrets as sealed bytes (the
+    /// same key file opens them there), the audit trail with its IDs, and
+    /// the key check value. The store is read in one snapshot, safe while
+    /// otpd serves; the target is written in one transaction, refused
+    /// before anything is written when it holds data, and read back before
+    /// it commits: counts, sums and a digest of every row must match the
+    /// source's, or nothing is kept.
+    pub fn copy_to(&self, target: &TargetSpec) -> Result<CopyReport> {
+        copy::copy_to(&*self.db, target)
     }
 
     /// Gives an `issued` enrolment a new expiry (for `otpctl resend`).

@@ -14,6 +14,7 @@
 //! a transaction that checks a user's enrolments before it writes holds a
 //! transaction-level advisory lock on that user first.
 
+mod copy;
 pub(crate) mod url;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::backend::{
     advanced, audit_result, last_wrong_columns, plan_verification, refuse_existing,
     spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
 };
+use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
 use crate::seal::Keys;
 use crate::{
@@ -153,6 +155,14 @@ impl Postgres {
     /// Connects (checking that the database answers within the deadline)
     /// and brings the schema up to date.
     pub(crate) fn open(options: Options) -> Result<Postgres> {
+        let db = Postgres::connect(options)?;
+        db.run(async |client| migrate(client).await)?;
+        Ok(db)
+    }
+
+    /// The pool of the database, its schema as found: a connection is
+    /// made by the first call.
+    pub(crate) fn connect(options: Options) -> Result<Postgres> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("otpd-pg")
@@ -194,13 +204,11 @@ impl Postgres {
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|_| unreadable("the connection pool could not be built"))?;
-        let db = Postgres {
+        Ok(Postgres {
             runtime: Some(runtime),
             pool,
             timeout: options.timeout,
-        };
-        db.run(async |client| migrate(client).await)?;
-        Ok(db)
+        })
     }
 
     /// Runs `work` on a pooled connection within the deadline. Past it, the
@@ -566,6 +574,14 @@ async fn insert_audit(tx: &impl GenericClient, time: u64, texts: [&str; 5]) -> R
 /// migration lock, so nodes starting at once migrate once.
 async fn migrate(client: &mut Client) -> Result<()> {
     let tx = client.transaction().await?;
+    migrate_in(&tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Brings the schema up to date inside the caller's transaction, holding
+/// the migration lock until it ends.
+async fn migrate_in(tx: &impl GenericClient) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
@@ -591,7 +607,6 @@ async fn migrate(client: &mut Client) -> Result<()> {
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -940,6 +955,14 @@ impl Backend for Postgres {
             )
             .await
         })
+    }
+
+    fn copy_reader(&self) -> Result<Box<dyn CopyRead + '_>> {
+        Ok(Box::new(self.copy_session_reader()?))
+    }
+
+    fn copy_writer(&self) -> Result<Box<dyn CopyWrite + '_>> {
+        Ok(Box::new(self.copy_session_writer()?))
     }
 
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {

@@ -22,6 +22,10 @@ use crate::backend::{
     advanced, audit_result, last_wrong_columns, plan_verification, refuse_existing,
     spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
 };
+use crate::copy::{
+    column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, Tally, AUDIT_ROW, ENROLMENT_ROW,
+    STATES_SQL, TALLY_SQL,
+};
 use crate::error::{Result, StoreError};
 use crate::keyfile::io_error;
 use crate::seal::Keys;
@@ -487,6 +491,14 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn copy_reader(&self) -> Result<Box<dyn CopyRead + '_>> {
+        Ok(Box::new(SqliteCopy::begin(self.conn(), "BEGIN")?))
+    }
+
+    fn copy_writer(&self) -> Result<Box<dyn CopyWrite + '_>> {
+        Ok(Box::new(SqliteCopy::begin(self.conn(), "BEGIN IMMEDIATE")?))
+    }
+
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -504,6 +516,202 @@ impl Backend for Sqlite {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// A transaction of a copy on the store's connection: a read snapshot
+/// (`BEGIN`: it starts with the first read and stays, whoever commits
+/// meanwhile, in WAL mode) or the write lock (`BEGIN IMMEDIATE`). Rolled
+/// back when dropped uncommitted.
+struct SqliteCopy<'a> {
+    conn: MutexGuard<'a, Connection>,
+    open: bool,
+}
+
+impl<'a> SqliteCopy<'a> {
+    fn begin(conn: MutexGuard<'a, Connection>, begin: &str) -> Result<SqliteCopy<'a>> {
+        conn.execute_batch(begin)?;
+        Ok(SqliteCopy { conn, open: true })
+    }
+}
+
+impl Drop for SqliteCopy<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Fails only when SQLite already rolled back by itself.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl CopyRead for SqliteCopy<'_> {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn schema_version(&mut self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))?)
+    }
+
+    fn tally(&mut self) -> Result<Tally> {
+        let figures = self.conn.query_row(TALLY_SQL, [], |r| {
+            let mut figures = [0i64; 10];
+            for (i, figure) in figures.iter_mut().enumerate() {
+                *figure = r.get(i)?;
+            }
+            Ok(figures)
+        })?;
+        let mut stmt = self.conn.prepare(STATES_SQL)?;
+        let states = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Tally::from_figures(figures, states))
+    }
+
+    fn meta(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM meta ORDER BY key")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn enrolments(&mut self, after: i64, limit: usize) -> Result<Vec<RawEnrolment>> {
+        let sql = format!(
+            "SELECT {} FROM enrolments WHERE id > ?1 ORDER BY id LIMIT ?2",
+            column_list(&ENROLMENT_ROW, "user")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![after, to_i64(limit as u64)], |r| {
+            Ok(RawEnrolment {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                email: r.get(2)?,
+                service_id: r.get(3)?,
+                user_id: r.get(4)?,
+                password_hash: r.get(5)?,
+                secret: r.get(6)?,
+                algorithm: r.get(7)?,
+                digits: r.get(8)?,
+                period: r.get(9)?,
+                language: r.get(10)?,
+                state: r.get(11)?,
+                created_at: r.get(12)?,
+                expires_at: r.get(13)?,
+                activated_at: r.get(14)?,
+                confirmed_at: r.get(15)?,
+                activation_failures: r.get(16)?,
+                last_step: r.get(17)?,
+                failures: r.get(18)?,
+                locked_until: r.get(19)?,
+                last_wrong: r.get(20)?,
+                last_wrong_at: r.get(21)?,
+                drift: r.get(22)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit(&mut self, after: i64, limit: usize) -> Result<Vec<RawAudit>> {
+        let sql = format!(
+            "SELECT {} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+            column_list(&AUDIT_ROW, "user")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![after, to_i64(limit as u64)], |r| {
+            Ok(RawAudit {
+                id: r.get(0)?,
+                time: r.get(1)?,
+                user: r.get(2)?,
+                channel: r.get(3)?,
+                peer: r.get(4)?,
+                result: r.get(5)?,
+                reason: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// `?1, ?2, …, ?n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl CopyWrite for SqliteCopy<'_> {
+    fn write_meta(&mut self, rows: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
+        for (key, value) in rows {
+            stmt.execute(params![key, value])?;
+        }
+        Ok(())
+    }
+
+    fn write_enrolments(&mut self, rows: &[RawEnrolment]) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO enrolments ({}) VALUES ({})",
+            column_list(&ENROLMENT_ROW, "user"),
+            placeholders(ENROLMENT_ROW.len())
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        for e in rows {
+            stmt.execute(params![
+                e.id,
+                e.user,
+                e.email,
+                e.service_id,
+                e.user_id,
+                e.password_hash,
+                e.secret,
+                e.algorithm,
+                e.digits,
+                e.period,
+                e.language,
+                e.state,
+                e.created_at,
+                e.expires_at,
+                e.activated_at,
+                e.confirmed_at,
+                e.activation_failures,
+                e.last_step,
+                e.failures,
+                e.locked_until,
+                e.last_wrong,
+                e.last_wrong_at,
+                e.drift,
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn write_audit(&mut self, rows: &[RawAudit]) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO audit ({}) VALUES ({})",
+            column_list(&AUDIT_ROW, "user"),
+            placeholders(AUDIT_ROW.len())
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        for a in rows {
+            stmt.execute(params![
+                a.id, a.time, a.user, a.channel, a.peer, a.result, a.reason
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// New rows take the next ID after the largest (`INTEGER PRIMARY
+    /// KEY`), so the IDs continue by themselves.
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
     }
 }
 

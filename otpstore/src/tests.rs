@@ -7,6 +7,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::*;
 
+mod copy;
+
 const PARAMS: TokenParams = TokenParams {
     algorithm: Algorithm::Sha1,
     digits: 6,
@@ -33,12 +35,23 @@ fn new_enrolment(user: &str, replace: bool) -> NewEnrolment<'_> {
 /// with the key file in `dir`. The tests that call this run unchanged on
 /// both backends; the others test what only SQLite has.
 fn open(dir: &Path) -> Result<Store> {
-    let Ok(admin) = std::env::var("OTPSTORE_TEST_POSTGRES") else {
+    let Some(url) = postgres_database(dir, "") else {
         return Store::open(dir);
     };
+    let mut config = otpcore::config::Config::embedded_defaults(dir);
+    config.store.backend = otpcore::config::StoreBackend::Postgresql;
+    config.store.url = Some(url);
+    config.store.pool_size = 4;
+    Store::from_config(&config)
+}
+
+/// With `OTPSTORE_TEST_POSTGRES`, the URL of a database of the test whose
+/// files are in `dir` (`suffix` tells several apart), created on first use.
+fn postgres_database(dir: &Path, suffix: &str) -> Option<String> {
+    let admin = std::env::var("OTPSTORE_TEST_POSTGRES").ok()?;
     static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let name = format!(
-        "otpstore_{:016x}",
+        "otpstore_{:016x}{suffix}",
         dir.to_string_lossy()
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b))
@@ -57,11 +70,7 @@ fn open(dir: &Path) -> Result<Store> {
         }
     }
     let (server, _) = admin.rsplit_once('/').expect("a database in the URL");
-    let mut config = otpcore::config::Config::embedded_defaults(dir);
-    config.store.backend = otpcore::config::StoreBackend::Postgresql;
-    config.store.url = Some(format!("{server}/{name}"));
-    config.store.pool_size = 4;
-    Store::from_config(&config)
+    Some(format!("{server}/{name}"))
 }
 
 fn mode(path: &Path) -> u32 {
@@ -742,6 +751,16 @@ fn newer_schema_is_refused() {
     ));
 }
 
+/// A second connection to the store's SQLite file, set up as the store's
+/// own are (`synchronous = NORMAL`: its commit does not wait for an fsync,
+/// which on a busy disk could outlast the writer's busy timeout).
+fn lock_holder(dir: &Path) -> Connection {
+    let conn = Connection::open(dir.join(DB_FILE)).expect("db");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("synchronous");
+    conn
+}
+
 /// Runs `write` on a store of its own while another connection holds
 /// the write lock for `hold` and then commits, as otpd does between
 /// logins. The write must wait for the lock, not fail.
@@ -751,7 +770,7 @@ fn while_another_connection_writes<T: Send>(
     write: impl FnOnce(&Store) -> Result<T> + Send,
 ) -> T {
     let writer = Store::open(dir).expect("open");
-    let mut conn = Connection::open(dir.join(DB_FILE)).expect("db");
+    let mut conn = lock_holder(dir);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .expect("begin");
@@ -982,7 +1001,7 @@ fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
 fn a_write_blocked_beyond_the_wait_is_told_apart_as_busy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let mut conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
+    let mut conn = lock_holder(dir.path());
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .expect("begin");

@@ -1,5 +1,5 @@
 //! The manual pages in packaging/man match the programs: every otpctl
-//! subcommand and each of its `--flag`s (as `otpctl SUB --help` lists them)
+//! subcommand (and theirs, as `store copy`) with each of its `--flag`s (as `otpctl SUB --help` lists them)
 //! in otpctl.8, every otpd flag in otpd.8, every key of conf/otpd.toml
 //! (commented-out ones too) in otpd.toml.5, every pam_otp argument in
 //! pam_otp.8, and groff renders all four without warnings.
@@ -174,7 +174,11 @@ fn help_flags(help: &str) -> Vec<String> {
 
 /// The subcommands that `otpctl --help` lists (without `help`).
 fn otpctl_subcommands() -> Vec<String> {
-    let help = stdout(&run(&otpctl_bin(), &["--help"]));
+    listed_subcommands(&stdout(&run(&otpctl_bin(), &["--help"])))
+}
+
+/// The subcommands that a clap help text lists (without `help`).
+fn listed_subcommands(help: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut in_commands = false;
     for line in help.lines() {
@@ -246,6 +250,7 @@ fn otpctl_page_has_every_subcommand_and_flag() {
         "backup",
         "import",
         "audit",
+        "store",
         "completions",
     ] {
         assert!(
@@ -260,8 +265,17 @@ fn otpctl_page_has_every_subcommand_and_flag() {
             continue;
         };
         let help = stdout(&run(&otpctl_bin(), &[sub, "--help"]));
-        let flags = help_flags(&help);
+        let mut flags = help_flags(&help);
         assert!(flags.contains(&"--config".to_owned()), "{sub}: {help}");
+        // A command with subcommands of its own (`store copy`): their flags
+        // belong to its entry too.
+        for nested in listed_subcommands(&help) {
+            if !has_token(&body, &format!("{sub} {nested}")) {
+                missing.push(format!("subcommand {sub} {nested}"));
+            }
+            let nested_help = stdout(&run(&otpctl_bin(), &[sub, &nested, "--help"]));
+            flags.extend(help_flags(&nested_help));
+        }
         for flag in flags {
             let documented = if GLOBAL_FLAGS.contains(&flag.as_str()) {
                 has_token(&options, &flag)
