@@ -60,8 +60,8 @@ pub use enrol::{Issued, Token};
 pub use env::{free_port, write_private_file, EnvOptions, TestEnv, SERVICE_ID};
 pub use http::{http_request, HttpResponse};
 pub use mail::{read_maildir, Mail, SmtpServer};
-pub use pam::{pam_module_path, socket_exchange, PamService};
-pub use peers::{require_root_and_peers, SYSTEM_PYTHON};
+pub use pam::{pam_module_path, pamtester, socket_exchange, PamService};
+pub use peers::{require_root_and_peers, require_tools, SYSTEM_PYTHON};
 pub use process::{
     assert_success, describe, otpctl_bin, otpd_bin, run_with_input, said, stderr, stdout,
     stdout_json,

@@ -85,6 +85,14 @@ impl TestEnv {
     }
 }
 
+/// What pamtester prints for each outcome (pam_strerror(3) texts).
+pub mod pamtester {
+    pub const SUCCESS: &str = "successfully authenticated";
+    pub const AUTH_ERR: &str = "Authentication failure";
+    pub const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentication info";
+    pub const SERVICE_ERR: &str = "Error in service module";
+}
+
 /// A PAM service file `/etc/pam.d/NAME` for pamtester, removed on drop.
 pub struct PamService {
     name: String,

@@ -33,6 +33,28 @@ pub fn require_root_and_peers() {
     require_peers();
 }
 
+/// Panics unless each `(tool, package)` is on PATH, naming the Debian
+/// packages of those that are not (tests/run-all.sh installs them all).
+pub fn require_tools(tools: &[(&str, &str)]) {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(tool, _)| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing tools: `apt-get install {}` (tests/run-all.sh does)",
+        missing.join(" ")
+    );
+}
+
 fn require_peers() {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
     let result = CHECKED.get_or_init(|| {

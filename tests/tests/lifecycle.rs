@@ -38,22 +38,11 @@ const PASSWORD: &str = "4321";
 /// and the tools this file drives.
 fn require_lifecycle_peers() {
     require_root_and_peers();
-    for (tool, package) in [
+    e2e::require_tools(&[
         ("pamtester", "pamtester"),
         ("google-authenticator", "libpam-google-authenticator"),
         ("useradd", "passwd"),
-    ] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} is missing: `apt-get install {package}` (tests/run-all.sh does)"
-        );
-    }
+    ]);
 }
 
 /// A random base32 secret of 20 bytes (160 bits), unpadded.

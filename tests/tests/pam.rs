@@ -13,7 +13,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,7 @@ use e2e::{
 
 const PASSWORD: &str = "4321";
 
-// pam_strerror(3) texts as pamtester prints them.
-const SUCCESS: &str = "successfully authenticated";
-const AUTH_ERR: &str = "Authentication failure";
-const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentication info";
-const SERVICE_ERR: &str = "Error in service module";
+use e2e::pamtester::{AUTHINFO_UNAVAIL, AUTH_ERR, SERVICE_ERR, SUCCESS};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -37,18 +33,7 @@ const SERVICE_ERR: &str = "Error in service module";
 /// peers, pamtester and valgrind.
 fn require_pam_peers() {
     require_root_and_peers();
-    for (tool, flag) in [("pamtester", "-v"), ("valgrind", "--version")] {
-        let found = Command::new(tool)
-            .arg(flag)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "{tool} is missing: `apt-get install pamtester valgrind` (tests/run-all.sh does)"
-        );
-    }
+    e2e::require_tools(&[("pamtester", "pamtester"), ("valgrind", "valgrind")]);
 }
 
 /// `PamService::authenticate` under valgrind, its report in `log`.

@@ -18,7 +18,7 @@ use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,10 +31,7 @@ use e2e::{
 
 const SECRET: &str = "e2e-pam-remote-secret";
 
-// pam_strerror(3) texts as pamtester prints them.
-const SUCCESS: &str = "successfully authenticated";
-const AUTH_ERR: &str = "Authentication failure";
-const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentication info";
+use e2e::pamtester::{AUTHINFO_UNAVAIL, AUTH_ERR, SUCCESS};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -43,15 +40,7 @@ const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentic
 /// pamtester and unshare.
 fn require_remote_peers() {
     require_root_and_peers();
-    for (tool, flag) in [("pamtester", "-v"), ("unshare", "--version")] {
-        let found = Command::new(tool)
-            .arg(flag)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(found, "{tool} is missing: `apt-get install {tool}`");
-    }
+    e2e::require_tools(&[("pamtester", "pamtester"), ("unshare", "util-linux")]);
 }
 
 /// A syslog socket of the test's own: every datagram sent to it, kept
