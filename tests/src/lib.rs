@@ -55,7 +55,10 @@ pub use codes::{
     google_authenticator_file, normalize_base32, now_unix, oathtool_code, oathtool_code_at,
     parse_rfc3339_utc, wait_for_fresh_step, wrong_code,
 };
-pub use daemon::{import_active_tokens, start_otpd_on, start_socket_otpd, Server, SocketDaemon};
+pub use daemon::{
+    import_active_tokens, start_otpd_on, start_socket_otpd, start_socket_otpd_on_store, BenchStore,
+    Server, SocketDaemon,
+};
 pub use enrol::{Issued, Token};
 pub use env::{free_port, write_private_file, EnvOptions, TestEnv, SERVICE_ID};
 pub use http::{http_request, HttpResponse};

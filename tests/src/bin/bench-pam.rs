@@ -257,7 +257,7 @@ fn run(o: &Options) -> bool {
     let total = WARM_UP + o.logins * o.rounds + 1;
     let names: Vec<String> = (0..total).map(|i| format!("bpam{i}")).collect();
     let secrets = random_secrets(total);
-    e2e::import_active_tokens(&state, &names, &secrets, PARAMS);
+    e2e::import_active_tokens(&state, "", &names, &secrets, PARAMS);
     write_ga_files(&ga_dir, &names, &secrets);
     let _daemon = e2e::start_socket_otpd(dir.path(), &state, &socket, &o.synchronous);
     let otp = PamService::new(

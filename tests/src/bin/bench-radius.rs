@@ -1,5 +1,6 @@
 //! RADIUS throughput and latency: otpd against FreeRADIUS 3.2 with
-//! rlm_totp and with plain PAP, on this machine, in alternating rounds.
+//! rlm_totp, with plain PAP, and (`--store postgresql`) with rlm_sql doing
+//! PAP from the same PostgreSQL, on this machine, in alternating rounds.
 //!
 //! As root, with `apt-get install -y freeradius` done: gives N users a
 //! random TOTP secret each and imports them into a fresh otpd store
@@ -12,19 +13,34 @@
 //! `freeradius -f`, both on loopback ports, both requiring a
 //! Message-Authenticator from the client.
 //!
+//! `--store sqlite` (the default): otpd's store is SQLite in a temp dir,
+//! with `--synchronous`. `--store postgresql`: a private PostgreSQL server
+//! (fsync on), a fresh database holding otpd's store, reached over the
+//! server's Unix socket by `--nodes` otpd (each on its own port; socket k of
+//! the load goes to node k mod nodes), and in the same database the
+//! standard FreeRADIUS schema with N users sN and a `Cleartext-Password`
+//! each in `radcheck`; FreeRADIUS then also serves a second site, `sql`
+//! then `pap` (driver rlm_sql_postgresql, its default pool), on a port of
+//! its own: the target fr-sql.
+//!
 //! The load generator is this program: `--sockets` UDP sockets, one thread
 //! each, every socket with `--inflight` Access-Requests outstanding
 //! (User-Name, PAP User-Password, Message-Authenticator), each for a
 //! distinct user with a valid code (for otpd: users × the previous, current
 //! and next step, in that order). A request unanswered after `--timeout-ms`
 //! counts as a timeout and is not retransmitted. Each round runs otpd,
-//! fr-totp and fr-pap for `--seconds` each; the end prints the medians and
-//! the per-round ratios. Last, a replay check: codes accepted during the
-//! run are sent again (same user, same step) to otpd and to rlm_totp.
+//! fr-totp, fr-pap (and fr-sql) for `--seconds` each; the end prints the
+//! medians and the per-round ratios. "server us" is the CPU time of the
+//! target's processes (all otpd nodes, or FreeRADIUS) per answered
+//! request, "db us" that of the PostgreSQL server in the same window; the
+//! CPU ratios compare server + db. Last, a replay check: codes accepted
+//! during the run are sent again (same user, same step) to otpd, each to
+//! the node after the one that accepted it, and to rlm_totp.
 //!
 //! cargo build --release -p otpd && cargo build --release -p e2e --bin bench-radius
 //! target/release/bench-radius [--users N] [--seconds S] [--rounds R]
 //!     [--sockets K] [--inflight W] [--timeout-ms T] [--synchronous normal|full]
+//!     [--store sqlite|postgresql] [--nodes N]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,7 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::Server;
+use e2e::{BenchStore, Server};
 use otpcore::radius::{self, code, Packet};
 use otpcore::totp::{self, Algorithm, TokenParams};
 
@@ -60,6 +76,8 @@ struct Options {
     inflight: usize,
     timeout: Duration,
     synchronous: String,
+    store: String,
+    nodes: usize,
 }
 
 fn options() -> Options {
@@ -73,6 +91,8 @@ fn options() -> Options {
         inflight: 4,
         timeout: Duration::from_secs(1),
         synchronous: "normal".to_owned(),
+        store: "sqlite".to_owned(),
+        nodes: 1,
     };
     e2e::bench_args("bench-radius", |flag, value| {
         match flag {
@@ -85,6 +105,8 @@ fn options() -> Options {
                 o.timeout = Duration::from_millis(e2e::bench_value(value, "--timeout-ms T"))
             }
             "--synchronous" => o.synchronous = value.to_owned(),
+            "--store" => o.store = value.to_owned(),
+            "--nodes" => o.nodes = e2e::bench_value(value, "--nodes N"),
             _ => return false,
         }
         true
@@ -92,6 +114,10 @@ fn options() -> Options {
     assert!(
         (1..=200).contains(&o.inflight),
         "--inflight must be 1 to 200 (one RADIUS identifier each)"
+    );
+    assert!(
+        o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql"),
+        "--nodes above 1 needs --store postgresql; --nodes 0 serves nobody"
     );
     o
 }
@@ -121,6 +147,7 @@ enum Kind {
     Otpd,
     FrTotp,
     FrPap,
+    FrSql,
 }
 
 impl Kind {
@@ -129,17 +156,25 @@ impl Kind {
             Kind::Otpd => "otpd",
             Kind::FrTotp => "fr-totp",
             Kind::FrPap => "fr-pap",
+            Kind::FrSql => "fr-sql",
         }
     }
 }
 
-const KINDS: [Kind; 3] = [Kind::Otpd, Kind::FrTotp, Kind::FrPap];
+/// The targets of a run, otpd first; fr-sql only with PostgreSQL.
+fn targets(postgresql: bool) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Otpd, Kind::FrTotp, Kind::FrPap];
+    if postgresql {
+        kinds.push(Kind::FrSql);
+    }
+    kinds
+}
 
 /// The users and which (user, step) each target gets next.
 struct Users {
     secrets: Vec<Vec<u8>>,
     otpd_base_step: u64,
-    next: [AtomicUsize; 3],
+    next: [AtomicUsize; 4],
 }
 
 fn params(period: u64) -> TokenParams {
@@ -168,7 +203,7 @@ impl Users {
                 (pass < 3).then(|| (user, self.otpd_base_step - 1 + pass as u64))
             }
             Kind::FrTotp => Some((user, params(FR_PERIOD).step_at(e2e::now_unix()))),
-            Kind::FrPap => Some((user, 0)),
+            Kind::FrPap | Kind::FrSql => Some((user, 0)),
         }
     }
 
@@ -187,6 +222,7 @@ impl Users {
                     .to_string(),
             ),
             Kind::FrPap => (format!("p{user}"), pap_password(user)),
+            Kind::FrSql => (format!("s{user}"), pap_password(user)),
         }
     }
 
@@ -215,6 +251,8 @@ struct Tally {
     bad: usize,
     /// Some accepted (user, step), for the replay check.
     accepted_samples: Vec<(usize, u64)>,
+    /// Which of the target's addresses the socket sent to.
+    node: usize,
     /// Some rejected (user, step), to explain them.
     rejected_samples: Vec<(usize, u64)>,
 }
@@ -222,6 +260,7 @@ struct Tally {
 struct Load {
     kind: Kind,
     target: SocketAddr,
+    node: usize,
     inflight: usize,
     timeout: Duration,
     seed: u64,
@@ -239,7 +278,10 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
     let mut slots: Vec<Option<Pending>> = (0..256).map(|_| None).collect();
     let mut outstanding = 0usize;
     let mut next_id = (load.seed % 256) as usize;
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        node: load.node,
+        ..Tally::default()
+    };
     let mut buffer = vec![0u8; radius::MAX_PACKET];
     let mut last_sweep = Instant::now();
     let mut stopped_at: Option<Instant> = None;
@@ -347,21 +389,56 @@ struct Figures {
     bad: usize,
     p50: f64,
     p99: f64,
-    /// CPU time the server process spent per answered request, µs.
+    /// CPU time the server processes spent per answered request, µs.
     server_us: f64,
+    /// CPU time the PostgreSQL server spent per answered request, µs.
+    db_us: f64,
     /// CPU time this load generator spent per answered request, µs.
     client_us: f64,
 }
 
+/// The fields of /proc/PID/stat after the ")" that closes the command
+/// name, as numbers (the state, field 3, reads as 0): ppid is at 1, utime
+/// 11, stime 12, cutime 13, cstime 14. Empty when the process is gone.
+fn proc_stat(pid: &str) -> Vec<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    rest.split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect()
+}
+
 /// utime + stime of a process (all its threads), in seconds.
 fn cpu_seconds(pid: &str) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" that closes the command name: state is field 3,
-    // utime 14 and stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> f64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0.0) };
+    let fields = proc_stat(pid);
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0.0);
     (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// CPU seconds of the PostgreSQL server whose cluster is in `dir`: the
+/// postmaster, its live processes, and those that have exited (the
+/// postmaster's cutime and cstime).
+fn db_cpu_seconds(dir: &Path) -> f64 {
+    let pid = fs::read_to_string(dir.join("data/postmaster.pid")).unwrap_or_default();
+    let Some(pid) = pid.lines().next().map(str::to_owned) else {
+        return 0.0;
+    };
+    let fields = proc_stat(&pid);
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    let exited = (ticks(13) + ticks(14)) / clock_ticks();
+    let parent: f64 = pid.parse().unwrap_or(-1.0);
+    let children: f64 = fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|child| proc_stat(child).get(1) == Some(&parent))
+                .map(|child| cpu_seconds(&child))
+                .sum()
+        })
+        .unwrap_or(0.0);
+    cpu_seconds(&pid) + exited + children
 }
 
 fn clock_ticks() -> f64 {
@@ -384,25 +461,43 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[at]
 }
 
+/// Where a target listens and which processes serve it.
+struct Target {
+    addresses: Vec<SocketAddr>,
+    pids: Vec<String>,
+}
+
+impl Target {
+    fn cpu_seconds(&self) -> f64 {
+        self.pids.iter().map(|pid| cpu_seconds(pid)).sum()
+    }
+}
+
+/// An accepted (user, step) and the index of the address that accepted it.
+type Sample = (usize, u64, usize);
+
 fn run(
     kind: Kind,
-    target: SocketAddr,
-    server_pid: u32,
+    target: &Target,
+    db: Option<&Path>,
     o: &Options,
     users: &Arc<Users>,
-    samples: &Mutex<Vec<(usize, u64)>>,
+    samples: &Mutex<Vec<Sample>>,
     rejects: &Mutex<Vec<(usize, u64)>>,
 ) -> Figures {
-    let server_pid = server_pid.to_string();
-    let server_cpu = cpu_seconds(&server_pid);
+    let db_cpu_now = || db.map(db_cpu_seconds).unwrap_or(0.0);
+    let server_cpu = target.cpu_seconds();
+    let db_cpu = db_cpu_now();
     let client_cpu = cpu_seconds("self");
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let handles: Vec<_> = (0..o.sockets)
         .map(|i| {
+            let node = i % target.addresses.len();
             let load = Load {
                 kind,
-                target,
+                target: target.addresses[node],
+                node,
                 inflight: o.inflight,
                 timeout: o.timeout,
                 seed: (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ e2e::now_unix(),
@@ -418,7 +513,8 @@ fn run(
         .into_iter()
         .map(|h| h.join().expect("client"))
         .collect();
-    let server_cpu = cpu_seconds(&server_pid) - server_cpu;
+    let server_cpu = target.cpu_seconds() - server_cpu;
+    let db_cpu = db_cpu_now() - db_cpu;
     let client_cpu = cpu_seconds("self") - client_cpu;
     let mut latencies: Vec<Duration> = tallies
         .iter()
@@ -433,9 +529,9 @@ fn run(
             rejects.extend(&t.rejected_samples);
         }
         for t in &tallies {
-            for s in &t.accepted_samples {
+            for &(user, step) in &t.accepted_samples {
                 if samples.len() < REPLAYS {
-                    samples.push(*s);
+                    samples.push((user, step, t.node));
                 }
             }
         }
@@ -449,6 +545,7 @@ fn run(
         p50: percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         p99: percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         server_us: server_cpu / answered * 1e6,
+        db_us: db_cpu / answered * 1e6,
         client_us: client_cpu / answered * 1e6,
     }
 }
@@ -505,15 +602,12 @@ fn wait_ready(server: &mut Server, target: SocketAddr, what: &str, user: &str, p
     }
 }
 
-/// otpd with only a `[radius]` section: one client at 127.0.0.1 with
-/// [`SECRET`], Message-Authenticator required.
-fn start_otpd(dir: &Path, state: &Path, port: u16, synchronous: &str) -> Server {
-    let listener = format!(
-        "[radius]\nlisten = \"127.0.0.1:{port}\"\nrequire_message_authenticator = true\n\
-         [[radius.client]]\nname = \"bench\"\naddress = \"127.0.0.1/32\"\nsecret = \"{}\"\n",
-        String::from_utf8_lossy(SECRET)
-    );
-    e2e::start_otpd_on(dir, state, synchronous, &listener)
+/// otpd on `state` and `store` (a `[store]` table, empty for SQLite) with
+/// a `[radius]` section: one client at 127.0.0.1 with [`SECRET`],
+/// Message-Authenticator required.
+fn start_otpd(dir: &Path, state: &Path, store: &str, port: u16, synchronous: &str) -> Server {
+    let radius = e2e::cluster::radius_toml(port, "bench", &String::from_utf8_lossy(SECRET));
+    e2e::start_otpd_on(dir, state, synchronous, &format!("{radius}{store}"))
 }
 
 const FR_SITE: &str = r#"server bench {
@@ -545,10 +639,94 @@ const FR_SITE: &str = r#"server bench {
 }
 "#;
 
-/// Copies /etc/freeradius/3.0 to `dir/raddb`, with only the bench site,
-/// one client, rlm_totp enabled, and the users; starts `freeradius -f`.
-fn start_freeradius(dir: &Path, port: u16, users: &Users) -> Server {
+/// The site of fr-sql: the user's `Cleartext-Password` from PostgreSQL,
+/// then PAP.
+const FR_SQL_SITE: &str = r#"server bench-sql {
+	listen {
+		type = auth
+		ipaddr = 127.0.0.1
+		port = PORT
+	}
+	authorize {
+		sql
+		pap
+	}
+	authenticate {
+		Auth-Type PAP {
+			pap
+		}
+	}
+}
+"#;
+
+/// Where fr-sql listens and the libpq connection string of its database.
+struct SqlSite {
+    port: u16,
+    conninfo: String,
+}
+
+/// Enables the sql module in `raddb` (Debian's, with driver
+/// rlm_sql_postgresql, dialect postgresql and the database of
+/// `site.conninfo`) and the site [`FR_SQL_SITE`].
+fn enable_sql(raddb: &Path, site: &SqlSite) {
+    let module = fs::read_to_string(raddb.join("mods-available/sql")).expect("mods-available/sql");
+    let mut out = String::with_capacity(module.len());
+    let mut set = 0;
+    for line in module.lines() {
+        let replaced = match line.trim() {
+            "driver = \"rlm_sql_null\"" => Some("\tdriver = \"rlm_sql_postgresql\"".to_owned()),
+            "dialect = \"sqlite\"" => Some("\tdialect = \"postgresql\"".to_owned()),
+            "radius_db = \"radius\"" => Some(format!("\tradius_db = \"{}\"", site.conninfo)),
+            _ => None,
+        };
+        set += usize::from(replaced.is_some());
+        out.push_str(replaced.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    assert_eq!(
+        set, 3,
+        "mods-available/sql: driver, dialect or radius_db not found"
+    );
+    fs::write(raddb.join("mods-enabled/sql"), out).expect("mods-enabled/sql");
+    fs::write(
+        raddb.join("sites-enabled/bench-sql"),
+        FR_SQL_SITE.replace("PORT", &site.port.to_string()),
+    )
+    .expect("sql site");
+}
+
+/// Creates FreeRADIUS's standard PostgreSQL schema in the database of
+/// `store`, owned by the database's role, and gives `users` users sN the
+/// `Cleartext-Password` of [`pap_password`] in `radcheck`.
+fn fill_radcheck(store: &BenchStore, users: usize) {
+    let (server, cluster) = store.postgres().expect("PostgreSQL");
+    let schema =
+        fs::read_to_string("/etc/freeradius/3.0/mods-config/sql/main/postgresql/schema.sql")
+            .expect("FreeRADIUS's PostgreSQL schema (apt-get install -y freeradius-postgresql)");
+    // The same arithmetic as pap_password, in SQL.
+    server.psql(
+        &cluster.db.name,
+        &format!(
+            "SET ROLE {role};\n{schema}\n\
+             INSERT INTO radcheck (username, attribute, op, value) \
+             SELECT 's' || i, 'Cleartext-Password', ':=', \
+             lpad(((i * 2654435761) % 1000000)::TEXT, 6, '0') \
+             FROM generate_series(0::BIGINT, {last}) AS i;\n\
+             ANALYZE radcheck;",
+            role = e2e::postgres::ROLE,
+            last = users as i64 - 1
+        ),
+    );
+}
+
+/// Copies /etc/freeradius/3.0 to `dir/raddb`, with only the bench site (and
+/// the fr-sql site of `sql`), one client, rlm_totp enabled, and the users;
+/// starts `freeradius -f`.
+fn start_freeradius(dir: &Path, port: u16, users: &Users, sql: Option<&SqlSite>) -> Server {
     let raddb = e2e::private_raddb(dir);
+    if let Some(site) = sql {
+        enable_sql(&raddb, site);
+    }
     let totp_link = raddb.join("mods-enabled/totp");
     if fs::symlink_metadata(&totp_link).is_err() {
         std::os::unix::fs::symlink("../mods-available/totp", &totp_link).expect("enable totp");
@@ -635,8 +813,18 @@ fn main() {
         Path::new("/usr/lib/freeradius/rlm_totp.so").is_file(),
         "FreeRADIUS with rlm_totp is not installed: apt-get install -y freeradius"
     );
+    let store = BenchStore::new(&o.store);
+    let postgresql = store.postgres().is_some();
+    let kinds = targets(postgresql);
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
+    let node_dirs: Vec<std::path::PathBuf> = (0..o.nodes)
+        .map(|i| {
+            let node = dir.path().join(format!("node{i}"));
+            fs::create_dir(&node).expect("node dir");
+            node
+        })
+        .collect();
+    let state = |node: &Path| node.join("state");
 
     eprintln!("generating and importing {} users", o.users);
     let started = Instant::now();
@@ -647,24 +835,42 @@ fn main() {
             .collect()
     };
     let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
-    e2e::import_active_tokens(&state, &names, &secrets, params(OTPD_PERIOD));
+    e2e::import_active_tokens(
+        &state(&node_dirs[0]),
+        store.table(),
+        &names,
+        &secrets,
+        params(OTPD_PERIOD),
+    );
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+    if postgresql {
+        let started = Instant::now();
+        fill_radcheck(&store, o.users);
+        eprintln!(
+            "radcheck filled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut users = Users {
         secrets,
         otpd_base_step: 0,
-        next: [
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-        ],
+        next: Default::default(),
     };
 
-    let otpd_port = e2e::free_port();
-    let fr_port = e2e::free_port();
-    let otpd_addr: SocketAddr = format!("127.0.0.1:{otpd_port}").parse().unwrap();
-    let fr_addr: SocketAddr = format!("127.0.0.1:{fr_port}").parse().unwrap();
+    let loopback = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let fr_addr = loopback(e2e::free_port());
+    let sql_site = store.postgres().map(|(server, cluster)| SqlSite {
+        port: e2e::free_port(),
+        conninfo: format!(
+            "host={} port={} dbname={} user={}",
+            server.dir().display(),
+            server.port(),
+            cluster.db.name,
+            e2e::postgres::ROLE
+        ),
+    });
     let started = Instant::now();
-    let mut freeradius = start_freeradius(dir.path(), fr_port, &users);
+    let mut freeradius = start_freeradius(dir.path(), fr_addr.port(), &users, sql_site.as_ref());
     wait_ready(
         &mut freeradius,
         fr_addr,
@@ -672,15 +878,61 @@ fn main() {
         "p0",
         &pap_password(0),
     );
+    if let Some(site) = &sql_site {
+        let sql_addr = loopback(site.port);
+        wait_ready(
+            &mut freeradius,
+            sql_addr,
+            "freeradius",
+            "s0",
+            &pap_password(0),
+        );
+    }
     eprintln!(
         "freeradius ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let mut otpd = start_otpd(dir.path(), &state, otpd_port, &o.synchronous);
-    wait_ready(&mut otpd, otpd_addr, "otpd", "nobody", "000000");
+    let otpd_addrs: Vec<SocketAddr> = node_dirs
+        .iter()
+        .map(|_| loopback(e2e::free_port()))
+        .collect();
+    let mut nodes: Vec<Server> = node_dirs
+        .iter()
+        .zip(&otpd_addrs)
+        .map(|(node, addr)| {
+            start_otpd(
+                node,
+                &state(node),
+                store.table(),
+                addr.port(),
+                &o.synchronous,
+            )
+        })
+        .collect();
+    for (node, &addr) in nodes.iter_mut().zip(&otpd_addrs) {
+        wait_ready(node, addr, "otpd", "nobody", "000000");
+    }
+    let target_of = |kind: Kind| -> Target {
+        match kind {
+            Kind::Otpd => Target {
+                addresses: otpd_addrs.clone(),
+                pids: nodes.iter().map(|n| n.id().to_string()).collect(),
+            },
+            Kind::FrTotp | Kind::FrPap | Kind::FrSql => Target {
+                addresses: vec![match (&sql_site, kind) {
+                    (Some(site), Kind::FrSql) => loopback(site.port),
+                    _ => fr_addr,
+                }],
+                pids: vec![freeradius.id().to_string()],
+            },
+        }
+    };
+    let db_dir = store.postgres().map(|(server, _)| server.dir().to_owned());
 
     // The whole run must stay inside one of otpd's steps.
-    let budget = (o.rounds as f64 * 3.0 * (o.seconds + 1.5 + PAUSE.as_secs_f64())) as u64 + 30;
+    let budget = (o.rounds as f64 * kinds.len() as f64 * (o.seconds + 1.5 + PAUSE.as_secs_f64()))
+        as u64
+        + 30;
     let left = OTPD_PERIOD - e2e::now_unix() % OTPD_PERIOD;
     if left < budget {
         eprintln!("waiting {left} s for a fresh {OTPD_PERIOD}-second step");
@@ -702,18 +954,21 @@ fn main() {
         .unwrap_or_default();
     println!(
         "RADIUS PAP Access-Requests with Message-Authenticator, {} users, {} sockets x {} in flight, \
-         {} s per target, timeout {} ms, otpd synchronous={}",
+         {} s per target, timeout {} ms, otpd store {} ({} node{}), synchronous={}",
         o.users,
         o.sockets,
         o.inflight,
         o.seconds,
         o.timeout.as_millis(),
+        store.backend(),
+        o.nodes,
+        if o.nodes == 1 { "" } else { "s" },
         o.synchronous
     );
     println!("{version}");
     println!("FreeRADIUS thread pool (defaults): {}", freeradius_pool());
     println!(
-        "{:>5} {:>8} {:>10} {:>8} {:>7} {:>8} {:>4} {:>7} {:>7} {:>9} {:>9}",
+        "{:>5} {:>8} {:>10} {:>8} {:>7} {:>8} {:>4} {:>7} {:>7} {:>9} {:>7} {:>9}",
         "round",
         "target",
         "requests/s",
@@ -724,40 +979,49 @@ fn main() {
         "p50 ms",
         "p99 ms",
         "server us",
+        "db us",
         "client us"
     );
-    let samples: [Mutex<Vec<(usize, u64)>>; 3] = Default::default();
-    let rejects: [Mutex<Vec<(usize, u64)>>; 3] = Default::default();
-    let mut results: Vec<[Figures; 3]> = Vec::new();
+    let samples: [Mutex<Vec<Sample>>; 4] = Default::default();
+    let rejects: [Mutex<Vec<(usize, u64)>>; 4] = Default::default();
+    // Per round, the figures of each of `kinds`, in that order.
+    let mut results: Vec<Vec<Figures>> = Vec::new();
     for round in 1..=o.rounds {
-        let figures = KINDS.map(|kind| {
-            let (target, pid) = if kind == Kind::Otpd {
-                (otpd_addr, otpd.id())
-            } else {
-                (fr_addr, freeradius.id())
-            };
-            let i = kind as usize;
-            let f = run(kind, target, pid, &o, &users, &samples[i], &rejects[i]);
-            println!(
-                "{:>5} {:>8} {:>10.0} {:>8} {:>7} {:>8} {:>4} {:>7.3} {:>7.3} {:>9.1} {:>9.1}",
-                round,
-                kind.name(),
-                f.rate,
-                f.accepted,
-                f.rejected,
-                f.timeouts,
-                f.bad,
-                f.p50,
-                f.p99,
-                f.server_us,
-                f.client_us
-            );
-            // FreeRADIUS keeps every request for cleanup_delay (5 s) and
-            // drops new ones past max_requests (16384): let the last
-            // target's requests expire first.
-            std::thread::sleep(PAUSE);
-            f
-        });
+        let figures = kinds
+            .iter()
+            .map(|&kind| {
+                let i = kind as usize;
+                let f = run(
+                    kind,
+                    &target_of(kind),
+                    db_dir.as_deref(),
+                    &o,
+                    &users,
+                    &samples[i],
+                    &rejects[i],
+                );
+                println!(
+                    "{:>5} {:>8} {:>10.0} {:>8} {:>7} {:>8} {:>4} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>9.1}",
+                    round,
+                    kind.name(),
+                    f.rate,
+                    f.accepted,
+                    f.rejected,
+                    f.timeouts,
+                    f.bad,
+                    f.p50,
+                    f.p99,
+                    f.server_us,
+                    f.db_us,
+                    f.client_us
+                );
+                // FreeRADIUS keeps every request for cleanup_delay (5 s) and
+                // drops new ones past max_requests (16384): let the last
+                // target's requests expire first.
+                std::thread::sleep(PAUSE);
+                f
+            })
+            .collect();
         results.push(figures);
         if users.exhausted() {
             println!("(otpd ran out of user-steps: raise --users)");
@@ -766,48 +1030,69 @@ fn main() {
 
     println!();
     println!(
-        "{:>8} {:>10} {:>7} {:>7} {:>9} {:>9}   (medians over the rounds)",
-        "target", "requests/s", "p50 ms", "p99 ms", "server us", "client us"
+        "{:>8} {:>10} {:>7} {:>7} {:>9} {:>7} {:>9}   (medians over the rounds)",
+        "target", "requests/s", "p50 ms", "p99 ms", "server us", "db us", "client us"
     );
-    for kind in KINDS {
-        let i = kind as usize;
+    for (i, kind) in kinds.iter().enumerate() {
+        let of = |f: fn(&Figures) -> f64| median(results.iter().map(|r| f(&r[i])).collect());
         println!(
-            "{:>8} {:>10.0} {:>7.3} {:>7.3} {:>9.1} {:>9.1}",
+            "{:>8} {:>10.0} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>9.1}",
             kind.name(),
-            median(results.iter().map(|r| r[i].rate).collect()),
-            median(results.iter().map(|r| r[i].p50).collect()),
-            median(results.iter().map(|r| r[i].p99).collect()),
-            median(results.iter().map(|r| r[i].server_us).collect()),
-            median(results.iter().map(|r| r[i].client_us).collect()),
+            of(|f| f.rate),
+            of(|f| f.p50),
+            of(|f| f.p99),
+            of(|f| f.server_us),
+            of(|f| f.db_us),
+            of(|f| f.client_us),
         );
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
-    // Throughput, ours over theirs; server CPU per request, theirs over
-    // ours (> 1: otpd spends less CPU per request).
-    let rate_ratio = |r: &[Figures; 3], other: usize| ratio(r[0].rate, r[other].rate);
-    let cpu_ratio = |r: &[Figures; 3], other: usize| ratio(r[other].server_us, r[0].server_us);
+    // Throughput, ours over theirs; CPU per request (server and database),
+    // theirs over ours (> 1: otpd spends less CPU per request).
+    let cpu = |f: &Figures| f.server_us + f.db_us;
+    let rate_ratio = |r: &[Figures], other: usize| ratio(r[0].rate, r[other].rate);
+    let cpu_ratio = |r: &[Figures], other: usize| ratio(cpu(&r[other]), cpu(&r[0]));
+    // Per round: throughput against each other target, then CPU.
+    let others = 1..kinds.len();
+    let ratios: Vec<Vec<f64>> = results
+        .iter()
+        .map(|r| {
+            others
+                .clone()
+                .map(|i| rate_ratio(r, i))
+                .chain(others.clone().map(|i| cpu_ratio(r, i)))
+                .collect()
+        })
+        .collect();
+    let labels: Vec<String> = others
+        .clone()
+        .map(|i| format!("otpd/{}", kinds[i].name()))
+        .chain(
+            others
+                .clone()
+                .map(|i| format!("cpu {}/otpd", kinds[i].name())),
+        )
+        .collect();
+    let line = |first: &str, cells: &[String]| {
+        let mut text = format!("{first:>6}");
+        for cell in cells {
+            text.push_str(&format!(" {cell:>16}"));
+        }
+        text
+    };
+    let figures =
+        |values: &[f64]| -> Vec<String> { values.iter().map(|v| format!("{v:.2}")).collect() };
     println!();
-    println!(
-        "{:>6} {:>13} {:>12} {:>17} {:>16}",
-        "round", "otpd/fr-totp", "otpd/fr-pap", "cpu fr-totp/otpd", "cpu fr-pap/otpd"
-    );
-    for (i, r) in results.iter().enumerate() {
-        println!(
-            "{:>6} {:>13.2} {:>12.2} {:>17.2} {:>16.2}",
-            i + 1,
-            rate_ratio(r, 1),
-            rate_ratio(r, 2),
-            cpu_ratio(r, 1),
-            cpu_ratio(r, 2)
-        );
+    println!("{}", line("round", &labels));
+    for (n, r) in ratios.iter().enumerate() {
+        println!("{}", line(&(n + 1).to_string(), &figures(r)));
     }
+    let medians: Vec<f64> = (0..labels.len())
+        .map(|c| median(ratios.iter().map(|r| r[c]).collect()))
+        .collect();
     println!(
-        "{:>6} {:>13.2} {:>12.2} {:>17.2} {:>16.2}   (throughput goal: >= 2 and >= 1)",
-        "median",
-        median(results.iter().map(|r| rate_ratio(r, 1)).collect()),
-        median(results.iter().map(|r| rate_ratio(r, 2)).collect()),
-        median(results.iter().map(|r| cpu_ratio(r, 1)).collect()),
-        median(results.iter().map(|r| cpu_ratio(r, 2)).collect()),
+        "{}   (goals: otpd/fr-totp >= 2, otpd/fr-pap >= 1, otpd/fr-sql >= 5)",
+        line("median", &figures(&medians))
     );
 
     // otpd takes the earliest step in its window whose code matches; when
@@ -830,9 +1115,11 @@ fn main() {
         );
     }
 
-    // Replays. otpd: codes it accepted during the run, same user and step.
-    // rlm_totp accepts only the current 30-second step, so its codes from
-    // the run are stale by now: send a current code twice instead.
+    // Replays. otpd: codes it accepted during the run, same user and step,
+    // each to the node after the one that accepted it (the same node when
+    // there is one). rlm_totp accepts only the current 30-second step, so
+    // its codes from the run are stale by now: send a current code twice
+    // instead.
     println!();
     let mut rng = Rng(e2e::now_unix() ^ 0xfeed);
     let mut tally = |kind: Kind, target: SocketAddr, user: usize, step: u64| {
@@ -847,8 +1134,9 @@ fn main() {
     };
     let otpd_samples = samples[Kind::Otpd as usize].lock().unwrap().clone();
     let mut again = [0usize; 3];
-    for &(user, step) in &otpd_samples {
-        match tally(Kind::Otpd, otpd_addr, user, step) {
+    for &(user, step, node) in &otpd_samples {
+        let other = otpd_addrs[(node + 1) % otpd_addrs.len()];
+        match tally(Kind::Otpd, other, user, step) {
             Some(true) => again[0] += 1,
             Some(false) => again[1] += 1,
             None => again[2] += 1,
@@ -883,12 +1171,18 @@ fn main() {
          unanswered {}",
         twice[0], twice[1], twice[2]
     );
-    for (server, what) in [(&mut otpd, "otpd"), (&mut freeradius, "freeradius")] {
+    let mut servers: Vec<(&mut Server, String)> = nodes
+        .iter_mut()
+        .enumerate()
+        .map(|(i, node)| (node, format!("otpd node {i}")))
+        .collect();
+    servers.push((&mut freeradius, "freeradius".to_owned()));
+    for (server, what) in servers.iter_mut() {
         if let Some(status) = server.exited() {
             println!("{what} exited during the run: {status}");
         }
     }
-    for (server, what) in [(&otpd, "otpd"), (&freeradius, "freeradius")] {
+    for (server, what) in &servers {
         let log = server.log();
         let notable: Vec<&str> = log.lines().filter(|l| !l.contains(": Info: ")).collect();
         if !notable.is_empty() {

@@ -5,10 +5,17 @@
 //! concurrency level runs that many clients for a fixed time, each on its
 //! own connection with one request in flight, every request for a distinct
 //! user and valid code. Prints requests/s, accepted/s and p50/p99 latency.
-//! Every accepted step is committed to SQLite before otpd answers.
+//! Every accepted step is committed to the store before otpd answers.
+//!
+//! `--store sqlite` (the default): the store is SQLite in a temp dir, with
+//! `--synchronous`. `--store postgresql`: a private PostgreSQL server (run
+//! as root) with a fresh database, reached over its Unix socket, and
+//! `--nodes` otpd on it (each its own socket; client k talks to node
+//! k mod nodes).
 //!
 //! cargo build --release -p otpd -p e2e --bin bench-socket
-//! target/release/bench-socket [--users N] [--seconds S] [--clients 1,16,64] [--synchronous normal|full]
+//! target/release/bench-socket [--users N] [--seconds S] [--clients 1,16,64]
+//!     [--synchronous normal|full] [--store sqlite|postgresql] [--nodes N]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +38,8 @@ struct Options {
     seconds: f64,
     clients: Vec<usize>,
     synchronous: String,
+    store: String,
+    nodes: usize,
 }
 
 fn options() -> Options {
@@ -39,6 +48,8 @@ fn options() -> Options {
         seconds: 3.0,
         clients: vec![1, 16, 64],
         synchronous: "normal".to_owned(),
+        store: "sqlite".to_owned(),
+        nodes: 1,
     };
     e2e::bench_args("bench-socket", |flag, value| {
         match flag {
@@ -51,10 +62,16 @@ fn options() -> Options {
                     .collect()
             }
             "--synchronous" => o.synchronous = value.to_owned(),
+            "--store" => o.store = value.to_owned(),
+            "--nodes" => o.nodes = e2e::bench_value(value, "--nodes N"),
             _ => return false,
         }
         true
     });
+    assert!(
+        o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql"),
+        "--nodes above 1 needs --store postgresql; --nodes 0 serves nobody"
+    );
     o
 }
 
@@ -122,20 +139,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let o = options();
+    let store = e2e::BenchStore::new(&o.store);
     let dir = tempfile::tempdir().expect("tempdir");
-    let state: PathBuf = dir.path().join("state");
+    let node_dirs: Vec<PathBuf> = (0..o.nodes)
+        .map(|i| {
+            let node = dir.path().join(format!("node{i}"));
+            std::fs::create_dir(&node).expect("node dir");
+            node
+        })
+        .collect();
     let params = TokenParams {
         algorithm: Algorithm::Sha1,
         digits: 6,
         period: PERIOD,
     };
-    // A run must not cross a step boundary.
-    let budget = (o.seconds * o.clients.len() as f64) as u64 + 30;
-    let left = PERIOD - e2e::now_unix() % PERIOD;
-    if left < budget {
-        eprintln!("waiting {left} s for a fresh {PERIOD}-second step");
-        std::thread::sleep(Duration::from_secs(left + 1));
-    }
     eprintln!("importing {} users", o.users);
     let started = Instant::now();
     let secrets: Vec<Vec<u8>> = (0..o.users)
@@ -146,10 +163,36 @@ fn main() {
         })
         .collect();
     let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
-    e2e::import_active_tokens(&state, &names, &secrets, params);
+    let state = |node: &Path| node.join("state");
+    e2e::import_active_tokens(
+        &state(&node_dirs[0]),
+        store.table(),
+        &names,
+        &secrets,
+        params,
+    );
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
-    let socket = dir.path().join("otpd.sock");
-    let _daemon = e2e::start_socket_otpd(dir.path(), &state, &socket, &o.synchronous);
+    let sockets: Vec<PathBuf> = node_dirs.iter().map(|n| n.join("otpd.sock")).collect();
+    let _daemons: Vec<e2e::SocketDaemon> = node_dirs
+        .iter()
+        .zip(&sockets)
+        .map(|(node, socket)| {
+            e2e::start_socket_otpd_on_store(
+                node,
+                &state(node),
+                store.table(),
+                socket,
+                &o.synchronous,
+            )
+        })
+        .collect();
+    // A run must not cross a step boundary.
+    let budget = (o.seconds * o.clients.len() as f64) as u64 + 30;
+    let left = PERIOD - e2e::now_unix() % PERIOD;
+    if left < budget {
+        eprintln!("waiting {left} s for a fresh {PERIOD}-second step");
+        std::thread::sleep(Duration::from_secs(left + 1));
+    }
     let work = Arc::new(Work {
         secrets,
         next: AtomicUsize::new(0),
@@ -157,8 +200,13 @@ fn main() {
     });
 
     println!(
-        "otpd socket verify, synchronous={}, {} users, {} s per level",
-        o.synchronous, o.users, o.seconds
+        "otpd socket verify, store {} ({} node{}), synchronous={}, {} users, {} s per level",
+        store.backend(),
+        o.nodes,
+        if o.nodes == 1 { "" } else { "s" },
+        o.synchronous,
+        o.users,
+        o.seconds
     );
     println!(
         "{:>7} {:>10} {:>11} {:>9} {:>9} {:>7} {:>6}",
@@ -168,8 +216,9 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                let (work, stop, socket) = (Arc::clone(&work), Arc::clone(&stop), socket.clone());
+            .map(|k| {
+                let socket = sockets[k % sockets.len()].clone();
+                let (work, stop) = (Arc::clone(&work), Arc::clone(&stop));
                 std::thread::spawn(move || client(&socket, &work, &params, &stop))
             })
             .collect();
