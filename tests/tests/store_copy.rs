@@ -113,7 +113,7 @@ fn a_served_sqlite_store_of_100000_tokens_moves_to_postgresql() {
     let started = Instant::now();
     let names: Vec<String> = (0..USERS).map(name).collect();
     let secrets: Vec<Vec<u8>> = (0..USERS).map(secret).collect();
-    import_active_tokens(&state, &names, &secrets, PARAMS);
+    import_active_tokens(&state, "", &names, &secrets, PARAMS);
     eprintln!(
         "imported {USERS} tokens in {:.1} s",
         started.elapsed().as_secs_f64()
