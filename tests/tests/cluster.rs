@@ -3,7 +3,8 @@
 //! to all three at once over the socket and RADIUS is accepted once;
 //! failures spread over the nodes lock the token on all; an enrolment
 //! issued on one node is activated on the second's page, confirmed on the
-//! third's and logs in through pamtester and radclient on two of them.
+//! third's and logs in through pamtester and radclient on two of them; a
+//! host without a node logs in over RADIUS while a node is down.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,8 +14,8 @@ use std::sync::Barrier;
 use e2e::cluster::Cluster;
 use e2e::postgres::PrivatePostgres;
 use e2e::{
-    assert_success, describe, now_unix, oathtool_code_at, require_root_and_peers, run_with_input,
-    stdout, PamService, TestEnv,
+    assert_success, describe, now_unix, oathtool_code_at, pamtester, require_root_and_peers,
+    run_with_input, said, stdout, PamService, TestEnv,
 };
 use serde_json::{json, Value};
 
@@ -247,5 +248,53 @@ fn enrolment_across_three_nodes_logs_in_through_pamtester_and_radclient() {
         radclient_accepts(nodes[2].1, "carol", &current, 1),
         0,
         "the code used through the first node is a replay on the third"
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn pam_on_a_host_without_a_node_logs_in_through_the_cluster_with_a_node_down() {
+    require_root_and_peers();
+    let pg = PrivatePostgres::shared();
+    let (cluster, mut nodes) = three_nodes(pg, "cluster_remote_pam");
+    import(&nodes[1].0, &["dave"]);
+    // The host holds a RADIUS secret only: no socket, no database, no key.
+    let secret_file = cluster.dir().join("radius.secret");
+    e2e::write_private_file(&secret_file, &format!("{SECRET}\n"));
+    let (first, second) = (nodes[0].1, nodes[1].1);
+    let pam = PamService::new(
+        &format!(
+            "radius=127.0.0.1:{first},127.0.0.1:{second} secret_file={} timeout_ms=1000",
+            secret_file.display()
+        ),
+        &[],
+    );
+    nodes[0].0.kill_otpd_9();
+    let code = oathtool_code_at(TOKEN, 60, now_unix());
+    let login = pam.authenticate("dave", &format!("{code}\n"));
+    assert!(
+        said(&login).contains(pamtester::SUCCESS),
+        "the second node answers for the first: {}\n{}",
+        describe(&login),
+        nodes[1].0.otpd_log()
+    );
+    let replay = pam.authenticate("dave", &format!("{code}\n"));
+    assert!(
+        said(&replay).contains(pamtester::AUTH_ERR),
+        "the same code again: {}",
+        describe(&replay)
+    );
+    nodes[1].0.kill_otpd_9();
+    let started = std::time::Instant::now();
+    let down = pam.authenticate("dave", &format!("{code}\n"));
+    let took = started.elapsed();
+    assert!(
+        said(&down).contains(pamtester::AUTHINFO_UNAVAIL),
+        "no node answering: {}",
+        describe(&down)
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "both nodes down answered within the deadlines: {took:?}"
     );
 }
