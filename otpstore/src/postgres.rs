@@ -89,6 +89,9 @@ CREATE TABLE audit (
 CREATE INDEX audit_user_time ON audit(username, time);
 "#];
 
+/// What an import may take per token beyond the deadline of a call.
+const IMPORT_MS_PER_TOKEN: u64 = 20;
+
 /// The advisory lock that serialises migrations between nodes.
 const MIGRATION_LOCK: i64 = 0x6f74_7064_6d69_6772;
 
@@ -216,20 +219,31 @@ impl Postgres {
     /// doing is unknown, and a transaction left open is rolled back by the
     /// server when the connection goes.
     fn run<T>(&self, work: impl AsyncFnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        self.run_within(self.timeout, work)
+    }
+
+    /// [`Postgres::run`] with a deadline of its own, for work that grows
+    /// with its input (an import of many tokens); each statement still has
+    /// the server's statement timeout.
+    fn run_within<T>(
+        &self,
+        limit: Duration,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T>,
+    ) -> Result<T> {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or(StoreError::Internal("the store is closing"))?;
         runtime.block_on(async {
-            let deadline = tokio::time::Instant::now() + self.timeout;
+            let deadline = tokio::time::Instant::now() + limit;
             let mut client = tokio::time::timeout_at(deadline, self.pool.get())
                 .await
-                .map_err(|_| StoreError::Timeout(self.timeout))??;
+                .map_err(|_| StoreError::Timeout(limit))??;
             match tokio::time::timeout_at(deadline, work(&mut client)).await {
                 Ok(result) => result,
                 Err(_) => {
                     drop(Client::take(client));
-                    Err(StoreError::Timeout(self.timeout))
+                    Err(StoreError::Timeout(limit))
                 }
             }
         })
@@ -672,7 +686,11 @@ impl Backend for Postgres {
         let mut users: Vec<&str> = tokens.iter().map(|t| t.user).collect();
         users.sort_unstable();
         users.dedup();
-        self.run(async |c| {
+        // Several round trips a token: the deadline grows with the import.
+        let per_token = Duration::from_millis(IMPORT_MS_PER_TOKEN);
+        let limit = self.timeout
+            + per_token.saturating_mul(u32::try_from(tokens.len()).unwrap_or(u32::MAX));
+        self.run_within(limit, async |c| {
             let tx = c.transaction().await?;
             for user in &users {
                 lock_user(&tx, user).await?;

@@ -349,6 +349,27 @@ fn one_batch_decides_in_order_and_audits_every_request() {
 }
 
 #[test]
+fn a_large_import_is_not_held_to_the_deadline_of_one_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    let names: Vec<String> = (0..1_500).map(|i| format!("user{i}")).collect();
+    let secret = [7u8; 20];
+    let tokens: Vec<ImportedToken<'_>> = names
+        .iter()
+        .map(|user| ImportedToken {
+            user,
+            secret: &secret,
+            params: PARAMS,
+            last_step: None,
+        })
+        .collect();
+    store
+        .import_tokens(&tokens, "SVC", false, NOW)
+        .expect("one import of 1,500 tokens");
+    assert_eq!(store.list().expect("list").len(), 1_500);
+}
+
+#[test]
 fn concurrent_connections_accept_a_code_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path()).expect("open");
