@@ -1,13 +1,11 @@
 //! The one place where login codes are verified, for every channel (the
-//! Unix socket and RADIUS). Dedicated threads take the waiting requests in
-//! batches and verify each batch in one transaction: every accepted step is
-//! committed before its answer goes out, and many logins share one commit
-//! (group commit). One thread on SQLite, which writes one transaction at a
-//! time; one per pooled connection on PostgreSQL, whose transactions lock
-//! only the rows of their users and so run side by side.
+//! Unix socket now, RADIUS later). A dedicated thread takes the waiting
+//! requests in batches and verifies each batch in one SQLite transaction:
+//! every accepted step is committed before its answer goes out, and many
+//! logins share one commit (group commit).
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use otpcore::verify::Policy;
 use otpstore::{Channel, VerifyOutcome, VerifyRequest};
@@ -35,16 +33,12 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Starts the verification threads over `daemon`'s store.
+    /// Starts the verification thread over `daemon`'s store.
     pub fn start(daemon: Arc<Daemon>) -> std::io::Result<Verifier> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..daemon.store().concurrent_batches().max(1) {
-            let (daemon, queue) = (Arc::clone(&daemon), Arc::clone(&queue));
-            std::thread::Builder::new()
-                .name("otpd-verify".to_owned())
-                .spawn(move || run(&daemon, &queue))?;
-        }
+        std::thread::Builder::new()
+            .name("otpd-verify".to_owned())
+            .spawn(move || run(&daemon, &queue))?;
         Ok(Verifier { jobs })
     }
 
@@ -74,30 +68,21 @@ impl Verifier {
     }
 }
 
-/// Takes the next batch: waits for one request, then adds those already
-/// waiting, up to [`MAX_BATCH`]. One thread takes at a time; the others
-/// verify meanwhile. `None` once every sender is gone.
-fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
-    // A thread that panicked while taking left the receiver intact.
-    let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
-    let mut batch = vec![queue.recv().ok()?];
-    while batch.len() < MAX_BATCH {
-        match queue.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
-}
-
-fn run(daemon: &Daemon, queue: &Mutex<mpsc::Receiver<Job>>) {
+fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
     let config = &daemon.config;
     let policy = Policy {
         window: config.token.window,
         max_failures: config.policy.max_failures,
         lockout_seconds: config.policy.lockout_seconds,
     };
-    while let Some(batch) = next_batch(queue) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         let now = unix_now();
         let requests: Vec<VerifyRequest<'_>> = batch
             .iter()

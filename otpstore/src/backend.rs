@@ -85,10 +85,6 @@ pub(crate) trait Backend: Send + Sync {
     /// Appends an entry whose texts are already escaped.
     fn audit(&self, entry: &AuditEntry) -> Result<()>;
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>>;
-    /// How many verification batches may usefully run at once: each needs
-    /// a connection of its own and gains only where the database works on
-    /// several transactions at the same time.
-    fn concurrent_batches(&self) -> usize;
     /// A reader of the whole store inside one read transaction: a
     /// consistent snapshot while others write.
     fn copy_reader(&self) -> Result<Box<dyn CopyRead + '_>>;

@@ -478,12 +478,6 @@ impl Store {
         self.db.verify_batch(&self.keys, requests, now, policy)
     }
 
-    /// How many [`Store::verify_batch`] calls may usefully run at once (1
-    /// for SQLite, the pool size for PostgreSQL).
-    pub fn concurrent_batches(&self) -> usize {
-        self.db.concurrent_batches()
-    }
-
     /// Lifts the lock and clears the failures of the user's active token.
     pub fn unlock(&self, user: &str) -> Result<bool> {
         self.db.unlock(user)

@@ -625,13 +625,6 @@ async fn migrate_in(tx: &impl GenericClient) -> Result<()> {
 }
 
 impl Backend for Postgres {
-    /// One per pooled connection but one, which stays for the page and
-    /// otpctl: the batches of a node then overlap their round trips and
-    /// commits like those of several nodes.
-    fn concurrent_batches(&self) -> usize {
-        self.pool.status().max_size.saturating_sub(1).max(1)
-    }
-
     fn key_check(&self) -> Result<Option<Vec<u8>>> {
         self.run(async |c| {
             c.query_opt("SELECT value FROM meta WHERE key = 'key_check'", &[])

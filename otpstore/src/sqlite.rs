@@ -166,11 +166,6 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    /// One: SQLite writes one transaction at a time.
-    fn concurrent_batches(&self) -> usize {
-        1
-    }
-
     /// The sealed key check value, once the key file is known.
     fn key_check(&self) -> Result<Option<Vec<u8>>> {
         Ok(self
