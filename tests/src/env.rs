@@ -20,15 +20,24 @@ use crate::process::{
 /// The service ID written into every test config.
 pub const SERVICE_ID: &str = "TESTSVC";
 
-/// A loopback TCP port that was free a moment ago and that no other test of
-/// this process has been given.
+/// A loopback port, free a moment ago for both TCP and UDP, that no other
+/// test of this process has been given. It lies below the kernel's range of
+/// ephemeral ports (32768 and up on Debian), so that the source port of some
+/// client's connection or datagram cannot take it between now and the
+/// moment a server binds it.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
     loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
+        let port = FIRST + (rand::random::<u16>() % COUNT);
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
+        if given.contains(&port) {
+            continue;
+        }
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
             given.push(port);
             return port;
         }
