@@ -1109,6 +1109,10 @@ struct ConfirmRequest {
     otp: String,
 }
 
+/// What the API says when it cannot decide (the database is unreachable,
+/// say): nothing was done, and asking again later may work.
+const INTERNAL: &str = "internal error: a temporary problem on the server; try again later";
+
 fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
@@ -1203,7 +1207,7 @@ async fn api_activate(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             response
         }
-        Activation::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        Activation::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
     }
 }
 
@@ -1244,7 +1248,7 @@ async fn api_confirm(
                 state.as_str()
             ),
         ),
-        Confirmed::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        Confirmed::Internal => json_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
     }
 }
 

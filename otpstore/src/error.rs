@@ -13,10 +13,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     /// PostgreSQL failed or refused the operation.
-    #[error("database error: {0}")]
+    #[error("database error: {}", Causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No connection to PostgreSQL could be had within the deadline.
-    #[error("database unavailable: {0}")]
+    #[error("database unavailable: {}", Causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The database did not answer within the deadline.
     #[error("database unavailable: no answer within {} ms", .0.as_millis())]
@@ -112,6 +112,38 @@ impl StoreError {
             ),
             _ => false,
         }
+    }
+
+    /// Whether PostgreSQL refused the login's password.
+    pub fn is_wrong_password(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let code = match self {
+            StoreError::Postgres(e) => e.code(),
+            StoreError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        };
+        code == Some(&SqlState::INVALID_PASSWORD)
+    }
+}
+
+/// An error and its causes, each once: the PostgreSQL client says what
+/// failed (the server's message, the refused connection) only in an
+/// error's sources.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let more = e.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            cause = e.source();
+        }
+        f.write_str(&text)
     }
 }
 

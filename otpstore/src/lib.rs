@@ -255,10 +255,18 @@ impl Store {
                     pool_size: usize::try_from(store.pool_size).unwrap_or(1),
                     timeout: Duration::from_millis(store.timeout_ms),
                 };
-                Box::new(
-                    postgres::Postgres::open(options)
-                        .map_err(|e| bad_url(format!("cannot use the database at {shown}: {e}")))?,
-                )
+                Box::new(postgres::Postgres::open(options).map_err(
+                    |e| match &store.password_file {
+                        Some(path) if e.is_wrong_password() => StoreError::Config {
+                            key: "store.password_file",
+                            reason: format!(
+                                "{}: the database at {shown} refused the password: {e}",
+                                path.display()
+                            ),
+                        },
+                        _ => bad_url(format!("cannot use the database at {shown}: {e}")),
+                    },
+                )?)
             }
             _ => Box::new(Sqlite::open(&config.state_dir.join(DB_FILE))?),
         };
