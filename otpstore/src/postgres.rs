@@ -598,8 +598,12 @@ async fn migrate(client: &mut Client) -> Result<()> {
 async fn migrate_in(tx: &impl GenericClient) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-        .await?;
+    // Every node but the first finds the table there: no NOTICE in its log.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+    )
+    .await?;
     let version: i64 = tx
         .query_opt("SELECT version FROM schema_version", &[])
         .await?
