@@ -69,4 +69,4 @@ pub use process::{
     assert_success, describe, otpctl_bin, otpd_bin, run_with_input, said, stderr, stdout,
     stdout_json,
 };
-pub use radius::{private_raddb, start_with_radius};
+pub use radius::{private_raddb, start_with_radius, FreeRadiusProxy};

@@ -1,11 +1,12 @@
-//! RADIUS: otpd answering RADIUS beside its other listeners, and a private
-//! FreeRADIUS configuration.
+//! RADIUS: otpd answering RADIUS beside its other listeners, a private
+//! FreeRADIUS configuration, and FreeRADIUS proxying to otpd.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::{free_port, EnvOptions, TestEnv};
+use crate::{assert_success, free_port, EnvOptions, Server, TestEnv};
 
 /// A [`TestEnv`] whose otpd also answers RADIUS on a free 127.0.0.1 port,
 /// for one client at 127.0.0.1 named `client` with `secret` and
@@ -58,4 +59,91 @@ pub fn private_raddb(dir: &Path) -> PathBuf {
     }
     let _ = fs::remove_file(raddb.join("mods-enabled/eap"));
     raddb
+}
+
+/// The proxying site of a FreeRADIUS in front of otpd, on 127.0.0.1:`port`:
+/// `suffix` finds the OTP realm of `user@OTP` and strips it, and the realm
+/// (in proxy.conf) says where the request goes.
+fn proxy_site(port: u16) -> String {
+    format!(
+        "server otp_proxy {{\n\tlisten {{\n\t\ttype = auth\n\t\tipaddr = 127.0.0.1\n\t\tport = {port}\n\t}}\n\
+         \tauthorize {{\n\t\tsuffix\n\t}}\n\tauthenticate {{\n\t}}\n\tpre-proxy {{\n\t}}\n\
+         \tpost-proxy {{\n\t}}\n}}\n"
+    )
+}
+
+/// A FreeRADIUS proxy (`freeradius -f` on a private configuration), killed
+/// on drop.
+pub struct FreeRadiusProxy {
+    server: Server,
+    /// Where it listens for the NAS, on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl FreeRadiusProxy {
+    /// A private copy of /etc/freeradius/3.0 ([`private_raddb`]) with only
+    /// the proxying site and one NAS client (127.0.0.1 with `nas_secret`);
+    /// `configure` writes the rest into the raddb it is given (at least
+    /// `proxy.conf` with the realm OTP). The configuration is checked with
+    /// `freeradius -C`, then FreeRADIUS starts; this returns once it says it
+    /// is ready.
+    pub fn start(nas_secret: &str, configure: impl FnOnce(&Path)) -> FreeRadiusProxy {
+        let dir = tempfile::Builder::new()
+            .prefix("otpd-e2e-freeradius-")
+            .tempdir()
+            .expect("temp dir");
+        let raddb = private_raddb(dir.path());
+        let port = free_port();
+        fs::write(raddb.join("sites-enabled/otp_proxy"), proxy_site(port)).expect("site");
+        fs::write(
+            raddb.join("clients.conf"),
+            format!("client nas {{\n\tipaddr = 127.0.0.1\n\tsecret = {nas_secret}\n}}\n"),
+        )
+        .expect("clients.conf");
+        configure(&raddb);
+
+        let check = Command::new("freeradius")
+            .arg("-C")
+            .arg("-d")
+            .arg(&raddb)
+            .output()
+            .expect("run freeradius -C (apt-get install freeradius)");
+        assert_success(&check, "freeradius -C");
+
+        let log = dir.path().join("freeradius.log");
+        let child = Command::new("freeradius")
+            .arg("-f")
+            .arg("-d")
+            .arg(&raddb)
+            .args(["-l", "stdout"])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).expect("log"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start freeradius");
+        let mut proxy = FreeRadiusProxy {
+            server: Server::new(child, log),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !proxy.log().contains("Ready to process requests") {
+            if let Some(status) = proxy.server.exited() {
+                panic!("freeradius exited with {status}:\n{}", proxy.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "freeradius not ready after 15 s:\n{}",
+                proxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+
+    /// What FreeRADIUS logged so far.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
 }

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
@@ -35,7 +35,7 @@ use e2e::postgres::PrivatePostgres;
 use e2e::{
     assert_success, describe, free_port, now_unix, oathtool_code_at, otpd_bin,
     require_root_and_peers, run_with_input, said, stdout, stdout_json, write_private_file,
-    PamService, TestEnv, SERVICE_ID,
+    FreeRadiusProxy, PamService, TestEnv, SERVICE_ID,
 };
 use serde_json::json;
 
@@ -182,26 +182,6 @@ fn audit_rows(pg: &PrivatePostgres, db: &str, channel: &str) -> Vec<(String, Str
 // ---------------------------------------------------------------------------
 // FreeRADIUS with a fail-over pool
 
-/// The site: `suffix` finds the OTP realm, strips it, and the realm's
-/// pool gets the request.
-const SITE: &str = r#"server otp_proxy {
-	listen {
-		type = auth
-		ipaddr = 127.0.0.1
-		port = PORT
-	}
-	authorize {
-		suffix
-	}
-	authenticate {
-	}
-	pre-proxy {
-	}
-	post-proxy {
-	}
-}
-"#;
-
 /// A home server that gives up on a request after 2 s, is a zombie after
 /// one such time-out, and is probed with Status-Server from then on.
 const HOME_SERVER: &str = r#"home_server NAME {
@@ -219,24 +199,10 @@ const HOME_SERVER: &str = r#"home_server NAME {
 }
 "#;
 
-/// A `freeradius -f` on a private config dir, killed on drop.
-struct FreeRadius {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl FreeRadius {
-    /// A proxy for the realm OTP to a fail-over pool of the otpd nodes on
-    /// `homes` (RADIUS ports on 127.0.0.1, in the order tried), one NAS
-    /// client at 127.0.0.1; validated with `freeradius -C`, then started.
-    fn start(homes: &[u16]) -> FreeRadius {
-        let dir = tempfile::Builder::new()
-            .prefix("otpd-e2e-freeradius-")
-            .tempdir()
-            .expect("temp dir");
-        let raddb = e2e::private_raddb(dir.path());
+/// A proxy for the realm OTP to a fail-over pool of the otpd nodes on
+/// `homes` (RADIUS ports on 127.0.0.1, in the order tried).
+fn start_freeradius(homes: &[u16]) -> FreeRadiusProxy {
+    FreeRadiusProxy::start(NAS_SECRET, |raddb| {
         // Rejects at once: the replays of the load are rejected, and a
         // second's delay for each would only slow the test.
         let radiusd = fs::read_to_string(raddb.join("radiusd.conf")).expect("radiusd.conf");
@@ -246,17 +212,6 @@ impl FreeRadius {
             radiusd.replace("\treject_delay = 1\n", "\treject_delay = 0\n"),
         )
         .expect("radiusd.conf");
-        let port = free_port();
-        fs::write(
-            raddb.join("sites-enabled/otp_proxy"),
-            SITE.replace("PORT", &port.to_string()),
-        )
-        .expect("site");
-        fs::write(
-            raddb.join("clients.conf"),
-            format!("client nas {{\n\tipaddr = 127.0.0.1\n\tsecret = {NAS_SECRET}\n}}\n"),
-        )
-        .expect("clients.conf");
         let mut proxy = String::from("proxy server {\n\tdefault_fallback = no\n}\n");
         let mut pool = String::from("home_server_pool otpd_pool {\n\ttype = fail-over\n");
         for (i, home) in homes.iter().enumerate() {
@@ -273,57 +228,7 @@ impl FreeRadius {
         proxy.push_str(&pool);
         proxy.push_str("realm OTP {\n\tauth_pool = otpd_pool\n}\n");
         fs::write(raddb.join("proxy.conf"), proxy).expect("proxy.conf");
-
-        let check = Command::new("freeradius")
-            .arg("-C")
-            .arg("-d")
-            .arg(&raddb)
-            .output()
-            .expect("run freeradius -C (apt-get install freeradius)");
-        assert_success(&check, "freeradius -C");
-
-        let log = dir.path().join("freeradius.log");
-        let child = Command::new("freeradius")
-            .arg("-f")
-            .arg("-d")
-            .arg(&raddb)
-            .args(["-l", "stdout"])
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&log).expect("log"))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start freeradius");
-        let mut server = FreeRadius {
-            child,
-            log,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !server.log().contains("Ready to process requests") {
-            if let Some(status) = server.child.try_wait().expect("try_wait") {
-                panic!("freeradius exited with {status}:\n{}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "freeradius not ready after 15 s:\n{}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for FreeRadius {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -366,7 +271,7 @@ fn a_nas_fails_over_to_the_second_node_when_the_first_is_killed_under_load() {
     let mut first = cluster.node(true, &radius_toml(first_port, "first", OTPD_SECRET));
     let second = cluster.node(false, &radius_toml(second_port, "second", OTPD_SECRET));
     let users = import_users(&first, "nas", NAS_USERS);
-    let freeradius = FreeRadius::start(&[first_port, second_port]);
+    let freeradius = start_freeradius(&[first_port, second_port]);
     let nas = |user: usize, kind: Try| -> Sent {
         let start = Instant::now();
         let u = &users[user];

@@ -8,13 +8,12 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use e2e::{
-    assert_success, describe, free_port, oathtool_code, require_root_and_peers, stdout,
-    stdout_json, wrong_code,
+    assert_success, describe, oathtool_code, require_root_and_peers, stdout, stdout_json,
+    wrong_code, FreeRadiusProxy,
 };
 use serde_json::Value;
 
@@ -22,46 +21,6 @@ use serde_json::Value;
 const OTPD_SECRET: &str = "e2e-proxy-otpd-secret";
 /// Between radclient and FreeRADIUS.
 const NAS_SECRET: &str = "e2e-proxy-nas-secret";
-
-/// The proxying site: `suffix` finds the OTP realm and strips it.
-const SITE: &str = r#"server otp_proxy {
-	listen {
-		type = auth
-		ipaddr = 127.0.0.1
-		port = PORT
-	}
-	authorize {
-		suffix
-	}
-	authenticate {
-	}
-	pre-proxy {
-	}
-	post-proxy {
-	}
-}
-"#;
-
-/// A `freeradius -f` on a private config dir, killed on drop.
-struct FreeRadius {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl FreeRadius {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for FreeRadius {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The shipped example with `ipaddr`, `port` and `secret` pointed at otpd;
 /// nothing else changes.
@@ -83,74 +42,17 @@ fn shipped_proxy_conf(otpd_port: u16) -> String {
     text
 }
 
-/// Copies /etc/freeradius/3.0 into a temp dir with only the proxying site,
-/// one client (127.0.0.1) and the shipped proxy.conf, validates it with
-/// `freeradius -C` and starts `freeradius -f`.
-fn start_freeradius(otpd_port: u16) -> FreeRadius {
-    let dir = tempfile::Builder::new()
-        .prefix("otpd-e2e-freeradius-")
-        .tempdir()
-        .expect("temp dir");
-    let raddb = e2e::private_raddb(dir.path());
-    let radiusd = fs::read_to_string(raddb.join("radiusd.conf")).expect("radiusd.conf");
-    assert!(
-        radiusd.contains("\nproxy_requests  = yes") || radiusd.contains("\nproxy_requests = yes"),
-        "radiusd.conf should keep proxy_requests = yes"
-    );
-
-    let port = free_port();
-    fs::write(
-        raddb.join("sites-enabled/otp_proxy"),
-        SITE.replace("PORT", &port.to_string()),
-    )
-    .expect("site");
-    fs::write(
-        raddb.join("clients.conf"),
-        format!("client nas {{\n\tipaddr = 127.0.0.1\n\tsecret = {NAS_SECRET}\n}}\n"),
-    )
-    .expect("clients.conf");
-    fs::write(raddb.join("proxy.conf"), shipped_proxy_conf(otpd_port)).expect("proxy.conf");
-
-    let check = Command::new("freeradius")
-        .arg("-C")
-        .arg("-d")
-        .arg(&raddb)
-        .output()
-        .expect("run freeradius -C (apt-get install freeradius)");
-    assert_success(&check, "freeradius -C");
-
-    let log = dir.path().join("freeradius.log");
-    let child = Command::new("freeradius")
-        .arg("-f")
-        .arg("-d")
-        .arg(&raddb)
-        .args(["-l", "stdout"])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&log).expect("log"))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start freeradius");
-    let mut server = FreeRadius {
-        child,
-        log,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if server.log().contains("Ready to process requests") {
-            return server;
-        }
-        if let Some(status) = server.child.try_wait().expect("try_wait") {
-            panic!("freeradius exited with {status}:\n{}", server.log());
-        }
+/// FreeRADIUS with the shipped proxy.conf pointed at otpd on `otpd_port`.
+fn start_freeradius(otpd_port: u16) -> FreeRadiusProxy {
+    FreeRadiusProxy::start(NAS_SECRET, |raddb| {
+        let radiusd = fs::read_to_string(raddb.join("radiusd.conf")).expect("radiusd.conf");
         assert!(
-            Instant::now() < deadline,
-            "freeradius not ready after 15 s:\n{}",
-            server.log()
+            radiusd.contains("\nproxy_requests  = yes")
+                || radiusd.contains("\nproxy_requests = yes"),
+            "radiusd.conf should keep proxy_requests = yes"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        fs::write(raddb.join("proxy.conf"), shipped_proxy_conf(otpd_port)).expect("proxy.conf");
+    })
 }
 
 /// `radclient` against FreeRADIUS: PAP with a Message-Authenticator.
