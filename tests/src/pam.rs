@@ -91,6 +91,17 @@ pub mod pamtester {
     pub const AUTH_ERR: &str = "Authentication failure";
     pub const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentication info";
     pub const SERVICE_ERR: &str = "Error in service module";
+
+    /// Whether pamtester ended as `expected` says: exit 0 and
+    /// [`SUCCESS`], or exit 1 and the given pam_strerror text.
+    pub fn ended_with(output: &std::process::Output, expected: &str) -> bool {
+        let exit_ok = if expected == SUCCESS {
+            output.status.success()
+        } else {
+            output.status.code() == Some(1)
+        };
+        exit_ok && crate::said(output).contains(expected)
+    }
 }
 
 /// A PAM service file `/etc/pam.d/NAME` for pamtester, removed on drop.

@@ -15,7 +15,7 @@ use e2e::cluster::Cluster;
 use e2e::postgres::PrivatePostgres;
 use e2e::{
     assert_success, describe, now_unix, oathtool_code_at, pamtester, require_root_and_peers,
-    run_with_input, said, stdout, PamService, TestEnv,
+    run_with_input, stdout, PamService, TestEnv,
 };
 use serde_json::{json, Value};
 
@@ -273,14 +273,14 @@ fn pam_on_a_host_without_a_node_logs_in_through_the_cluster_with_a_node_down() {
     let code = oathtool_code_at(TOKEN, 60, now_unix());
     let login = pam.authenticate("dave", &format!("{code}\n"));
     assert!(
-        said(&login).contains(pamtester::SUCCESS),
+        pamtester::ended_with(&login, pamtester::SUCCESS),
         "the second node answers for the first: {}\n{}",
         describe(&login),
         nodes[1].0.otpd_log()
     );
     let replay = pam.authenticate("dave", &format!("{code}\n"));
     assert!(
-        said(&replay).contains(pamtester::AUTH_ERR),
+        pamtester::ended_with(&replay, pamtester::AUTH_ERR),
         "the same code again: {}",
         describe(&replay)
     );
@@ -289,7 +289,7 @@ fn pam_on_a_host_without_a_node_logs_in_through_the_cluster_with_a_node_down() {
     let down = pam.authenticate("dave", &format!("{code}\n"));
     let took = started.elapsed();
     assert!(
-        said(&down).contains(pamtester::AUTHINFO_UNAVAIL),
+        pamtester::ended_with(&down, pamtester::AUTHINFO_UNAVAIL),
         "no node answering: {}",
         describe(&down)
     );

@@ -58,14 +58,8 @@ fn authenticate_under_valgrind(
 /// and the given pam_strerror text.
 #[track_caller]
 fn assert_outcome(output: &Output, expected: &str, what: &str, env: Option<&TestEnv>) {
-    let text = said(output);
-    let exit_ok = if expected == SUCCESS {
-        output.status.success()
-    } else {
-        output.status.code() == Some(1)
-    };
     assert!(
-        exit_ok && text.contains(expected),
+        e2e::pamtester::ended_with(output, expected),
         "{what}: expected {expected:?}: {}\n--- otpd log ---\n{}",
         describe(output),
         env.map(TestEnv::otpd_log).unwrap_or_default()

@@ -120,14 +120,8 @@ fn authenticate_logged(service: &PamService, user: &str, input: &str) -> (Output
 /// and the given pam_strerror text.
 #[track_caller]
 fn assert_outcome(output: &Output, log: &[String], expected: &str, what: &str, env: &TestEnv) {
-    let text = said(output);
-    let exit_ok = if expected == SUCCESS {
-        output.status.success()
-    } else {
-        output.status.code() == Some(1)
-    };
     assert!(
-        exit_ok && text.contains(expected),
+        e2e::pamtester::ended_with(output, expected),
         "{what}: expected {expected:?}: {}\n--- pam_otp log ---\n{}\n--- otpd log ---\n{}",
         describe(output),
         log.join("\n"),
