@@ -91,15 +91,6 @@ impl Default for StoreConfig {
     }
 }
 
-impl StoreConfig {
-    /// The key file: `key_file`, or `otpd.key` in `state_dir`.
-    pub fn key_path(&self, state_dir: &Path) -> PathBuf {
-        self.key_file
-            .clone()
-            .unwrap_or_else(|| state_dir.join("otpd.key"))
-    }
-}
-
 /// `[store] backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -1348,10 +1339,7 @@ mod tests {
         let c =
             parse("service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n").expect("loads");
         assert_eq!(c.store.backend, StoreBackend::Sqlite);
-        assert_eq!(
-            c.store.key_path(Path::new("/tmp/x")),
-            Path::new("/tmp/x/otpd.key")
-        );
+        assert_eq!(c.store.key_file, None, "the key file in state_dir");
         let cluster = parse(SHIPPED_CLUSTER).expect("the shipped cluster example loads");
         assert_eq!(cluster.store.backend, StoreBackend::Postgresql);
         assert!(cluster

@@ -948,7 +948,7 @@ impl Ctx {
         let started = std::time::Instant::now();
         let report = self.store.copy_to(&target)?;
         let seconds = started.elapsed().as_secs_f64();
-        let key = self.config.store.key_path(&self.config.state_dir);
+        let key = self.store.key_path();
         if json {
             println!(
                 "{}",

@@ -308,13 +308,11 @@ async fn run(config: Config) -> ExitCode {
     let opened = tokio::task::spawn_blocking(move || {
         Store::from_config(&opening).and_then(|s| s.set_power_safe(power_safe).map(|()| s))
     })
-    .await;
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|opened| opened.map_err(|e| e.to_string()));
     let store = match opened {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            eprintln!("otpd: cannot open the store: {e}");
-            return ExitCode::FAILURE;
-        }
+        Ok(s) => s,
         Err(e) => {
             eprintln!("otpd: cannot open the store: {e}");
             return ExitCode::FAILURE;

@@ -202,6 +202,7 @@ pub fn audit_text(text: &str) -> String {
 pub struct Store {
     db: Box<dyn Backend>,
     keys: Keys,
+    key_path: std::path::PathBuf,
 }
 
 /// A fresh random user ID (the one a setup link names).
@@ -214,21 +215,23 @@ pub(crate) fn fresh_user_id() -> UserId {
 }
 
 impl Store {
-    /// Opens (creating on first run) the database and key file in
-    /// `state_dir`. A key file that does not decrypt the stored key check
-    /// value is refused, so a replaced key fails loudly at start-up.
+    /// Opens (creating on first run) the SQLite database and key file in
+    /// `state_dir`: the store of a configuration without `[store]`.
     pub fn open(state_dir: &Path) -> Result<Store> {
-        keyfile::ensure_private_dir(state_dir)?;
-        let db = Sqlite::open(&state_dir.join(DB_FILE))?;
-        Store::with_key(Box::new(db), &state_dir.join(KEY_FILE))
+        Store::from_config(&Config::embedded_defaults(state_dir))
     }
 
     /// Opens the store that `config` names: SQLite in `state_dir` without
     /// `[store]`, or the PostgreSQL database of `[store] url`. An error
-    /// names the key at fault and never shows the database password.
+    /// names the key at fault and never shows the database password. A key
+    /// file that does not decrypt the stored key check value is refused, so
+    /// a replaced key fails loudly at start-up.
     pub fn from_config(config: &Config) -> Result<Store> {
         let store = &config.store;
-        let key_path = store.key_path(&config.state_dir);
+        let key_path = store
+            .key_file
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join(KEY_FILE));
         keyfile::ensure_private_dir(&config.state_dir)?;
         let db: Box<dyn Backend> = match (store.backend, &store.url) {
             (StoreBackend::Postgresql, Some(url)) => {
@@ -302,7 +305,12 @@ impl Store {
         if !matches {
             return Err(StoreError::WrongKey(key_path));
         }
-        Ok(Store { db, keys })
+        Ok(Store { db, keys, key_path })
+    }
+
+    /// The key file that seals this store's secrets.
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
     }
 
     /// Records a new enrolment in state `issued` with a fresh secret and
