@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
-use crate::env::write_private_file;
 use crate::postgres::{Database, PrivatePostgres};
 use crate::{free_port, EnvOptions, TestEnv};
 
@@ -82,20 +81,6 @@ impl Cluster {
     pub fn radius_node(&self, tls: bool, secret: &str) -> (TestEnv, u16) {
         let port = free_port();
         (self.node(tls, &radius_toml(port, "gw", secret)), port)
-    }
-
-    /// Writes a config for `otpctl` (no listener of its own) on the
-    /// cluster's store, in `dir`; its path.
-    pub fn otpctl_config(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("otpctl.toml");
-        let text = format!(
-            "service_id = \"{}\"\nissuer = \"otpd e2e\"\nstate_dir = \"{}\"\n{}",
-            crate::SERVICE_ID,
-            dir.join("state").display(),
-            self.store_toml(false)
-        );
-        write_private_file(&path, &text);
-        path
     }
 }
 
