@@ -767,6 +767,26 @@ struct Start {
     took: Duration,
 }
 
+impl Start {
+    /// Asserts that otpd refused to start, without crashing, with an error
+    /// that names `named`; its error text.
+    #[track_caller]
+    fn refused_naming(&self, what: &str, named: &str) -> &str {
+        let text = &self.stderr;
+        assert!(
+            self.code.is_some_and(|c| c != 0),
+            "{what}: otpd should refuse to start: {:?}\n{text}",
+            self.code
+        );
+        assert!(
+            text.contains(named),
+            "{what}: the error should name {named}:\n{text}"
+        );
+        assert!(!text.contains("panicked"), "{what}: otpd crashed:\n{text}");
+        text
+    }
+}
+
 /// Starts otpd on a config of its own in `dir` (a socket listener and
 /// `store`, the `[store]` table) and waits until it exits; panics when it
 /// is still running after 30 s.
@@ -914,21 +934,11 @@ fn bad_store_settings_stop_the_start_naming_the_setting_and_write_nothing() {
     ];
     for (what, store, setting) in &cases {
         let start = start_otpd(dir.path(), store);
-        let text = &start.stderr;
-        assert!(
-            start.code.is_some_and(|c| c != 0),
-            "{what}: otpd should refuse to start: {:?}\n{text}",
-            start.code
-        );
-        assert!(
-            text.contains(setting),
-            "{what}: the error should name {setting}:\n{text}"
-        );
+        let text = start.refused_naming(what, setting);
         assert!(
             !text.contains(password) && !text.contains(url_password),
             "{what}: a password in otpd's error:\n{text}"
         );
-        assert!(!text.contains("panicked"), "{what}: otpd crashed:\n{text}");
         assert!(!key_file.exists(), "{what}: a key file was written");
         // Within the deadline (at most 2000 ms) and a margin for a loaded
         // machine.
@@ -1035,18 +1045,7 @@ fn a_node_with_another_key_or_none_refuses_the_clusters_database() {
         ),
     ] {
         let start = start_otpd(dir.path(), &store.replace(&cluster_key, &key_line));
-        let text = &start.stderr;
-        assert!(
-            start.code.is_some_and(|c| c != 0),
-            "{what}: otpd should refuse to start: {:?}\n{text}",
-            start.code
-        );
-        assert!(
-            text.contains(&path.display().to_string()),
-            "{what}: the error should name the key file {}:\n{text}",
-            path.display()
-        );
-        assert!(!text.contains("panicked"), "{what}: otpd crashed:\n{text}");
+        let text = start.refused_naming(what, &path.display().to_string());
         if path != &other_key {
             assert!(!path.exists(), "{what}: otpd wrote a key file");
         }
