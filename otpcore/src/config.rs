@@ -35,7 +35,8 @@ pub struct Config {
     /// Shown by authenticator apps above the code.
     #[serde(deserialize_with = "non_empty")]
     pub issuer: String,
-    /// Holds the SQLite database and the key file.
+    /// Holds the SQLite database and the key file (unless `[store]` puts
+    /// them elsewhere), and the node's own files.
     pub state_dir: PathBuf,
     /// How far each commit is flushed: `normal` survives a crash of otpd,
     /// `full` a power loss too (an fsync per commit).

@@ -1,6 +1,6 @@
 //! The one place where login codes are verified, for every channel (the
-//! Unix socket now, RADIUS later). A dedicated thread takes the waiting
-//! requests in batches and verifies each batch in one SQLite transaction:
+//! Unix socket and RADIUS). A dedicated thread takes the waiting requests
+//! in batches and verifies each batch in one transaction of the store:
 //! every accepted step is committed before its answer goes out, and many
 //! logins share one commit (group commit).
 
