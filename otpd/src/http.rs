@@ -47,7 +47,7 @@ use otpcore::config::{HttpConfig, Language};
 use otpcore::enrol::{self, ActivationRefusal, State as EnrolState, WrongPassword};
 use otpcore::rules::UserId;
 use otpcore::totp::{self, TokenParams};
-use otpstore::{ActivationHash, Channel, Enrolment, FirstCode, Store};
+use otpstore::{ActivationHash, AuditResult, Channel, Enrolment, FirstCode, Store};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -990,36 +990,24 @@ fn confirm(daemon: &Daemon, store: &Store, a: &Attempt) -> Confirmed {
         a.record(daemon, &e.user, false, &reason);
         return Confirmed::Gone(e.state);
     }
-    let token = &daemon.config.token;
-    let outcome = store.confirm_first_code(&e, &a.proof, a.now, token.window, token.adapt_period);
-    match outcome {
-        Ok(FirstCode::Active { period, adapted }) => {
-            let reason = if adapted {
-                format!("first code confirmed, token active; period adapted to {period} s (the app ignores period={})", e.params.period)
-            } else {
-                format!("first code confirmed, token active (period {period} s)")
-            };
-            a.record(daemon, &e.user, true, &reason);
-            Confirmed::Active { period, adapted }
+    let checked = match store.confirm_token(&e, &a.proof, a.now, &daemon.config.token) {
+        Ok(checked) => checked,
+        Err(err) => {
+            log::error!("http: confirmation failed: {err}");
+            return Confirmed::Internal;
         }
-        Ok(FirstCode::Wrong) => {
-            a.record(
-                daemon,
-                &e.user,
-                false,
-                "confirmation refused: wrong first code",
-            );
-            Confirmed::Wrong
-        }
-        Ok(FirstCode::NotActivated) => match current_state(store, &e, a.now) {
+    };
+    if let Some((result, reason)) = &checked.audit {
+        a.record(daemon, &e.user, *result == AuditResult::Ok, reason);
+    }
+    match checked.outcome {
+        FirstCode::Active { period, adapted } => Confirmed::Active { period, adapted },
+        FirstCode::Wrong => Confirmed::Wrong,
+        FirstCode::NotActivated => match current_state(store, &e, a.now) {
             Activation::Internal => Confirmed::Internal,
             Activation::Gone(state) => Confirmed::Gone(state),
             _ => Confirmed::Wrong,
         },
-        Err(err) => {
-            log::error!("http: confirmation failed: {err}");
-            Confirmed::Internal
-        }
     }
 }
 
@@ -1673,7 +1661,7 @@ mod tests {
             ),
             ("alice", "http", "192.0.2.1", "ok")
         );
-        assert_eq!(entries[1].result, "fail");
+        assert_eq!(entries[1].result, AuditResult::Fail);
         let secret = totp::base32(&stored);
         for entry in &entries {
             assert!(!entry.reason.contains(PASSWORD) && !entry.reason.contains(secret.as_str()));

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use otpcore::config::{Config, Synchronous};
-use otpstore::{AuditEntry, Channel, Store};
+use otpstore::{AuditEntry, AuditResult, Channel, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -67,6 +67,17 @@ pub struct Decision<'a> {
     pub time: u64,
 }
 
+impl Decision<'_> {
+    /// The audit trail's result: `ok` or `fail`.
+    fn result(&self) -> AuditResult {
+        if self.ok {
+            AuditResult::Ok
+        } else {
+            AuditResult::Fail
+        }
+    }
+}
+
 impl Daemon {
     /// A daemon over `store`; `syslog` connects to the local syslog for
     /// decisions (without it, decisions go to the log facade only).
@@ -92,7 +103,7 @@ impl Daemon {
             user: d.user.to_owned(),
             channel: d.channel.as_str().to_owned(),
             peer: d.peer.to_owned(),
-            result: if d.ok { "ok" } else { "fail" }.to_owned(),
+            result: d.result(),
             reason: d.reason.to_owned(),
         };
         if let Err(e) = self.store.audit(&entry) {
@@ -103,7 +114,7 @@ impl Daemon {
     /// Logs a decision to the log facade and syslog (authpriv) only, for
     /// decisions the store has audited itself.
     pub fn log(&self, d: &Decision<'_>) {
-        let result = if d.ok { "ok" } else { "fail" };
+        let result = d.result();
         let line = format!(
             "{} {result} user={} peer={}: {}",
             d.channel.as_str(),

@@ -219,6 +219,100 @@ fn first_code_confirms_or_adapts() {
     );
 }
 
+#[test]
+fn confirming_a_token_words_one_audit_line_per_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    let token = otpcore::config::TokenConfig::default();
+    let issued = store
+        .issue(&new_enrolment("alice", false), NOW)
+        .expect("issue");
+    assert_eq!(
+        store
+            .confirm_token(&issued, "000000", NOW, &token)
+            .expect("q"),
+        FirstCodeChecked {
+            outcome: FirstCode::NotActivated,
+            audit: None
+        }
+    );
+    let secret = store
+        .activate(issued.id, NOW)
+        .expect("activate")
+        .expect("secret");
+    let e = store.latest("alice").expect("q").expect("e");
+    // A 30-second code in the second half of a minute is no 60-second
+    // code nearby.
+    let t = NOW + 40;
+    let thirty = TokenParams {
+        period: 30,
+        ..PARAMS
+    };
+    let code = thirty.code_at(&secret, t);
+    let fixed = otpcore::config::TokenConfig {
+        adapt_period: false,
+        ..token.clone()
+    };
+    let wrong = store.confirm_token(&e, &code, t, &fixed).expect("q");
+    assert_eq!(
+        wrong,
+        FirstCodeChecked {
+            outcome: FirstCode::Wrong,
+            audit: Some((
+                AuditResult::Fail,
+                "confirmation refused: wrong first code".to_owned()
+            ))
+        }
+    );
+    let adapted = store.confirm_token(&e, &code, t, &token).expect("q");
+    assert_eq!(
+        adapted.outcome,
+        FirstCode::Active {
+            period: 30,
+            adapted: true
+        }
+    );
+    assert_eq!(
+        adapted.audit,
+        Some((
+            AuditResult::Ok,
+            "first code confirmed, token active; period adapted to 30 s (the app ignores period=60)"
+                .to_owned()
+        ))
+    );
+    for (reason, _) in [&wrong.audit, &adapted.audit].into_iter().flatten() {
+        assert!(!reason.as_str().contains(code.as_str()));
+    }
+
+    // The code of the configured period: no adaptation.
+    let bob = store
+        .issue(&new_enrolment("bob", false), NOW)
+        .expect("issue");
+    let secret = store
+        .activate(bob.id, NOW)
+        .expect("activate")
+        .expect("secret");
+    let bob = store.latest("bob").expect("q").expect("e");
+    let code = PARAMS.code_at(&secret, NOW);
+    let checked = store.confirm_token(&bob, &code, NOW, &token).expect("q");
+    assert_eq!(
+        checked,
+        FirstCodeChecked {
+            outcome: FirstCode::Active {
+                period: 60,
+                adapted: false
+            },
+            audit: Some((
+                AuditResult::Ok,
+                "first code confirmed, token active (period 60 s)".to_owned()
+            ))
+        }
+    );
+    // Confirmed meanwhile: nothing decided about the code.
+    let again = store.confirm_token(&bob, &code, NOW, &token).expect("q");
+    assert_eq!(again.audit, None);
+}
+
 const POLICY: Policy = Policy {
     window: 1,
     max_failures: 3,
@@ -707,7 +801,7 @@ fn audit_round_trip() {
                 user: user.to_owned(),
                 channel: Channel::Cli.as_str().to_owned(),
                 peer: "uid=0".to_owned(),
-                result: "ok".to_owned(),
+                result: AuditResult::Ok,
                 reason: "issued".to_owned(),
             })
             .expect("audit");
@@ -723,6 +817,61 @@ fn audit_round_trip() {
 }
 
 #[test]
+fn audit_results_read_in_one_spelling_old_ones_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    for result in [AuditResult::Ok, AuditResult::Fail, AuditResult::Error] {
+        store
+            .audit(&AuditEntry {
+                time: 10,
+                user: "alice".to_owned(),
+                channel: Channel::Cli.as_str().to_owned(),
+                peer: "uid=0".to_owned(),
+                result,
+                reason: "a note".to_owned(),
+            })
+            .expect("audit");
+    }
+    // otpctl once wrote a wrong first code as `reject`.
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
+    conn.execute(
+        "INSERT INTO audit (time, user, channel, peer, result, reason) \
+         VALUES (20, 'alice', 'cli', 'uid=0', 'reject', 'first code does not match')",
+        [],
+    )
+    .expect("insert");
+    let stored: Vec<String> = conn
+        .prepare("SELECT result FROM audit ORDER BY id")
+        .expect("select")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    assert_eq!(stored, ["ok", "fail", "error", "reject"]);
+    let read: Vec<AuditResult> = store
+        .audit_entries(None, 0)
+        .expect("audit")
+        .iter()
+        .map(|a| a.result)
+        .collect();
+    assert_eq!(
+        read,
+        [
+            AuditResult::Ok,
+            AuditResult::Fail,
+            AuditResult::Error,
+            AuditResult::Fail
+        ]
+    );
+    // A result no otpd writes is an error that names the column, not a
+    // guess.
+    conn.execute("UPDATE audit SET result = 'maybe' WHERE time = 20", [])
+        .expect("update");
+    let error = store.audit_entries(None, 0).expect_err("unknown result");
+    assert!(error.to_string().contains("invalid result"), "{error}");
+}
+
+#[test]
 fn audit_texts_are_stored_escaped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path()).expect("open");
@@ -732,7 +881,7 @@ fn audit_texts_are_stored_escaped() {
             user: "ali\u{202e}ecb".to_owned(),
             channel: Channel::Cli.as_str().to_owned(),
             peer: "uid=0\nforged".to_owned(),
-            result: "ok".to_owned(),
+            result: AuditResult::Ok,
             reason: "unlocked".to_owned(),
         })
         .expect("audit");
