@@ -223,48 +223,26 @@ fn first_code_confirms_or_adapts() {
 fn confirming_a_token_words_one_audit_line_per_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path()).expect("open");
-    let token = otpcore::config::TokenConfig::default();
-    let issued = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
-    assert_eq!(
-        store
-            .confirm_token(&issued, "000000", NOW, &token)
-            .expect("q"),
-        FirstCodeChecked {
-            outcome: FirstCode::NotActivated,
-            audit: None
-        }
-    );
-    let secret = store
-        .activate(issued.id, NOW)
-        .expect("activate")
-        .expect("secret");
-    let e = store.latest("alice").expect("q").expect("e");
-    // A 30-second code in the second half of a minute is no 60-second
-    // code nearby.
-    let t = NOW + 40;
-    let thirty = TokenParams {
-        period: 30,
-        ..PARAMS
-    };
-    let code = thirty.code_at(&secret, t);
+    let adapting = otpcore::config::TokenConfig::default();
     let fixed = otpcore::config::TokenConfig {
         adapt_period: false,
-        ..token.clone()
+        ..adapting.clone()
     };
-    let wrong = store.confirm_token(&e, &code, t, &fixed).expect("q");
-    assert_eq!(
-        wrong,
-        FirstCodeChecked {
-            outcome: FirstCode::Wrong,
-            audit: Some((
-                AuditResult::Fail,
-                "confirmation refused: wrong first code".to_owned()
-            ))
-        }
-    );
-    let adapted = store.confirm_token(&e, &code, t, &token).expect("q");
+    let checked = |e: &Enrolment, code: &str, t: u64, token| {
+        store.confirm_token(e, code, t, token).expect("confirm")
+    };
+
+    // A 30-second app: refused without adaptation, adapted with it.
+    let (alice, secret) = activated(&store, "alice");
+    let t = NOW + 40;
+    let code = TokenParams {
+        period: 30,
+        ..PARAMS
+    }
+    .code_at(&secret, t);
+    let wrong = checked(&alice, &code, t, &fixed);
+    assert_eq!(wrong.outcome, FirstCode::Wrong);
+    let adapted = checked(&alice, &code, t, &adapting);
     assert_eq!(
         adapted.outcome,
         FirstCode::Active {
@@ -272,45 +250,53 @@ fn confirming_a_token_words_one_audit_line_per_outcome() {
             adapted: true
         }
     );
-    assert_eq!(
-        adapted.audit,
-        Some((
-            AuditResult::Ok,
-            "first code confirmed, token active; period adapted to 30 s (the app ignores period=60)"
-                .to_owned()
-        ))
-    );
-    for (reason, _) in [&wrong.audit, &adapted.audit].into_iter().flatten() {
-        assert!(!reason.as_str().contains(code.as_str()));
-    }
 
-    // The code of the configured period: no adaptation.
-    let bob = store
-        .issue(&new_enrolment("bob", false), NOW)
-        .expect("issue");
-    let secret = store
-        .activate(bob.id, NOW)
-        .expect("activate")
-        .expect("secret");
-    let bob = store.latest("bob").expect("q").expect("e");
-    let code = PARAMS.code_at(&secret, NOW);
-    let checked = store.confirm_token(&bob, &code, NOW, &token).expect("q");
+    // The configured period: no adaptation.
+    let (bob, secret) = activated(&store, "bob");
+    let code60 = PARAMS.code_at(&secret, NOW);
+    let plain = checked(&bob, &code60, NOW, &adapting);
     assert_eq!(
-        checked,
-        FirstCodeChecked {
-            outcome: FirstCode::Active {
-                period: 60,
-                adapted: false
-            },
-            audit: Some((
-                AuditResult::Ok,
-                "first code confirmed, token active (period 60 s)".to_owned()
-            ))
+        plain.outcome,
+        FirstCode::Active {
+            period: 60,
+            adapted: false
         }
     );
-    // Confirmed meanwhile: nothing decided about the code.
-    let again = store.confirm_token(&bob, &code, NOW, &token).expect("q");
-    assert_eq!(again.audit, None);
+    let lines: Vec<_> = [&wrong, &adapted, &plain]
+        .iter()
+        .map(|c| c.audit.clone().expect("an audit line"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                AuditResult::Fail,
+                "confirmation refused: wrong first code".to_owned()
+            ),
+            (
+                AuditResult::Ok,
+                "first code confirmed, token active; period adapted to 30 s (the app ignores period=60)"
+                    .to_owned()
+            ),
+            (
+                AuditResult::Ok,
+                "first code confirmed, token active (period 60 s)".to_owned()
+            ),
+        ]
+    );
+    for (_, reason) in &lines {
+        assert!(!reason.contains(code.as_str()) && !reason.contains(code60.as_str()));
+    }
+
+    // Confirmed meanwhile: nothing was decided about the code.
+    let again = checked(&bob, &code60, NOW, &adapting);
+    assert_eq!(
+        again,
+        FirstCodeChecked {
+            outcome: FirstCode::NotActivated,
+            audit: None
+        }
+    );
 }
 
 const POLICY: Policy = Policy {
@@ -319,8 +305,9 @@ const POLICY: Policy = Policy {
     lockout_seconds: 900,
 };
 
-/// An active token for `user`; returns its secret.
-fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
+/// `user`'s enrolment, issued and activated at [`NOW`], as stored then;
+/// and its secret.
+fn activated(store: &Store, user: &str) -> (Enrolment, Zeroizing<Vec<u8>>) {
     let e = store
         .issue(&new_enrolment(user, false), NOW)
         .expect("issue");
@@ -328,6 +315,12 @@ fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
         .activate(e.id, NOW)
         .expect("activate")
         .expect("secret");
+    (store.latest(user).expect("q").expect("e"), secret)
+}
+
+/// An active token for `user`; returns its secret.
+fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
+    let (e, secret) = activated(store, user);
     assert!(store.db.mark_confirmed(e.id, 60, 0, NOW).expect("confirm"));
     secret
 }
