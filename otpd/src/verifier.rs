@@ -12,7 +12,7 @@ use otpstore::{Channel, VerifyError, VerifyOutcome, VerifyRequest};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use crate::{unix_now, Daemon, Decision};
+use crate::daemon::{unix_now, Daemon, Decision};
 
 /// Most requests verified in one transaction.
 const MAX_BATCH: usize = 256;
