@@ -16,7 +16,8 @@ use otpcore::enrol::State;
 use otpcore::rules;
 use otpcore::time::rfc3339;
 use otpstore::{
-    AuditEntry, Channel, CopySide, Enrolment, FirstCode, NewEnrolment, Resync, Store, TargetSpec,
+    AuditEntry, AuditResult, Channel, CopySide, Enrolment, FirstCode, NewEnrolment, Resync, Store,
+    TargetSpec,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -442,13 +443,13 @@ fn no_mail_section() -> Refused {
 }
 
 impl Ctx {
-    fn audit(&self, user: &str, result: &str, reason: &str) {
+    fn audit(&self, user: &str, result: AuditResult, reason: &str) {
         let entry = AuditEntry {
             time: now(),
             user: user.to_owned(),
             channel: Channel::Cli.as_str().to_owned(),
             peer: format!("uid={}", current_uid()),
-            result: result.to_owned(),
+            result,
             reason: reason.to_owned(),
         };
         if let Err(e) = self.store.audit(&entry) {
@@ -562,12 +563,16 @@ impl Ctx {
         drop(password);
         if let Err(Refused(reason)) = self.send_mail(&enrolment, lang) {
             self.store.withdraw(enrolment.id)?;
-            self.audit(user, "error", "setup mail not sent; enrolment withdrawn");
+            self.audit(
+                user,
+                AuditResult::Error,
+                "setup mail not sent; enrolment withdrawn",
+            );
             return Err(Refused(format!("{reason}\nnothing was issued")));
         }
         self.audit(
             user,
-            "ok",
+            AuditResult::Ok,
             &format!(
                 "issued user ID {}; setup mail sent",
                 enrolment.user_id.as_str()
@@ -627,38 +632,25 @@ impl Ctx {
                 enrolment.state.as_str()
             )));
         }
-        let token = &self.config.token;
-        let outcome = self.store.confirm_first_code(
-            &enrolment,
-            code,
-            now(),
-            token.window,
-            token.adapt_period,
-        )?;
-        let adapted = match outcome {
-            FirstCode::Active { adapted, .. } => adapted,
-            FirstCode::Wrong => {
-                self.audit(user, "reject", "first code does not match");
-                return Err(Refused(
-                    "the code does not match; check the phone's clock and type the code shown now"
-                        .to_owned(),
-                ));
-            }
-            FirstCode::NotActivated => {
-                return Err(Refused(format!(
-                    "the token of {user} changed meanwhile; look at `otpctl show {user}`"
-                )))
-            }
-        };
-        if adapted {
-            self.audit(user, "ok", "confirmed; period adapted to 30 s");
-            Ok(format!(
+        let checked = self
+            .store
+            .confirm_token(&enrolment, code, now(), &self.config.token)?;
+        if let Some((result, reason)) = &checked.audit {
+            self.audit(user, *result, reason);
+        }
+        match checked.outcome {
+            FirstCode::Active { adapted: true, .. } => Ok(format!(
                 "The app shows a new code every 30 seconds; that is fine: the token now uses \
                  30-second codes.\nToken of {user} is active."
-            ))
-        } else {
-            self.audit(user, "ok", "confirmed");
-            Ok(format!("Token of {user} is active."))
+            )),
+            FirstCode::Active { .. } => Ok(format!("Token of {user} is active.")),
+            FirstCode::Wrong => Err(Refused(
+                "the code does not match; check the phone's clock and type the code shown now"
+                    .to_owned(),
+            )),
+            FirstCode::NotActivated => Err(Refused(format!(
+                "the token of {user} changed meanwhile; look at `otpctl show {user}`"
+            ))),
         }
     }
 
@@ -708,7 +700,7 @@ impl Ctx {
         };
         self.send_mail(&refreshed, lang)?;
         self.store.extend(refreshed.id, expires_at)?;
-        self.audit(user, "ok", "setup mail sent again");
+        self.audit(user, AuditResult::Ok, "setup mail sent again");
         println!(
             "Setup mail sent again to {}; the link is valid until {}.",
             refreshed.email,
@@ -789,7 +781,7 @@ impl Ctx {
         if !self.store.unlock(user)? {
             return Err(Refused(format!("{user} has no active token")));
         }
-        self.audit(user, "ok", "unlocked");
+        self.audit(user, AuditResult::Ok, "unlocked");
         println!("Token of {user} unlocked.");
         Ok(())
     }
@@ -811,14 +803,14 @@ impl Ctx {
         )?;
         match outcome {
             Resync::Done { .. } => {
-                self.audit(user, "ok", "resynchronised");
+                self.audit(user, AuditResult::Ok, "resynchronised");
                 println!("Token of {user} resynchronised.");
                 Ok(())
             }
             Resync::MovedBack { from, step, .. } => {
                 self.audit(
                     user,
-                    "ok",
+                    AuditResult::Ok,
                     &format!(
                         "resynchronised; replay state moved back from step {from} to step {step} \
                          (the last used step lay ahead of the clock)"
@@ -834,7 +826,7 @@ impl Ctx {
             Resync::NotFound => {
                 self.audit(
                     user,
-                    "fail",
+                    AuditResult::Fail,
                     "resync: the codes are not two consecutive codes of the token",
                 );
                 Err(Refused(
@@ -843,7 +835,11 @@ impl Ctx {
                 ))
             }
             Resync::Spent => {
-                self.audit(user, "fail", "resync: the two codes were already used");
+                self.audit(
+                    user,
+                    AuditResult::Fail,
+                    "resync: the two codes were already used",
+                );
                 Err(Refused(
                     "the two codes were already used; give the next two codes the app shows"
                         .to_owned(),
@@ -897,7 +893,7 @@ impl Ctx {
                         "user": e.user,
                         "channel": e.channel,
                         "peer": e.peer,
-                        "result": e.result,
+                        "result": e.result.as_str(),
                         "reason": e.reason,
                     })
                 })
@@ -995,7 +991,7 @@ impl Ctx {
         if revoked == 0 {
             return Err(Refused(format!("{user} has no token to revoke")));
         }
-        self.audit(user, "ok", "revoked");
+        self.audit(user, AuditResult::Ok, "revoked");
         println!("Tokens of {user} revoked: {revoked}.");
         Ok(())
     }
@@ -1045,7 +1041,7 @@ impl Ctx {
             .import_tokens(&imported, &self.config.service_id, replace, now())
             .map_err(|e| Refused(format!("{e}; nothing imported")))?;
         for t in &tokens {
-            self.audit(&t.user, "ok", "token imported");
+            self.audit(&t.user, AuditResult::Ok, "token imported");
         }
         if json {
             let users: Vec<&str> = tokens.iter().map(|t| t.user.as_str()).collect();

@@ -9,7 +9,7 @@
 //! wins). Anything that is not a well-formed, authenticated request from a
 //! known client is dropped without an answer and counted: the first drop
 //! from each source in a minute is logged, up to a fixed number of lines,
-//! and a summary line counts the rest by reason (see [`drops`]).
+//! and a summary line counts the rest by reason (module `drops`).
 
 mod drops;
 
@@ -27,8 +27,9 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
+use crate::daemon::{printable, unix_now, Daemon, Decision, Shutdown};
+use crate::error::ListenError;
 use crate::verifier::Verifier;
-use crate::{Daemon, Decision, Shutdown};
 use drops::{DropLog, Reason, Source};
 
 /// How long an answer is kept for retransmissions.
@@ -42,7 +43,7 @@ const DROP_WINDOW: Duration = Duration::from_secs(60);
 /// dropped unread: the NAS retransmits or fails over, and a client that
 /// floods with valid requests cannot grow the verification queue that PAM
 /// logins wait in by more than this.
-const MAX_IN_FLIGHT: usize = 1024;
+pub const MAX_IN_FLIGHT: usize = 1024;
 /// How long a stop waits for requests being verified.
 const DRAIN: Duration = Duration::from_secs(5);
 /// What every Access-Reject says, whatever the reason.
@@ -66,41 +67,41 @@ pub struct RadiusListener {
 impl RadiusListener {
     /// Reads every client's secret (a missing or empty `secret_file` is
     /// an error) and binds `[radius].listen` (and `accounting_listen`).
-    pub fn bind(config: &RadiusConfig) -> Result<RadiusListener, String> {
+    pub fn bind(config: &RadiusConfig) -> Result<RadiusListener, ListenError> {
         let mut clients = Vec::with_capacity(config.client.len());
         for client in &config.client {
             let secret = match (&client.secret, &client.secret_file) {
                 (Some(secret), _) => Zeroizing::new(secret.as_bytes().to_vec()),
                 (None, Some(path)) => {
-                    let text = Zeroizing::new(std::fs::read(path).map_err(|e| {
-                        format!(
-                            "radius.client {:?}: cannot read secret_file {}: {e}",
-                            client.name,
-                            path.display()
-                        )
+                    let text = Zeroizing::new(std::fs::read(path).map_err(|source| {
+                        ListenError::SecretFile {
+                            client: client.name.clone(),
+                            path: path.clone(),
+                            source,
+                        }
                     })?);
                     let mut secret = Zeroizing::new(text.to_vec());
                     while matches!(secret.last(), Some(b'\n' | b'\r')) {
                         secret.pop();
                     }
                     if secret.is_empty() {
-                        return Err(format!(
-                            "radius.client {:?}: secret_file {} is empty",
-                            client.name,
-                            path.display()
-                        ));
+                        return Err(ListenError::EmptySecretFile {
+                            client: client.name.clone(),
+                            path: path.clone(),
+                        });
                     }
                     secret
                 }
                 (None, None) => {
-                    return Err(format!("radius.client {:?} has no secret", client.name))
+                    return Err(ListenError::NoSecret {
+                        client: client.name.clone(),
+                    })
                 }
             };
             if secret.is_empty() {
-                return Err(format!(
-                    "radius.client {:?}: the secret is empty",
-                    client.name
-                ));
+                return Err(ListenError::EmptySecret {
+                    client: client.name.clone(),
+                });
             }
             clients.push(Client {
                 name: client.name.clone(),
@@ -111,15 +112,13 @@ impl RadiusListener {
                     .unwrap_or(config.require_message_authenticator),
             });
         }
-        let fail =
-            |e: std::io::Error| format!("cannot listen for RADIUS on {}: {e}", config.listen);
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(fail)?;
+        let addr = config.listen;
+        let fail = |source| ListenError::Radius { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(fail)?;
         socket.set_nonblocking(true).map_err(fail)?;
         let accounting = match config.accounting_listen {
             Some(addr) => {
-                let fail = |e: std::io::Error| {
-                    format!("cannot listen for RADIUS accounting on {addr}: {e}")
-                };
+                let fail = |source| ListenError::RadiusAccounting { addr, source };
                 let socket = std::net::UdpSocket::bind(addr).map_err(fail)?;
                 socket.set_nonblocking(true).map_err(fail)?;
                 Some(socket)
@@ -423,7 +422,7 @@ impl Server {
         };
         let user = packet
             .user_name()
-            .map(|u| crate::printable(&String::from_utf8_lossy(u)))
+            .map(|u| printable(&String::from_utf8_lossy(u)))
             .unwrap_or_else(|| "-".to_owned());
         match radius::encode_accounting_response(
             packet.identifier,
@@ -434,7 +433,7 @@ impl Server {
             Ok(bytes) => {
                 log::debug!(
                     "radius: Accounting-Request from nas={} addr={from} user={user}: answered",
-                    crate::printable(&client.name)
+                    printable(&client.name)
                 );
                 Some(bytes)
             }
@@ -608,7 +607,7 @@ impl Server {
                         user: &user,
                         ok: false,
                         reason,
-                        time: crate::unix_now(),
+                        time: unix_now(),
                     });
                 })
                 .await;
@@ -694,241 +693,6 @@ mod tests {
         }
         assert!(d.entries.len() <= DUPLICATE_CAPACITY);
         assert_eq!(d.order.len(), d.entries.len());
-    }
-
-    use otpcore::config::{Config, RadiusClient};
-    use otpstore::Store;
-
-    const SECRET: &[u8] = b"in-process-secret";
-
-    /// A daemon with one RADIUS client `nas` at 127.0.0.1 (secret
-    /// [`SECRET`]) and its listener on port 0, with an accounting port when
-    /// asked; not serving yet.
-    fn fixture(accounting: bool) -> (tempfile::TempDir, Arc<Daemon>, RadiusListener) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::embedded_defaults(dir.path());
-        let radius_config = RadiusConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            accounting_listen: accounting.then(|| "127.0.0.1:0".parse().unwrap()),
-            require_message_authenticator: true,
-            client: vec![RadiusClient {
-                name: "nas".to_owned(),
-                address: Cidr::parse("127.0.0.1").unwrap(),
-                secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
-                secret_file: None,
-                require_message_authenticator: None,
-            }],
-        };
-        config.radius = Some(radius_config.clone());
-        let listener = RadiusListener::bind(&radius_config).expect("bind");
-        let store = Store::open(dir.path()).expect("store");
-        let daemon = Arc::new(Daemon::new(config, store, false));
-        (dir, daemon, listener)
-    }
-
-    /// A listener serving `daemon` with a verifier of its own.
-    struct Serving {
-        stop: tokio::sync::watch::Sender<bool>,
-        served: tokio::task::JoinHandle<std::io::Result<()>>,
-    }
-
-    impl Serving {
-        fn start(daemon: &Arc<Daemon>, listener: RadiusListener) -> Serving {
-            let verifier = Verifier::start(Arc::clone(daemon)).expect("verifier");
-            let (stop, shutdown) = Shutdown::new();
-            let served = tokio::spawn(listener.serve(Arc::clone(daemon), verifier, shutdown));
-            Serving { stop, served }
-        }
-
-        /// Stops the listener and waits until it has.
-        async fn stop(self) {
-            let _ = self.stop.send(true);
-            tokio::time::timeout(Duration::from_secs(10), self.served)
-                .await
-                .expect("serve stops")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn concurrent_requests_accept_a_code_once_and_stop_cleanly() {
-        let (_dir, daemon, listener) = fixture(false);
-        let addr = listener.local_addr().unwrap();
-        crate::testing::active_token(&daemon, "zoe");
-        let code = daemon
-            .config
-            .token
-            .params()
-            .code_at(crate::testing::SECRET, crate::unix_now())
-            .to_string();
-        let serving = Serving::start(&daemon, listener);
-
-        // 32 NASes ask at once with the same fresh code: one gets in.
-        let mut asks = JoinSet::new();
-        for id in 0..32u8 {
-            let code = code.clone();
-            asks.spawn(async move {
-                let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                let auth = [id; 16];
-                let packet =
-                    radius::access_request(id, &auth, b"zoe", code.as_bytes(), SECRET, true)
-                        .unwrap();
-                socket.send_to(&packet, addr).await.unwrap();
-                let mut buffer = [0u8; 4096];
-                let (len, _) =
-                    tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
-                        .await
-                        .expect("an answer")
-                        .unwrap();
-                let answer = Packet::decode(&buffer[..len]).unwrap();
-                assert!(answer.is_response_to(&auth, SECRET));
-                answer.code
-            });
-        }
-        let mut accepted = 0;
-        while let Some(answer) = asks.join_next().await {
-            if answer.unwrap() == code::ACCESS_ACCEPT {
-                accepted += 1;
-            }
-        }
-        assert_eq!(accepted, 1, "a code must be accepted exactly once");
-
-        serving.stop().await;
-    }
-
-    #[tokio::test]
-    async fn a_client_flooding_valid_requests_is_held_to_the_in_flight_cap() {
-        let (_dir, daemon, listener) = fixture(false);
-        let addr = listener.local_addr().unwrap();
-        let serving = Serving::start(&daemon, listener);
-
-        // A stalled store: another connection holds the database's write
-        // lock, as another process's transaction would, so nothing in
-        // verification finishes and every admitted request stays in flight.
-        let staller =
-            rusqlite::Connection::open(daemon.config.state_dir.join(otpstore::DB_FILE)).unwrap();
-        staller.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let answers = tokio::spawn({
-            let socket = Arc::clone(&socket);
-            async move {
-                let mut count = 0;
-                let mut buffer = [0u8; 4096];
-                while let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buffer))
-                        .await
-                {
-                    count += 1;
-                }
-                count
-            }
-        });
-        let sent = MAX_IN_FLIGHT + 200;
-        for n in 0..sent {
-            // Distinct requests, so none is a retransmission of another.
-            let mut auth = [0u8; 16];
-            auth[..8].copy_from_slice(&(n as u64).to_be_bytes());
-            let packet =
-                radius::access_request(n as u8, &auth, b"nobody", b"123456", SECRET, true).unwrap();
-            socket.send_to(&packet, addr).await.unwrap();
-            if n % 32 == 31 {
-                // Let the listener read, so the kernel keeps every datagram.
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        drop(staller);
-        assert_eq!(
-            answers.await.unwrap(),
-            MAX_IN_FLIGHT,
-            "exactly the requests admitted while the store stalled are answered"
-        );
-
-        serving.stop().await;
-    }
-
-    #[tokio::test]
-    async fn accounting_requests_are_answered_and_the_rest_dropped() {
-        let (_dir, daemon, listener) = fixture(true);
-        let addr = listener.accounting_addr().expect("accounting").unwrap();
-        let serving = Serving::start(&daemon, listener);
-
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let exchange = |packet: Vec<u8>| {
-            let socket = &socket;
-            async move {
-                socket.send_to(&packet, addr).await.unwrap();
-                let mut buffer = [0u8; 4096];
-                match tokio::time::timeout(
-                    Duration::from_millis(500),
-                    socket.recv_from(&mut buffer),
-                )
-                .await
-                {
-                    Ok(received) => Some(buffer[..received.unwrap().0].to_vec()),
-                    Err(_) => None,
-                }
-            }
-        };
-        let start: &[(u8, &[u8])] = &[
-            (attr::ACCT_STATUS_TYPE, &[0, 0, 0, 1]),
-            (attr::ACCT_SESSION_ID, b"s1"),
-            (attr::USER_NAME, b"zoe"),
-        ];
-        for (id, with_ma) in [(1u8, false), (2, true)] {
-            let request = radius::encode_accounting_request(id, start, SECRET, with_ma).unwrap();
-            let request_auth = Packet::decode(&request).unwrap().authenticator;
-            let answer = exchange(request).await.expect("an Accounting-Response");
-            let answer = Packet::decode(&answer).unwrap();
-            assert_eq!(answer.code, code::ACCOUNTING_RESPONSE);
-            assert_eq!(answer.identifier, id);
-            assert!(answer.is_response_to(&request_auth, SECRET));
-            let first = answer.attributes().first().map(|a| a.kind);
-            if with_ma {
-                assert_eq!(first, Some(attr::MESSAGE_AUTHENTICATOR));
-            } else {
-                assert_eq!(first, None);
-            }
-        }
-        // Wrong secret, a bad Message-Authenticator, an Access-Request and
-        // garbage on the accounting port: no answer.
-        let wrong = radius::encode_accounting_request(3, start, b"wrong", false).unwrap();
-        assert_eq!(exchange(wrong).await, None, "wrong secret");
-        let mut bad_ma = radius::encode_accounting_request(4, start, SECRET, true).unwrap();
-        bad_ma[radius::HEADER_LEN + 2] ^= 1;
-        let auth = radius::accounting_request_authenticator(&bad_ma, SECRET);
-        bad_ma[4..20].copy_from_slice(&auth);
-        assert_eq!(exchange(bad_ma).await, None, "bad Message-Authenticator");
-        let access =
-            radius::access_request(5, &[5u8; 16], b"zoe", b"123456", SECRET, true).unwrap();
-        assert_eq!(exchange(access).await, None, "Access-Request");
-        assert_eq!(exchange(vec![4, 0, 0]).await, None, "garbage");
-
-        serving.stop().await;
-    }
-
-    #[test]
-    fn empty_or_missing_secret_files_fail_the_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, "\n").unwrap();
-        for path in [empty, dir.path().join("missing")] {
-            let config = RadiusConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                accounting_listen: None,
-                require_message_authenticator: true,
-                client: vec![RadiusClient {
-                    name: "nas".to_owned(),
-                    address: Cidr::parse("127.0.0.1").unwrap(),
-                    secret: None,
-                    secret_file: Some(path.clone()),
-                    require_message_authenticator: None,
-                }],
-            };
-            let err = RadiusListener::bind(&config).err().expect("an error");
-            assert!(err.contains("secret_file"), "{err}");
-        }
     }
 
     #[test]

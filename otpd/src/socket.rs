@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::accept::accept_bounded;
+use crate::daemon::{Daemon, Decision, Shutdown};
 use crate::verifier::Verifier;
-use crate::{Daemon, Decision, Shutdown};
 
 /// Longest request line, its newline included.
 pub const MAX_LINE: usize = 4096;
@@ -553,6 +553,3 @@ mod tests {
             .all(|a| a.channel == "pam" && a.peer.contains("service=sshd")));
     }
 }
-
-#[cfg(test)]
-pub(crate) mod proptests;

@@ -8,11 +8,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use otpcore::verify::Policy;
-use otpstore::{Channel, VerifyOutcome, VerifyRequest};
+use otpstore::{Channel, VerifyError, VerifyOutcome, VerifyRequest};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use crate::{unix_now, Daemon, Decision};
+use crate::daemon::{unix_now, Daemon, Decision};
 
 /// Most requests verified in one transaction.
 const MAX_BATCH: usize = 256;
@@ -60,11 +60,11 @@ impl Verifier {
             reply,
         };
         if self.jobs.send(job).is_err() {
-            return VerifyOutcome::Error("the verifier has stopped".to_owned());
+            return VerifyOutcome::Error(VerifyError::Stopped);
         }
         answer
             .await
-            .unwrap_or_else(|_| VerifyOutcome::Error("the verifier dropped the request".to_owned()))
+            .unwrap_or(VerifyOutcome::Error(VerifyError::Dropped))
     }
 }
 
@@ -100,7 +100,7 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
                 "verification failed, refusing {} request(s): {e}",
                 batch.len()
             );
-            vec![VerifyOutcome::Error(e.to_string()); batch.len()]
+            vec![VerifyOutcome::Error(VerifyError::Store(Arc::new(e))); batch.len()]
         });
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let reason = match &outcome {

@@ -11,11 +11,11 @@ use otpcore::verify::{self, Counters, Policy, Refusal, Verdict};
 use subtle::ConstantTimeEq;
 
 use crate::copy::{CopyRead, CopyWrite};
-use crate::error::{Result, StoreError};
+use crate::error::{Result, StoreError, VerifyError};
 use crate::seal::Keys;
 use crate::{
-    ActivationFailure, AuditEntry, Enrolment, ImportedToken, NewEnrolment, Resync, VerifyOutcome,
-    VerifyRequest,
+    ActivationFailure, AuditEntry, AuditResult, Enrolment, ImportedToken, NewEnrolment, Resync,
+    VerifyOutcome, VerifyRequest,
 };
 use otpcore::rules::UserId;
 
@@ -268,9 +268,8 @@ pub(crate) fn plan_verification(
         keys.unseal(&row.sealed, row.user_id.as_bytes()),
         Algorithm::parse(&row.algorithm),
     ) else {
-        return Ok(Plan::Answer(VerifyOutcome::Error(format!(
-            "enrolment {} cannot be decrypted",
-            row.id
+        return Ok(Plan::Answer(VerifyOutcome::Error(VerifyError::Unreadable(
+            row.id,
         ))));
     };
     let params = TokenParams {
@@ -326,11 +325,11 @@ pub(crate) fn advanced(won: bool) -> VerifyOutcome {
 }
 
 /// The audit trail's result and reason for a verification outcome.
-pub(crate) fn audit_result(outcome: &VerifyOutcome) -> (&'static str, &'static str) {
+pub(crate) fn audit_result(outcome: &VerifyOutcome) -> (AuditResult, &'static str) {
     match outcome {
-        VerifyOutcome::Accept => ("ok", "code accepted"),
-        VerifyOutcome::Reject(refusal) => ("fail", refusal.as_str()),
-        VerifyOutcome::Error(_) => ("error", "token record unreadable"),
+        VerifyOutcome::Accept => (AuditResult::Ok, "code accepted"),
+        VerifyOutcome::Reject(refusal) => (AuditResult::Fail, refusal.as_str()),
+        VerifyOutcome::Error(_) => (AuditResult::Error, "token record unreadable"),
     }
 }
 

@@ -4,6 +4,7 @@
 //! is unavailable or busy from a record that is missing or damaged.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,3 +149,39 @@ impl std::fmt::Display for Causes<'_> {
 }
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
+
+/// Why a code was neither accepted nor refused: nobody gets in, and the
+/// caller answers with an error (or, over RADIUS, not at all).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    /// The token's record cannot be read: damaged, or sealed with another
+    /// key. The store audits it as `token record unreadable`.
+    #[error("enrolment {0} cannot be decrypted")]
+    Unreadable(i64),
+    /// The store failed the whole batch the code was in (the database is
+    /// unreachable, busy beyond the wait, ...); nothing was written.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The code was not verified: the verifier has stopped.
+    #[error("the verifier has stopped")]
+    Stopped,
+    /// The verifier dropped the request before it answered.
+    #[error("the verifier dropped the request")]
+    Dropped,
+}
+
+/// Two errors are the same when they are of one kind about the same
+/// record, or the same failure of the store.
+impl PartialEq for VerifyError {
+    fn eq(&self, other: &VerifyError) -> bool {
+        match (self, other) {
+            (VerifyError::Unreadable(a), VerifyError::Unreadable(b)) => a == b,
+            (VerifyError::Store(a), VerifyError::Store(b)) => Arc::ptr_eq(a, b),
+            (VerifyError::Stopped, VerifyError::Stopped)
+            | (VerifyError::Dropped, VerifyError::Dropped) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for VerifyError {}

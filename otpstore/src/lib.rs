@@ -18,6 +18,7 @@ mod backend;
 mod config_file;
 mod copy;
 mod error;
+mod first_code;
 mod keyfile;
 mod postgres;
 mod seal;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use otpcore::config::{Config, StoreBackend};
 
-use otpcore::enrol::{confirm_first_code, Confirmation, State};
+use otpcore::enrol::State;
 use otpcore::rules::UserId;
 use otpcore::totp::TokenParams;
 use otpcore::verify::{self, Counters, Policy, Refusal};
@@ -41,7 +42,8 @@ use zeroize::Zeroizing;
 pub use activation::ActivationHash;
 pub use config_file::load_config;
 pub use copy::{CopyReport, CopySide, Tally, TargetSpec};
-pub use error::StoreError;
+pub use error::{StoreError, VerifyError};
+pub use first_code::{FirstCode, FirstCodeChecked};
 pub use postgres::url::UrlError;
 
 use backend::Backend;
@@ -116,8 +118,56 @@ pub struct AuditEntry {
     pub user: String,
     pub channel: String,
     pub peer: String,
-    pub result: String,
+    pub result: AuditResult,
     pub reason: String,
+}
+
+/// What a decision in the audit trail came to. Every program writes these
+/// three spellings: `ok`, `fail` and `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditResult {
+    /// Done as asked: a code accepted, a token activated or issued, ...
+    Ok,
+    /// Refused: a wrong code or password, a state or limit that forbids it.
+    Fail,
+    /// Not decided: a record could not be read, a mail could not be sent.
+    Error,
+}
+
+impl AuditResult {
+    /// `ok`, `fail` or `error`: the stored and shown spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditResult::Ok => "ok",
+            AuditResult::Fail => "fail",
+            AuditResult::Error => "error",
+        }
+    }
+
+    /// Reads a stored result: the spellings of [`AuditResult::as_str`],
+    /// and `reject`, which otpctl once wrote for a wrong first code.
+    pub fn parse(text: &str) -> Option<AuditResult> {
+        match text {
+            "ok" => Some(AuditResult::Ok),
+            "fail" | "reject" => Some(AuditResult::Fail),
+            "error" => Some(AuditResult::Error),
+            _ => None,
+        }
+    }
+}
+
+/// The stored spelling, padded as the format asks (`{:<5}`).
+impl std::fmt::Display for AuditResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A result equals the text it is stored as.
+impl PartialEq<&str> for AuditResult {
+    fn eq(&self, text: &&str) -> bool {
+        self.as_str() == *text
+    }
 }
 
 /// The result of a wrong activation password.
@@ -144,8 +194,8 @@ pub struct VerifyRequest<'a> {
 pub enum VerifyOutcome {
     Accept,
     Reject(Refusal),
-    /// The token's record could not be read (damaged or wrong key): refused.
-    Error(String),
+    /// Neither: the code could not be verified, and nobody gets in.
+    Error(VerifyError),
 }
 
 /// A token to import: its user, secret and parameters.
@@ -157,18 +207,6 @@ pub struct ImportedToken<'a> {
     /// token comes from saw used: codes of it and of earlier steps are
     /// refused. `None` when unknown.
     pub last_step: Option<u64>,
-}
-
-/// The outcome of [`Store::confirm_first_code`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstCode {
-    /// The token is active now, with this period; `adapted` when it was
-    /// switched to 30 seconds.
-    Active { period: u64, adapted: bool },
-    /// The code matches no step.
-    Wrong,
-    /// The enrolment is not (or no longer) waiting for its first code.
-    NotActivated,
 }
 
 /// The outcome of [`Store::resync`].
@@ -444,42 +482,6 @@ impl Store {
             .ok_or(StoreError::Corrupt(enrolment.id))
     }
 
-    /// Checks the first code of an `activated` enrolment and,
-    /// when it matches, makes the enrolment active. Spaces and hyphens in
-    /// the code are ignored. With `adapt`, a code of 30-second steps
-    /// switches the token to 30 seconds.
-    pub fn confirm_first_code(
-        &self,
-        enrolment: &Enrolment,
-        code: &str,
-        now: u64,
-        window: u64,
-        adapt: bool,
-    ) -> Result<FirstCode> {
-        if enrolment.state != State::Activated {
-            return Ok(FirstCode::NotActivated);
-        }
-        let secret = self.secret(enrolment)?;
-        let code: Zeroizing<String> = Zeroizing::new(
-            code.chars()
-                .filter(|c| !c.is_whitespace() && *c != '-')
-                .collect(),
-        );
-        let (period, step) =
-            match confirm_first_code(&secret, &enrolment.params, &code, now, window, adapt) {
-                Confirmation::Confirmed { step } => (enrolment.params.period, step),
-                Confirmation::Adapted { period, step } => (period, step),
-                Confirmation::Wrong => return Ok(FirstCode::Wrong),
-            };
-        if !self.db.mark_confirmed(enrolment.id, period, step, now)? {
-            return Ok(FirstCode::NotActivated);
-        }
-        Ok(FirstCode::Active {
-            period,
-            adapted: period != enrolment.params.period,
-        })
-    }
-
     /// Verifies a batch of codes in one immediate transaction:
     /// one commit for many logins, each answer written before it is given.
     /// Replay protection is a conditional UPDATE of the last step, so a step
@@ -573,7 +575,7 @@ impl Store {
             user: audit_text(&entry.user),
             channel: audit_text(&entry.channel),
             peer: audit_text(&entry.peer),
-            result: audit_text(&entry.result),
+            result: entry.result,
             reason: audit_text(&entry.reason),
         })
     }

@@ -37,8 +37,8 @@ use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
 use crate::seal::Keys;
 use crate::{
-    audit_text, ActivationFailure, AuditEntry, Enrolment, ImportedToken, NewEnrolment, Resync,
-    VerifyOutcome, VerifyRequest,
+    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, ImportedToken, NewEnrolment,
+    Resync, VerifyOutcome, VerifyRequest,
 };
 
 pub(crate) use url::DatabaseUrl;
@@ -475,8 +475,13 @@ async fn verify_all(
     let audit_user = column(&|_, r| audit_text(r.user));
     let audit_channel = column(&|_, r| r.channel.as_str().to_owned());
     let audit_peer = column(&|_, r| audit_text(r.peer));
-    let result_of = |i: usize| outcomes.get(i).map(audit_result).unwrap_or(("error", ""));
-    let audit_result_col = column(&|i, _| result_of(i).0.to_owned());
+    let result_of = |i: usize| {
+        outcomes
+            .get(i)
+            .map(audit_result)
+            .unwrap_or((AuditResult::Error, ""))
+    };
+    let audit_result_col = column(&|i, _| result_of(i).0.as_str().to_owned());
     let audit_reason = column(&|i, _| result_of(i).1.to_owned());
     let insert = tx
         .prepare_cached(
@@ -971,7 +976,7 @@ impl Backend for Postgres {
                     &entry.user,
                     &entry.channel,
                     &entry.peer,
-                    &entry.result,
+                    entry.result.as_str(),
                     &entry.reason,
                 ],
             )
@@ -998,12 +1003,14 @@ impl Backend for Postgres {
                 .await?;
             rows.iter()
                 .map(|r| {
+                    let result: String = r.try_get(4)?;
                     Ok(AuditEntry {
                         time: to_u64(r.try_get(0)?),
                         user: r.try_get(1)?,
                         channel: r.try_get(2)?,
                         peer: r.try_get(3)?,
-                        result: r.try_get(4)?,
+                        result: AuditResult::parse(&result)
+                            .ok_or(unreadable("a stored audit result is invalid"))?,
                         reason: r.try_get(5)?,
                     })
                 })

@@ -30,8 +30,8 @@ use crate::error::{Result, StoreError};
 use crate::keyfile::io_error;
 use crate::seal::Keys;
 use crate::{
-    audit_text, ActivationFailure, AuditEntry, Enrolment, ImportedToken, NewEnrolment, Resync,
-    VerifyOutcome, VerifyRequest,
+    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, ImportedToken, NewEnrolment,
+    Resync, VerifyOutcome, VerifyRequest,
 };
 
 /// The forward migrations; entry N takes schema N to N+1.
@@ -382,7 +382,7 @@ impl Backend for Sqlite {
             tx.prepare_cached(
                 "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![to_i64(now), audit_text(request.user), request.channel.as_str(), audit_text(request.peer), result, reason])?;
+            .execute(params![to_i64(now), audit_text(request.user), request.channel.as_str(), audit_text(request.peer), result.as_str(), reason])?;
             outcomes.push(outcome);
         }
         tx.commit()?;
@@ -484,7 +484,7 @@ impl Backend for Sqlite {
                 entry.user,
                 entry.channel,
                 entry.peer,
-                entry.result,
+                entry.result.as_str(),
                 entry.reason
             ],
         )?;
@@ -506,12 +506,13 @@ impl Backend for Sqlite {
              WHERE (?1 IS NULL OR user = ?1) AND time >= ?2 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![user, to_i64(since)], |r| {
+            let result: String = r.get(4)?;
             Ok(AuditEntry {
                 time: to_u64(r.get(0)?),
                 user: r.get(1)?,
                 channel: r.get(2)?,
                 peer: r.get(3)?,
-                result: r.get(4)?,
+                result: AuditResult::parse(&result).ok_or_else(|| bad_column(4, "result"))?,
                 reason: r.get(5)?,
             })
         })?;

@@ -219,14 +219,95 @@ fn first_code_confirms_or_adapts() {
     );
 }
 
+#[test]
+fn confirming_a_token_words_one_audit_line_per_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    let adapting = otpcore::config::TokenConfig::default();
+    let fixed = otpcore::config::TokenConfig {
+        adapt_period: false,
+        ..adapting.clone()
+    };
+    let checked = |e: &Enrolment, code: &str, t: u64, token| {
+        store.confirm_token(e, code, t, token).expect("confirm")
+    };
+
+    // A 30-second app: refused without adaptation, adapted with it.
+    let (alice, secret) = activated(&store, "alice");
+    let t = NOW + 40;
+    let code = TokenParams {
+        period: 30,
+        ..PARAMS
+    }
+    .code_at(&secret, t);
+    let wrong = checked(&alice, &code, t, &fixed);
+    assert_eq!(wrong.outcome, FirstCode::Wrong);
+    let adapted = checked(&alice, &code, t, &adapting);
+    assert_eq!(
+        adapted.outcome,
+        FirstCode::Active {
+            period: 30,
+            adapted: true
+        }
+    );
+
+    // The configured period: no adaptation.
+    let (bob, secret) = activated(&store, "bob");
+    let code60 = PARAMS.code_at(&secret, NOW);
+    let plain = checked(&bob, &code60, NOW, &adapting);
+    assert_eq!(
+        plain.outcome,
+        FirstCode::Active {
+            period: 60,
+            adapted: false
+        }
+    );
+    let lines: Vec<_> = [&wrong, &adapted, &plain]
+        .iter()
+        .map(|c| c.audit.clone().expect("an audit line"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                AuditResult::Fail,
+                "confirmation refused: wrong first code".to_owned()
+            ),
+            (
+                AuditResult::Ok,
+                "first code confirmed, token active; period adapted to 30 s (the app ignores period=60)"
+                    .to_owned()
+            ),
+            (
+                AuditResult::Ok,
+                "first code confirmed, token active (period 60 s)".to_owned()
+            ),
+        ]
+    );
+    for (_, reason) in &lines {
+        assert!(!reason.contains(code.as_str()) && !reason.contains(code60.as_str()));
+    }
+
+    // Confirmed meanwhile: nothing was decided about the code.
+    let again = checked(&bob, &code60, NOW, &adapting);
+    assert_eq!(
+        again,
+        FirstCodeChecked {
+            outcome: FirstCode::NotActivated,
+            audit: None
+        }
+    );
+}
+
 const POLICY: Policy = Policy {
     window: 1,
     max_failures: 3,
     lockout_seconds: 900,
 };
 
-/// An active token for `user`; returns its secret.
-fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
+/// `user`'s enrolment, issued and activated at [`NOW`], as stored then;
+/// and its secret.
+fn activated(store: &Store, user: &str) -> (Enrolment, Zeroizing<Vec<u8>>) {
     let e = store
         .issue(&new_enrolment(user, false), NOW)
         .expect("issue");
@@ -234,6 +315,12 @@ fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
         .activate(e.id, NOW)
         .expect("activate")
         .expect("secret");
+    (store.latest(user).expect("q").expect("e"), secret)
+}
+
+/// An active token for `user`; returns its secret.
+fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
+    let (e, secret) = activated(store, user);
     assert!(store.db.mark_confirmed(e.id, 60, 0, NOW).expect("confirm"));
     secret
 }
@@ -707,7 +794,7 @@ fn audit_round_trip() {
                 user: user.to_owned(),
                 channel: Channel::Cli.as_str().to_owned(),
                 peer: "uid=0".to_owned(),
-                result: "ok".to_owned(),
+                result: AuditResult::Ok,
                 reason: "issued".to_owned(),
             })
             .expect("audit");
@@ -723,6 +810,61 @@ fn audit_round_trip() {
 }
 
 #[test]
+fn audit_results_read_in_one_spelling_old_ones_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    for result in [AuditResult::Ok, AuditResult::Fail, AuditResult::Error] {
+        store
+            .audit(&AuditEntry {
+                time: 10,
+                user: "alice".to_owned(),
+                channel: Channel::Cli.as_str().to_owned(),
+                peer: "uid=0".to_owned(),
+                result,
+                reason: "a note".to_owned(),
+            })
+            .expect("audit");
+    }
+    // otpctl once wrote a wrong first code as `reject`.
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
+    conn.execute(
+        "INSERT INTO audit (time, user, channel, peer, result, reason) \
+         VALUES (20, 'alice', 'cli', 'uid=0', 'reject', 'first code does not match')",
+        [],
+    )
+    .expect("insert");
+    let stored: Vec<String> = conn
+        .prepare("SELECT result FROM audit ORDER BY id")
+        .expect("select")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    assert_eq!(stored, ["ok", "fail", "error", "reject"]);
+    let read: Vec<AuditResult> = store
+        .audit_entries(None, 0)
+        .expect("audit")
+        .iter()
+        .map(|a| a.result)
+        .collect();
+    assert_eq!(
+        read,
+        [
+            AuditResult::Ok,
+            AuditResult::Fail,
+            AuditResult::Error,
+            AuditResult::Fail
+        ]
+    );
+    // A result no otpd writes is an error that names the column, not a
+    // guess.
+    conn.execute("UPDATE audit SET result = 'maybe' WHERE time = 20", [])
+        .expect("update");
+    let error = store.audit_entries(None, 0).expect_err("unknown result");
+    assert!(error.to_string().contains("invalid result"), "{error}");
+}
+
+#[test]
 fn audit_texts_are_stored_escaped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path()).expect("open");
@@ -732,7 +874,7 @@ fn audit_texts_are_stored_escaped() {
             user: "ali\u{202e}ecb".to_owned(),
             channel: Channel::Cli.as_str().to_owned(),
             peer: "uid=0\nforged".to_owned(),
-            result: "ok".to_owned(),
+            result: AuditResult::Ok,
             reason: "unlocked".to_owned(),
         })
         .expect("audit");

@@ -159,7 +159,7 @@ fn populate(store: &Store) -> Fixture {
             user: "mallory\u{202e}\n".to_owned(),
             channel: "cli".to_owned(),
             peer: "uid=0".to_owned(),
-            result: "ok".to_owned(),
+            result: AuditResult::Ok,
             reason: "a note".to_owned(),
         })
         .expect("audit");
@@ -391,7 +391,7 @@ fn copy_streams_chunks_between_backends_and_back() {
                 user: names[i % names.len()].clone(),
                 channel: "cli".to_owned(),
                 peer: "uid=0".to_owned(),
-                result: "ok".to_owned(),
+                result: AuditResult::Ok,
                 reason: "imported".to_owned(),
             })
             .expect("audit");

@@ -17,16 +17,16 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use otpcore::config::Config;
 use otpcore::rules::UserId;
-use otpstore::{Enrolment, NewEnrolment, Store};
+use otpd::daemon::{unix_now, Daemon};
+use otpd::http::{router, MAX_BODY};
+use otpstore::Enrolment;
 use proptest::prelude::*;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::http::{router, MAX_BODY};
-use crate::socket::proptests::{field, json_value, object};
-use crate::{unix_now, Daemon};
+use crate::common::{self, issue, reload};
+use crate::socket_proptests::{field, json_value, object};
 
 /// Passwords and codes with this prefix must appear in no answer and no
 /// audit entry.
@@ -57,15 +57,13 @@ struct Fields {
 impl Site {
     fn new() -> Site {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::embedded_defaults(&dir.path().join("state"));
-        if let Some(http) = config.http.as_mut() {
-            http.rate_limit_per_minute = u32::MAX;
-        }
-        let store = Store::open(&config.state_dir).expect("store");
-        let daemon = Arc::new(Daemon::new(config, store, false));
-        let alice = issue(&daemon, "alice");
-        let bob = issue(&daemon, "bob");
+        let (dir, daemon) = common::daemon_with(|config| {
+            if let Some(http) = config.http.as_mut() {
+                http.rate_limit_per_minute = u32::MAX;
+            }
+        });
+        let alice = issue(&daemon, "alice", 3600);
+        let bob = issue(&daemon, "bob", 3600);
         daemon
             .store()
             .activate(bob.id, unix_now())
@@ -202,37 +200,6 @@ fn cases(cases: u32) -> ProptestConfig {
         max_shrink_iters: 0,
         ..ProptestConfig::default()
     }
-}
-
-/// `e` as stored now.
-fn reload(daemon: &Daemon, e: &Enrolment) -> Enrolment {
-    daemon
-        .store()
-        .by_ids(&e.service_id, &e.user_id)
-        .expect("query")
-        .expect("exists")
-}
-
-/// An enrolment for `user`, issued an hour before it expires.
-fn issue(daemon: &Daemon, user: &str) -> Enrolment {
-    let now = unix_now();
-    let config = &daemon.config;
-    daemon
-        .store()
-        .issue(
-            &NewEnrolment {
-                user,
-                email: "user@example.jp",
-                service_id: &config.service_id,
-                params: config.token.params(),
-                language: "en",
-                activation_password: "4321",
-                expires_at: now + 3600,
-                replace: false,
-            },
-            now,
-        )
-        .expect("issue")
 }
 
 /// Service IDs: the deployment's in its spellings, and others.

@@ -6,37 +6,59 @@
 //! property tests of the HTTP bodies too.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use otpd::socket::{SocketListener, MAX_LINE};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::tests::{own_uid, serve, Fixture};
-use super::MAX_LINE;
+use crate::common::{daemon_with, Serving};
 
 const STATUS: &[u8] = b"{\"op\":\"status\"}\n";
 
-/// One daemon for all the cases of a property; each case is a connection.
+/// One daemon for all the cases of a property, serving the socket to the
+/// user the tests run as; each case is a connection.
 struct Socket {
     runtime: tokio::runtime::Runtime,
-    fixture: Fixture,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    _serving: Serving,
 }
 
 impl Socket {
     fn new() -> Socket {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let fixture = runtime.block_on(serve(vec![own_uid()]));
-        Socket { runtime, fixture }
+        let own_uid = nix::unistd::Uid::current().as_raw();
+        let (dir, daemon) = daemon_with(|config| {
+            if let Some(socket) = config.socket.as_mut() {
+                socket.allowed_uids = vec![own_uid];
+            }
+        });
+        let socket = daemon.config.socket.as_ref().expect("socket section");
+        let listener = SocketListener::bind(socket).expect("bind");
+        let path = listener.path().to_owned();
+        let serving = {
+            let _entered = runtime.enter();
+            Serving::start(&daemon, |daemon, verifier, shutdown| {
+                listener.serve(daemon, verifier, shutdown)
+            })
+        };
+        Socket {
+            runtime,
+            _dir: dir,
+            path,
+            _serving: serving,
+        }
     }
 
     /// Sends `bytes` on a new connection; the answer lines until otpd
     /// closes it or `lines` came, and whether it was closed first. Ask for
     /// no more lines than are due: otpd keeps an idle connection open.
     fn converse(&self, bytes: &[u8], lines: usize) -> (Vec<String>, bool) {
-        let exchange = converse(&self.fixture.path, bytes, lines);
+        let exchange = converse(&self.path, bytes, lines);
         self.runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(20), exchange).await })
             .expect("otpd answers within 20 s")

@@ -1,0 +1,136 @@
+//! What every listener shares: the configuration, the store and the
+//! decision log ([`Daemon`]), the stop signal ([`Shutdown`]) and the clock
+//! ([`unix_now`]).
+
+use std::sync::Mutex;
+
+use otpcore::config::Config;
+use otpstore::{AuditEntry, AuditResult, Channel, Store};
+use tokio::sync::watch;
+
+use crate::logging::{connect_syslog, SyslogLogger};
+
+/// What every listener shares: the configuration, the store and the
+/// decision log.
+pub struct Daemon {
+    pub config: Config,
+    store: Store,
+    syslog: Option<Mutex<SyslogLogger>>,
+}
+
+/// One decision about a user, as written to the audit table and the logs.
+/// Never holds a code, secret or password.
+pub struct Decision<'a> {
+    pub channel: Channel,
+    pub peer: &'a str,
+    pub user: &'a str,
+    pub ok: bool,
+    pub reason: &'a str,
+    pub time: u64,
+}
+
+impl Decision<'_> {
+    /// The audit trail's result: `ok` or `fail`.
+    fn result(&self) -> AuditResult {
+        if self.ok {
+            AuditResult::Ok
+        } else {
+            AuditResult::Fail
+        }
+    }
+}
+
+impl Daemon {
+    /// A daemon over `store`; `syslog` connects to the local syslog for
+    /// decisions (without it, decisions go to the log facade only).
+    pub fn new(config: Config, store: Store, syslog: bool) -> Daemon {
+        let syslog = if syslog { connect_syslog() } else { None };
+        Daemon {
+            config,
+            store,
+            syslog: syslog.map(Mutex::new),
+        }
+    }
+
+    /// The store. Its calls block: make them from blocking threads only.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records a decision: audit table, log facade and syslog (authpriv).
+    pub fn record(&self, d: &Decision<'_>) {
+        self.log(d);
+        let entry = AuditEntry {
+            time: d.time,
+            user: d.user.to_owned(),
+            channel: d.channel.as_str().to_owned(),
+            peer: d.peer.to_owned(),
+            result: d.result(),
+            reason: d.reason.to_owned(),
+        };
+        if let Err(e) = self.store.audit(&entry) {
+            log::error!("cannot write the audit table: {e}");
+        }
+    }
+
+    /// Logs a decision to the log facade and syslog (authpriv) only, for
+    /// decisions the store has audited itself.
+    pub fn log(&self, d: &Decision<'_>) {
+        let result = d.result();
+        let line = format!(
+            "{} {result} user={} peer={}: {}",
+            d.channel.as_str(),
+            printable(d.user),
+            printable(d.peer),
+            d.reason
+        );
+        // Under systemd stderr and syslog both reach the journal: a decision
+        // goes to stderr at info level only when syslog is not there.
+        let Some(syslog) = &self.syslog else {
+            log::info!("{line}");
+            return;
+        };
+        log::debug!("{line}");
+        let mut syslog = syslog.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = if d.ok {
+            syslog.info(&line)
+        } else {
+            syslog.notice(&line)
+        };
+        if let Err(e) = sent {
+            log::warn!("syslog: {e}; decision: {line}");
+        }
+    }
+}
+
+/// Seconds since the Unix epoch; the one clock the listeners read.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A text from outside as a log line may hold it: control, format and
+/// separator characters escaped, so a name can neither forge a line nor
+/// hide what it is; bounded. Escape once, where the line is written.
+pub(crate) fn printable(text: &str) -> String {
+    otpproto::logtext::escape(text, otpproto::logtext::MAX_CHARS)
+}
+
+/// Resolves when the daemon is told to stop; every listener holds one.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown signal and the sender that fires it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Waits for the stop (or for the sender to go away).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
