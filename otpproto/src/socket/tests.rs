@@ -331,6 +331,15 @@ fn answers_are_read_as_pam_otp_reads_them() {
     }
 }
 
+/// A JSON object as text, of keys and values as text.
+fn object_text<K: AsRef<str>>(entries: &[(K, String)]) -> String {
+    let entries: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| format!("\"{}\":{v}", k.as_ref()))
+        .collect();
+    format!("{{{}}}", entries.join(","))
+}
+
 /// A JSON value as text, often one a request field might hold, sometimes
 /// broken.
 fn value_text() -> impl Strategy<Value = String> {
@@ -357,13 +366,8 @@ fn value_text() -> impl Strategy<Value = String> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4)
                 .prop_map(|v| format!("[{}]", v.join(","))),
-            proptest::collection::vec(("[a-z]{1,4}", inner), 0..4).prop_map(|entries| {
-                let entries: Vec<String> = entries
-                    .iter()
-                    .map(|(k, v)| format!("\"{k}\":{v}"))
-                    .collect();
-                format!("{{{}}}", entries.join(","))
-            }),
+            proptest::collection::vec(("[a-z]{1,4}", inner), 0..4)
+                .prop_map(|entries| object_text(&entries)),
         ]
     })
 }
@@ -390,39 +394,27 @@ fn request_text() -> impl Strategy<Value = String> {
         4 => Just("\"verify\"".to_owned()),
         1 => Just("\"status\"".to_owned()),
     ];
-    let object = (
+    // `op`, then the fields of a verify request in the table's order.
+    let values = vec![
         field(op.boxed()),
         field(string(".{0,12}")),
         field(string("[0-9]{0,18}")),
         field(prop_oneof![string(".{0,12}"), Just("null".to_owned()).boxed()].boxed()),
         field(string(".{0,12}")),
         field(any::<bool>().prop_map(|b| b.to_string()).boxed()),
-        proptest::collection::vec((key, value_text()), 0..3),
-    )
-        .prop_map(|(op, user, otp, service, rhost, nullok, extra)| {
-            let named = [
-                ("op", op),
-                ("user", user),
-                ("otp", otp),
-                ("service", service),
-                ("rhost", rhost),
-                ("nullok", nullok),
-            ];
-            let mut entries: Vec<(&str, String)> = named
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
+    ];
+    let object = (values, proptest::collection::vec((key, value_text()), 0..3))
+        .prop_map(|(values, extra)| {
+            let names = std::iter::once("op").chain(FIELDS.iter().map(|field| field.name));
+            let mut entries: Vec<(&str, String)> = names
+                .zip(values)
+                .filter_map(|(name, value)| Some((name, value?)))
                 .collect();
             entries.extend(extra);
             entries
         })
         .prop_shuffle()
-        .prop_map(|entries| {
-            let entries: Vec<String> = entries
-                .iter()
-                .map(|(k, v)| format!("\"{k}\":{v}"))
-                .collect();
-            format!("{{{}}}", entries.join(","))
-        });
+        .prop_map(|entries| object_text(&entries));
     let array =
         proptest::collection::vec(value_text(), 0..7).prop_map(|v| format!("[{}]", v.join(",")));
     let whole = prop_oneof![6 => object, 2 => array, 1 => value_text()];
