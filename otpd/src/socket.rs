@@ -245,27 +245,24 @@ impl Connection {
     }
 
     async fn verify(&self, request: Verify, peer: &str) -> Answer {
-        let Verify {
-            user,
-            otp,
-            service,
-            rhost,
-            nullok,
-        } = request;
-        let otp = Zeroizing::new(otp);
-        if let Err(fault) = check_verify(&user, &otp) {
+        let otp = Zeroizing::new(request.otp);
+        if let Err(fault) = check_verify(&request.user, &otp) {
             return fault.into();
         }
         let mut who = peer.to_owned();
-        if let Some(service) = service {
+        if let Some(service) = request.service {
             who.push_str(&format!(" service={}", label(&service)));
         }
-        if let Some(rhost) = rhost {
+        if let Some(rhost) = request.rhost {
             who.push_str(&format!(" rhost={}", label(&rhost)));
         }
-        match self.verifier.verify(user, otp, Channel::Pam, who).await {
+        match self
+            .verifier
+            .verify(request.user, otp, Channel::Pam, who)
+            .await
+        {
             VerifyOutcome::Accept => Answer::Accept,
-            VerifyOutcome::Reject(Refusal::NoToken) if nullok => Answer::Ignore,
+            VerifyOutcome::Reject(Refusal::NoToken) if request.nullok => Answer::Ignore,
             VerifyOutcome::Reject(_) => Answer::Reject,
             VerifyOutcome::Error(_) => Fault::Internal.into(),
         }
