@@ -7,7 +7,6 @@ mod mail;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
@@ -15,6 +14,8 @@ use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
 use otpcore::rules;
 use otpcore::time::rfc3339;
+use otpproto::clock::unix_now as now;
+use otpproto::socket::{parse_answer, Answer, AnswerError, Request, Verify, MAX_LINE};
 use otpstore::{
     AuditEntry, AuditResult, Channel, CopySide, Enrolment, FirstCode, NewEnrolment, Resync, Store,
     TargetSpec,
@@ -212,13 +213,6 @@ impl<E: std::fmt::Display> From<E> for Refused {
 }
 
 type Outcome = Result<(), Refused>;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -860,25 +854,25 @@ impl Ctx {
         } else {
             read_line()?
         };
-        let request = json!({
-            "op": "verify",
-            "user": user,
-            "otp": code.trim(),
-            "service": "otpctl-test",
+        let request = Request::Verify(Verify {
+            user,
+            otp: code.trim(),
+            service: Some("otpctl-test"),
+            rhost: None,
+            nullok: false,
         });
-        let answer = ask_daemon(&socket.path, &request)?;
-        match answer["result"].as_str() {
-            Some("accept") => {
+        match ask_daemon(&socket.path, &request)? {
+            Some(Answer::Accept) => {
                 println!("accept: otpd accepted the code for {user}.");
                 Ok(())
             }
-            Some("reject") => Err(Refused(format!(
+            Some(Answer::Reject) => Err(Refused(format!(
                 "reject: otpd refused the code for {user} (see `otpctl audit --user {user}` for why)"
             ))),
-            _ => Err(Refused(format!(
-                "error: {}",
-                answer["message"].as_str().unwrap_or("unexpected answer from otpd")
-            ))),
+            Some(Answer::Error(message)) if !message.is_empty() => {
+                Err(Refused(format!("error: {message}")))
+            }
+            _ => Err(Refused("error: unexpected answer from otpd".to_owned())),
         }
     }
 
@@ -1149,11 +1143,9 @@ fn file_user(file: &std::path::Path) -> Result<String, Refused> {
         })
 }
 
-/// Sends one request line to otpd's socket and reads its answer line.
-fn ask_daemon(
-    path: &std::path::Path,
-    request: &serde_json::Value,
-) -> Result<serde_json::Value, Refused> {
+/// Sends one request line to otpd's socket and reads its answer line:
+/// `None` when that is JSON but none of otpd's answers to a verify request.
+fn ask_daemon(path: &std::path::Path, request: &Request<&str>) -> Result<Option<Answer>, Refused> {
     use std::os::unix::net::UnixStream;
     let unreachable =
         |e: std::io::Error| Refused(format!("otpd does not answer on {}: {e}", path.display()));
@@ -1161,16 +1153,21 @@ fn ask_daemon(
     let deadline = Some(std::time::Duration::from_secs(5));
     stream.set_read_timeout(deadline).map_err(unreachable)?;
     stream.set_write_timeout(deadline).map_err(unreachable)?;
-    let mut line = Zeroizing::new(request.to_string());
-    line.push('\n');
-    (&stream).write_all(line.as_bytes()).map_err(unreachable)?;
+    let mut line = Zeroizing::new(serde_json::to_vec(request)?);
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(unreachable)?;
     let mut answer = String::new();
     std::io::BufReader::new(&stream)
-        .take(4096)
+        .take(MAX_LINE as u64)
         .read_line(&mut answer)
         .map_err(unreachable)?;
-    serde_json::from_str(&answer)
-        .map_err(|_| Refused(format!("otpd sent an unreadable answer: {answer:?}")))
+    match parse_answer(answer.as_bytes()) {
+        Ok(answer) => Ok(Some(answer)),
+        Err(AnswerError::NotJson(_)) => Err(Refused(format!(
+            "otpd sent an unreadable answer: {answer:?}"
+        ))),
+        Err(_) => Ok(None),
+    }
 }
 
 fn print_enrolment(e: &Enrolment) {

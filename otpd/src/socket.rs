@@ -1,6 +1,7 @@
 //! The Unix socket that `pam_otp.so` and `otpctl test` ask: one
-//! JSON object per line each way, at most 4 KiB a line. The peer's
-//! credentials (SO_PEERCRED) are checked before anything is answered.
+//! JSON object per line each way, at most 4 KiB a line (the protocol is
+//! `otpproto::socket`). The peer's credentials (SO_PEERCRED) are checked
+//! before anything is answered.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -12,9 +13,11 @@ use std::time::Duration;
 use nix::unistd::{Gid, Group, Uid, User};
 use otpcore::config::SocketConfig;
 use otpcore::verify::Refusal;
+use otpproto::socket::{
+    check_verify, parse_request, Answer, Fault, Request, Status, Verify, MAX_LINE,
+};
 use otpstore::{Channel, VerifyOutcome};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -24,8 +27,6 @@ use crate::accept::accept_bounded;
 use crate::daemon::{Daemon, Decision, Shutdown};
 use crate::verifier::Verifier;
 
-/// Longest request line, its newline included.
-pub const MAX_LINE: usize = 4096;
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
 /// Connections served at once; further ones wait in the listen queue. PAM
@@ -142,25 +143,6 @@ impl Access {
     }
 }
 
-/// One request line.
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum Request {
-    Verify {
-        user: String,
-        otp: String,
-        service: Option<String>,
-        rhost: Option<String>,
-        #[serde(default)]
-        nullok: bool,
-    },
-    Status,
-}
-
-fn error(message: &str) -> Value {
-    json!({"result": "error", "message": message})
-}
-
 /// Keeps a peer-supplied label short and in one word of the peer field: a
 /// space (any visible one, U+3000 too) would start a forged `key=value`.
 /// Control, format and separator characters are left as they are: the log
@@ -203,7 +185,7 @@ impl Connection {
                 user: "-",
                 ok: false,
                 reason: "socket: permission denied",
-                time: crate::unix_now(),
+                time: otpproto::clock::unix_now(),
             });
         }
         let mut reader = BufReader::new(reader);
@@ -214,7 +196,7 @@ impl Connection {
                 r = tokio::time::timeout(IDLE, read_line(&mut reader, &mut line)) => r,
                 () = shutdown.clone().wait() => return,
             };
-            let answer = match read {
+            let served = match read {
                 Err(_) | Ok(Ok(LineRead::Closed)) => return,
                 Ok(Err(e)) => {
                     log::debug!("socket: read from {peer}: {e}");
@@ -223,84 +205,66 @@ impl Connection {
                 Ok(Ok(LineRead::TooLong)) => {
                     // The rest of the line cannot be told from the next
                     // request: answer and hang up.
-                    let message = format!("request line longer than {MAX_LINE} bytes");
-                    let _ = write_line(&mut writer, &error(&message)).await;
+                    let _ = write_line(&mut writer, &Answer::from(Fault::TooLong)).await;
                     return;
                 }
                 // The request is read before the refusal, so the peer
                 // gets the answer rather than a reset connection.
                 Ok(Ok(LineRead::Line)) if !allowed => {
-                    let _ = write_line(&mut writer, &error("permission denied")).await;
+                    let _ = write_line(&mut writer, &Answer::from(Fault::PermissionDenied)).await;
                     return;
                 }
-                Ok(Ok(LineRead::Line)) => self.answer(&line, &peer).await,
+                Ok(Ok(LineRead::Line)) => self.answer(&line, &peer, &mut writer).await,
             };
-            if write_line(&mut writer, &answer).await.is_err() {
+            if served.is_err() {
                 return;
             }
         }
     }
 
-    async fn answer(&self, line: &[u8], peer: &str) -> Value {
-        let Ok(text) = std::str::from_utf8(line) else {
-            return error("request is not valid UTF-8");
-        };
-        let request: Request = match serde_json::from_str(text.trim_end()) {
-            Ok(r) => r,
-            Err(e) => return error(&format!("malformed request: {}", describe_json_error(&e))),
-        };
-        match request {
-            Request::Status => json!({"result": "ok", "version": otpcore::VERSION}),
-            Request::Verify {
-                user,
-                otp,
-                service,
-                rhost,
-                nullok,
-            } => {
-                let otp = Zeroizing::new(otp);
-                if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
-                    return error("user must be 1 to 256 printable characters");
-                }
-                if otp.len() > 16 {
-                    return error("otp must be at most 16 characters");
-                }
-                let mut who = peer.to_owned();
-                if let Some(service) = service {
-                    who.push_str(&format!(" service={}", label(&service)));
-                }
-                if let Some(rhost) = rhost {
-                    who.push_str(&format!(" rhost={}", label(&rhost)));
-                }
-                match self.verifier.verify(user, otp, Channel::Pam, who).await {
-                    VerifyOutcome::Accept => json!({"result": "accept"}),
-                    VerifyOutcome::Reject(Refusal::NoToken) if nullok => {
-                        json!({"result": "ignore"})
-                    }
-                    VerifyOutcome::Reject(_) => json!({"result": "reject"}),
-                    VerifyOutcome::Error(_) => error("internal error; see the otpd log"),
-                }
+    /// Answers one request line.
+    async fn answer<W: AsyncWriteExt + Unpin>(
+        &self,
+        line: &[u8],
+        peer: &str,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        match parse_request(line) {
+            Ok(Request::Status) => {
+                let status = Status {
+                    version: otpcore::VERSION.to_owned(),
+                };
+                write_line(writer, &status).await
             }
+            Ok(Request::Verify(request)) => {
+                let answer = self.verify(request, peer).await;
+                write_line(writer, &answer).await
+            }
+            Err(fault) => write_line(writer, &Answer::from(fault)).await,
         }
     }
-}
 
-/// What is wrong with a request, without any part of its values (a code
-/// sent as a number would otherwise be quoted back and logged).
-fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => "not a JSON object".to_owned(),
-        Category::Data => {
-            let text = e.to_string();
-            if let Some(at) = text.find("missing field `") {
-                let field = &text[at..];
-                field.split(" at line").next().unwrap_or(field).to_owned()
-            } else if text.contains("unknown variant") || text.contains("missing field `op`") {
-                "op must be \"verify\" or \"status\"".to_owned()
-            } else {
-                "a field has the wrong type (user, otp, service and rhost are strings)".to_owned()
-            }
+    async fn verify(&self, request: Verify, peer: &str) -> Answer {
+        let otp = Zeroizing::new(request.otp);
+        if let Err(fault) = check_verify(&request.user, &otp) {
+            return fault.into();
+        }
+        let mut who = peer.to_owned();
+        if let Some(service) = request.service {
+            who.push_str(&format!(" service={}", label(&service)));
+        }
+        if let Some(rhost) = request.rhost {
+            who.push_str(&format!(" rhost={}", label(&rhost)));
+        }
+        match self
+            .verifier
+            .verify(request.user, otp, Channel::Pam, who)
+            .await
+        {
+            VerifyOutcome::Accept => Answer::Accept,
+            VerifyOutcome::Reject(Refusal::NoToken) if request.nullok => Answer::Ignore,
+            VerifyOutcome::Reject(_) => Answer::Reject,
+            VerifyOutcome::Error(_) => Fault::Internal.into(),
         }
     }
 }
@@ -342,11 +306,11 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
 
 async fn write_line<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
-    value: &Value,
+    answer: &impl Serialize,
 ) -> std::io::Result<()> {
-    let mut text = value.to_string();
-    text.push('\n');
-    writer.write_all(text.as_bytes()).await
+    let mut line = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line).await
 }
 
 #[cfg(test)]
@@ -354,6 +318,7 @@ mod tests {
     use super::*;
     use otpcore::config::Config;
     use otpstore::Store;
+    use serde_json::{json, Value};
 
     pub(super) struct Fixture {
         _dir: tempfile::TempDir,
@@ -510,7 +475,7 @@ mod tests {
         crate::testing::active_token(&f.daemon, "alice");
         let params = f.daemon.config.token.params();
         let code = params
-            .code_at(crate::testing::SECRET, crate::unix_now())
+            .code_at(crate::testing::SECRET, otpproto::clock::unix_now())
             .to_string();
         let request = format!(
             "{{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"{code}\",\"service\":\"sshd\"}}\n"

@@ -9,10 +9,11 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use otpproto::socket::{Answer, MAX_OTP_LEN, MAX_USER_LEN};
 use zeroize::Zeroizing;
 
 use crate::args::{Backend, FirstPass, Options};
-use crate::client::{self, Answer, MAX_OTP_LEN, MAX_USER_LEN};
+use crate::client;
 use crate::radius::{self, Remote, RemoteError, SecretError};
 
 /// A PAM return code (Linux-PAM's values).

@@ -1,6 +1,6 @@
-//! One verify exchange with otpd over its Unix socket: one JSON
-//! line out, one JSON line (at most 4 KiB) back, then the connection is
-//! closed. Blocking I/O with one deadline for connect, write and read; no
+//! One verify exchange with otpd over its Unix socket (the protocol is
+//! `otpproto::socket`): one JSON line out, one JSON line (at most 4 KiB)
+//! back, then the connection is closed. Blocking I/O with one deadline for connect, write and read; no
 //! threads, no runtime; writes never raise SIGPIPE in the host.
 
 #![forbid(unsafe_code)]
@@ -9,34 +9,9 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use otpproto::socket::{parse_answer, Answer, AnswerError, Request, Verify, MAX_LINE};
 use socket2::{Domain, SockAddr, Socket, Type};
 use zeroize::Zeroizing;
-
-/// The longest line either side sends, newline included.
-pub const MAX_LINE: usize = 4096;
-/// The longest user name otpd accepts.
-pub const MAX_USER_LEN: usize = 256;
-/// The longest code otpd accepts.
-pub const MAX_OTP_LEN: usize = 16;
-
-/// `{"op":"verify",...}`.
-#[derive(Serialize)]
-struct VerifyRequest<'a> {
-    op: &'static str,
-    user: &'a str,
-    otp: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rhost: Option<&'a str>,
-    #[serde(skip_serializing_if = "is_false")]
-    nullok: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 
 /// A `Write` into a buffer allocated once: it refuses to grow past
 /// [`MAX_LINE`], so the bytes holding the code are never reallocated (and
@@ -67,28 +42,16 @@ pub fn verify_request(
     nullok: bool,
 ) -> Option<Zeroizing<Vec<u8>>> {
     let mut line = Line(Zeroizing::new(Vec::with_capacity(MAX_LINE)));
-    let request = VerifyRequest {
-        op: "verify",
+    let request = Request::Verify(Verify {
         user,
         otp,
         service,
         rhost,
         nullok,
-    };
+    });
     serde_json::to_writer(&mut line, &request).ok()?;
     line.write_all(b"\n").ok()?;
     Some(line.0)
-}
-
-/// otpd's answer to a verify request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Accept,
-    Reject,
-    /// The user has no token and the request carried `nullok`.
-    Ignore,
-    /// `{"result":"error","message":...}`.
-    Error(String),
 }
 
 /// Why no answer could be had.
@@ -110,33 +73,18 @@ pub enum ClientError {
     Malformed(String),
 }
 
-/// Parses one answer line (without its newline).
-pub fn parse_answer(line: &[u8]) -> Result<Answer, ClientError> {
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| ClientError::Malformed(format!("not JSON ({e})")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| ClientError::Malformed("not a JSON object".to_owned()))?;
-    let result = object
-        .get("result")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| ClientError::Malformed("no \"result\" string".to_owned()))?;
-    match result {
-        "accept" => Ok(Answer::Accept),
-        "reject" => Ok(Answer::Reject),
-        "ignore" => Ok(Answer::Ignore),
-        "error" => Ok(Answer::Error(
-            object
-                .get("message")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        )),
-        other => Err(ClientError::Malformed(format!(
-            "unexpected result {}",
-            crate::auth::shown(other)
-        ))),
-    }
+/// Reads one answer line (without its newline).
+fn answer(line: &[u8]) -> Result<Answer, ClientError> {
+    parse_answer(line).map_err(|e| {
+        ClientError::Malformed(match e {
+            AnswerError::NotJson(e) => format!("not JSON ({e})"),
+            AnswerError::NotObject => "not a JSON object".to_owned(),
+            AnswerError::NoResult => "no \"result\" string".to_owned(),
+            AnswerError::Unexpected(other) => {
+                format!("unexpected result {}", crate::auth::shown(&other))
+            }
+        })
+    })
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -221,7 +169,7 @@ pub fn exchange(path: &Path, request: &[u8], timeout: Duration) -> Result<Answer
     if line.len() >= MAX_LINE {
         return Err(ClientError::TooLong);
     }
-    parse_answer(&line)
+    answer(&line)
 }
 
 #[cfg(test)]
@@ -231,21 +179,18 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        let line =
-            verify_request("alice", "123456", Some("sshd"), Some("203.0.113.5"), false).unwrap();
+        let line = verify_request("a\"b\n", "1", Some("sshd"), None, true).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(
-            std::str::from_utf8(&line).unwrap(),
-            "{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"123456\",\"service\":\"sshd\",\
-             \"rhost\":\"203.0.113.5\"}\n"
+            otpproto::socket::parse_request(&line),
+            Ok(Request::Verify(Verify {
+                user: "a\"b\n".to_owned(),
+                otp: "1".to_owned(),
+                service: Some("sshd".to_owned()),
+                rhost: None,
+                nullok: true,
+            }))
         );
-        let line = verify_request("bob", "", None, None, true).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&line).unwrap(),
-            "{\"op\":\"verify\",\"user\":\"bob\",\"otp\":\"\",\"nullok\":true}\n"
-        );
-        let escaped = verify_request("a\"b\n", "1", None, None, false).unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&escaped).unwrap();
-        assert_eq!(value["user"], "a\"b\n");
         assert!(verify_request(&"x".repeat(5000), "1", None, None, false).is_none());
         // 35 bytes of frame around the user name, newline included.
         let at_limit = verify_request(&"x".repeat(MAX_LINE - 35), "", None, None, false).unwrap();
@@ -254,42 +199,24 @@ mod tests {
     }
 
     #[test]
-    fn answers() {
-        assert_eq!(
-            parse_answer(br#"{"result":"accept"}"#).unwrap(),
-            Answer::Accept
-        );
-        assert_eq!(
-            parse_answer(br#"{"result":"reject"}"#).unwrap(),
-            Answer::Reject
-        );
-        assert_eq!(
-            parse_answer(br#"{"result":"ignore"}"#).unwrap(),
-            Answer::Ignore
-        );
-        assert_eq!(
-            parse_answer(br#" {"result":"error","message":"permission denied"} "#).unwrap(),
-            Answer::Error("permission denied".to_owned())
-        );
-        assert_eq!(
-            parse_answer(br#"{"result":"accept","extra":1}"#).unwrap(),
-            Answer::Accept
-        );
-        for bad in [
-            &b""[..],
-            b"accept",
-            b"{}",
-            br#"{"result":"ok","version":"0.1.0"}"#,
-            br#"{"result":"ACCEPT"}"#,
-            br#"{"result":true}"#,
-            br#"{"result":"accept"} {"result":"accept"}"#,
-            br#"["accept"]"#,
-            b"\xff\xfe",
+    fn answers_and_what_is_wrong_with_the_others() {
+        assert_eq!(answer(br#"{"result":"reject"}"#).unwrap(), Answer::Reject);
+        for (line, expected) in [
+            (
+                &b"accept"[..],
+                "not JSON (expected value at line 1 column 1)",
+            ),
+            (br#"["accept"]"#, "not a JSON object"),
+            (br#"{"result":1}"#, "no \"result\" string"),
+            (
+                br#"{"result":"ok","version":"0.1.0"}"#,
+                "unexpected result \"ok\"",
+            ),
+            (br#"{"result":"a\"b"}"#, "unexpected result \"a\"\"b\""),
         ] {
-            assert!(
-                parse_answer(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
+            assert_eq!(
+                answer(line).unwrap_err().to_string(),
+                format!("malformed answer: {expected}")
             );
         }
     }

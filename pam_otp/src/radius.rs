@@ -23,10 +23,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use otpcore::radius::{self, attr, code, Packet, RadiusError};
+use otpproto::socket::Answer;
 use zeroize::Zeroizing;
 
 use crate::auth::{Level, Log};
-use crate::client::Answer;
 
 /// The longest secret file read, newline included.
 pub const MAX_SECRET: usize = 1024;

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -101,10 +101,7 @@ impl Syslog {
 
 impl Log for Syslog {
     fn log(&self, level: Level, message: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-            .unwrap_or(0);
+        let now = i64::try_from(otpproto::clock::unix_now()).unwrap_or(0);
         let line = format_line(level, message, now, std::process::id());
         let _ = self.send(line.as_bytes());
     }

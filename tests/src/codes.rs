@@ -42,13 +42,8 @@ pub fn wrong_code(secret: &str) -> String {
         .expect("some shifted code differs")
 }
 
-/// Seconds since the epoch.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Seconds since the epoch, as otpd counts them.
+pub use otpproto::clock::unix_now as now_unix;
 
 /// Sleeps into the next time step when fewer than 4 seconds of the current
 /// `period`-second step remain, so a code computed now is still current

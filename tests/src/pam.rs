@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use otpproto::socket::{Request, Status};
+use serde_json::Value;
 
 use crate::http::bad;
 use crate::process::{built_binary, run_with_input, RUN_TIMEOUT, START_TIMEOUT};
@@ -67,12 +68,17 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("socket request: {e}\n{}", self.otpd_log()))
             .remove(0)
     }
-    /// Waits until otpd answers `{"op":"status"}` on the socket.
+    /// Waits until otpd answers a status request on the socket.
     pub fn wait_for_socket(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
+        let status = serde_json::to_value(Request::<String>::Status).expect("status request");
+        let ok = serde_json::to_value(Status {
+            version: otpcore::VERSION.to_owned(),
+        })
+        .expect("status answer");
         loop {
-            let answer = socket_exchange(&self.socket_path(), &[json!({"op": "status"})]);
-            if matches!(&answer, Ok(a) if a[0]["result"] == "ok") {
+            let answer = socket_exchange(&self.socket_path(), std::slice::from_ref(&status));
+            if matches!(&answer, Ok(a) if a[0] == ok) {
                 return;
             }
             assert!(

@@ -1,9 +1,10 @@
-//! Property tests of the request line parser, over a real socket: whatever
-//! a peer sends, a line within [`MAX_LINE`] gets exactly one answer line and
-//! the connection goes on; a longer line gets one refusal and the
-//! connection closes. Nothing panics, nothing is accepted for a user without
-//! a token, and no answer quotes a code. The JSON strategies serve the
-//! property tests of the HTTP bodies too.
+//! Property tests of the listener, over a real socket: whatever a peer
+//! sends, a line within [`MAX_LINE`] gets exactly one answer line and the
+//! connection goes on; a longer line gets one refusal and the connection
+//! closes. Nothing panics, nothing is accepted for a user without a token,
+//! and no answer quotes a code. (The properties of the parser alone are
+//! otpproto's.) The JSON strategies serve the property tests of the HTTP
+//! bodies too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otpcore::totp::{Algorithm, TokenParams};
+use otpproto::socket::{parse_answer, Answer, Request, Verify};
 
 /// Long steps, so that a run never crosses a step boundary: every user can
 /// accept the codes of the previous, current and next step, in that order.
@@ -109,21 +110,25 @@ fn client(socket: &Path, work: &Work, params: &TokenParams, stop: &AtomicBool) -
             break;
         };
         let code = params.code_for_step(&work.secrets[user], step);
-        let request = format!(
-            "{{\"op\":\"verify\",\"user\":\"u{user}\",\"otp\":\"{}\",\"service\":\"bench\"}}\n",
-            code.as_str()
-        );
+        let user = format!("u{user}");
+        let mut request = serde_json::to_vec(&Request::Verify(Verify {
+            user: user.as_str(),
+            otp: code.as_str(),
+            service: Some("bench"),
+            rhost: None,
+            nullok: false,
+        }))
+        .expect("request");
+        request.push(b'\n');
         let started = Instant::now();
-        writer.write_all(request.as_bytes()).expect("send");
+        writer.write_all(&request).expect("send");
         answer.clear();
         reader.read_line(&mut answer).expect("answer");
         tally.latencies.push(started.elapsed());
-        if answer.contains("\"accept\"") {
-            tally.accepted += 1;
-        } else if answer.contains("\"reject\"") {
-            tally.rejected += 1;
-        } else {
-            tally.errors += 1;
+        match parse_answer(answer.as_bytes()) {
+            Ok(Answer::Accept) => tally.accepted += 1,
+            Ok(Answer::Reject) => tally.rejected += 1,
+            _ => tally.errors += 1,
         }
     }
     tally
