@@ -23,7 +23,8 @@
 //! - `radius`: otpd with RADIUS, a private FreeRADIUS configuration;
 //! - `daemon`: otpd on a store of its own, for the benchmarks and a
 //!   restored backup;
-//! - `bench`: a benchmark's command line;
+//! - `bench`: a benchmark's command line, the start-up of its otpd nodes
+//!   and its statistics;
 //! - `postgres`: a private PostgreSQL server (not re-exported: tests name
 //!   it `e2e::postgres::PrivatePostgres`);
 //! - `cluster`: several otpd nodes on one PostgreSQL database (not
@@ -49,7 +50,10 @@ mod radius;
 
 pub mod postgres;
 
-pub use bench::{bench_args, bench_value};
+pub use bench::{
+    bench_args, bench_value, median, percentile, wait_for_room_in_step, BenchNode, BenchNodes,
+    NodeOptions,
+};
 pub use checks::{assert_no_secret, enrolment_array, grouped, shows_digits, shows_user_id};
 pub use codes::{
     google_authenticator_file, normalize_base32, now_unix, oathtool_code, oathtool_code_at,
