@@ -115,57 +115,45 @@ fn options() -> impl Strategy<Value = (Options, Vec<Unit>)> {
         .prop_map(
             |((backend, mut units), nullok, prompt, first_pass, timed, ms, debug)| {
                 let radius = matches!(backend, Backend::Radius { .. });
-                // nullok is refused with radius=.
-                let nullok = nullok && !radius;
-                if nullok {
-                    units.push(vec!["nullok".to_owned()]);
-                }
-                if debug {
-                    units.push(vec!["debug".to_owned()]);
-                }
-                let first_pass = match first_pass {
-                    0 => FirstPass::Prompt,
-                    1 => {
-                        units.push(vec!["try_first_pass".to_owned()]);
-                        FirstPass::Try
-                    }
-                    2 => {
-                        units.push(vec!["use_first_pass".to_owned()]);
-                        FirstPass::Use
-                    }
-                    _ => {
-                        units.push(vec!["use_first_pass".to_owned()]);
-                        units.push(vec!["try_first_pass".to_owned()]);
-                        FirstPass::Use
-                    }
-                };
                 let (low, high, default) = if radius {
                     (100, 30_000, DEFAULT_RADIUS_TIMEOUT)
                 } else {
                     (1, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT)
                 };
-                let timeout = if timed {
-                    let ms = low + ms % (high - low + 1);
-                    units.push(vec![format!("timeout_ms={ms}")]);
-                    Duration::from_millis(ms)
-                } else {
-                    default
-                };
-                let prompt = match prompt {
-                    Some((text, unit)) => {
-                        units.push(unit);
-                        text
-                    }
-                    None => DEFAULT_PROMPT.to_owned(),
-                };
-                let options = Options {
+                // The defaults, then each option that is said.
+                let mut options = Options {
                     backend,
-                    nullok,
-                    prompt,
-                    first_pass,
-                    timeout,
+                    nullok: false,
+                    prompt: DEFAULT_PROMPT.to_owned(),
+                    first_pass: FirstPass::Prompt,
+                    timeout: default,
                     debug,
                 };
+                // nullok is refused with radius=.
+                if nullok && !radius {
+                    options.nullok = true;
+                    units.push(vec!["nullok".to_owned()]);
+                }
+                if debug {
+                    units.push(vec!["debug".to_owned()]);
+                }
+                let (said, first_pass) = match first_pass {
+                    0 => (&[][..], FirstPass::Prompt),
+                    1 => (&["try_first_pass"][..], FirstPass::Try),
+                    2 => (&["use_first_pass"][..], FirstPass::Use),
+                    _ => (&["use_first_pass", "try_first_pass"][..], FirstPass::Use),
+                };
+                units.extend(said.iter().map(|word| vec![(*word).to_owned()]));
+                options.first_pass = first_pass;
+                if timed {
+                    let ms = low + ms % (high - low + 1);
+                    units.push(vec![format!("timeout_ms={ms}")]);
+                    options.timeout = Duration::from_millis(ms);
+                }
+                if let Some((text, unit)) = prompt {
+                    units.push(unit);
+                    options.prompt = text;
+                }
                 (options, units)
             },
         )
