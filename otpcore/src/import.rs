@@ -197,6 +197,9 @@ pub fn parse_google_authenticator(user: &str, text: &str) -> Result<Token, Impor
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

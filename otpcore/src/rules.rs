@@ -134,6 +134,9 @@ impl fmt::Debug for UserId {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -67,6 +67,9 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -189,6 +189,9 @@ pub fn otpauth_uri(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

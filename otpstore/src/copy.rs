@@ -632,6 +632,9 @@ fn hex(digest: Sha256) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

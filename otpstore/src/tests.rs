@@ -73,6 +73,39 @@ fn postgres_database(dir: &Path, suffix: &str) -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
+/// A store of the test's own ([`open`]) in a new temp dir, which lasts as
+/// long as the returned guard.
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    (dir, store)
+}
+
+/// Issues an enrolment for `user` at [`NOW`], replacing nothing.
+fn issue(store: &Store, user: &str) -> Enrolment {
+    store
+        .issue(&new_enrolment(user, false), NOW)
+        .expect("issue")
+}
+
+/// Resyncs `user` at [`NOW`] with two consecutive codes, searching a day
+/// of steps either way, with a window of one step.
+fn resync(store: &Store, user: &str, first: &str, second: &str) -> Resync {
+    store
+        .resync(user, first, second, NOW, 1440, 1)
+        .expect("resync")
+}
+
+/// The wrong activation passwords counted for the enrolment `id`.
+fn activation_failures(store: &Store, id: i64) -> u32 {
+    store
+        .db
+        .by_id(id)
+        .expect("q")
+        .expect("exists")
+        .activation_failures
+}
+
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).expect("exists").permissions().mode() & 0o777
 }
@@ -90,11 +123,8 @@ fn first_open_creates_private_files_and_reopens() {
 
 #[test]
 fn wrong_or_missing_key_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (dir, store) = fresh();
+    issue(&store, "alice");
     drop(store);
     let key = dir.path().join(KEY_FILE);
     fs::remove_file(&key).expect("remove key");
@@ -110,9 +140,7 @@ fn wrong_or_missing_key_is_refused() {
 fn secrets_and_passwords_are_not_stored_in_the_clear() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let e = issue(&store, "alice");
     let secret = store.secret(&e).expect("secret");
     let (hash, sealed): (String, Vec<u8>) = Connection::open(dir.path().join(DB_FILE))
         .expect("db")
@@ -133,11 +161,8 @@ fn secrets_and_passwords_are_not_stored_in_the_clear() {
 
 #[test]
 fn enrolment_walks_issue_activate_confirm() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (_dir, store) = fresh();
+    let e = issue(&store, "alice");
     assert_eq!(e.state, State::Issued);
     assert_eq!(e.params, PARAMS);
     let found = store
@@ -172,11 +197,8 @@ fn enrolment_walks_issue_activate_confirm() {
 
 #[test]
 fn first_code_confirms_or_adapts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (_dir, store) = fresh();
+    let e = issue(&store, "alice");
     assert_eq!(
         store
             .confirm_first_code(&e, "000000", NOW, 1, true)
@@ -308,9 +330,7 @@ const POLICY: Policy = Policy {
 /// `user`'s enrolment, issued and activated at [`NOW`], as stored then;
 /// and its secret.
 fn activated(store: &Store, user: &str) -> (Enrolment, Zeroizing<Vec<u8>>) {
-    let e = store
-        .issue(&new_enrolment(user, false), NOW)
-        .expect("issue");
+    let e = issue(store, user);
     let secret = store
         .activate(e.id, NOW)
         .expect("activate")
@@ -340,8 +360,7 @@ fn verify(store: &Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
 
 #[test]
 fn verification_accepts_once_and_audits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     let secret = active_token(&store, "alice");
     let code = PARAMS.code_at(&secret, NOW);
     assert_eq!(verify(&store, "alice", &code, NOW), VerifyOutcome::Accept);
@@ -366,8 +385,7 @@ fn verification_accepts_once_and_audits() {
 
 #[test]
 fn one_batch_decides_in_order_and_audits_every_request() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     let alice = active_token(&store, "alice");
     let bob = active_token(&store, "bob");
     let code = PARAMS.code_at(&alice, NOW);
@@ -437,8 +455,7 @@ fn one_batch_decides_in_order_and_audits_every_request() {
 
 #[test]
 fn a_large_import_is_not_held_to_the_deadline_of_one_call() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     let names: Vec<String> = (0..1_500).map(|i| format!("user{i}")).collect();
     let secret = [7u8; 20];
     let tokens: Vec<ImportedToken<'_>> = names
@@ -458,8 +475,7 @@ fn a_large_import_is_not_held_to_the_deadline_of_one_call() {
 
 #[test]
 fn concurrent_connections_accept_a_code_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (dir, store) = fresh();
     let secret = active_token(&store, "alice");
     let code = PARAMS.code_at(&secret, NOW).to_string();
     let accepted: usize = std::thread::scope(|scope| {
@@ -482,8 +498,7 @@ fn concurrent_connections_accept_a_code_once() {
 
 #[test]
 fn lockout_unlock_and_resync() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     let secret = active_token(&store, "alice");
     for wrong in ["000001", "000002", "000003"] {
         assert!(matches!(
@@ -507,16 +522,9 @@ fn lockout_unlock_and_resync() {
     let fast = PARAMS.step_at(NOW) + 10;
     let first = PARAMS.code_for_step(&secret, fast);
     let second = PARAMS.code_for_step(&secret, fast + 1);
+    assert_eq!(resync(&store, "alice", &second, &first), Resync::NotFound);
     assert_eq!(
-        store
-            .resync("alice", &second, &first, NOW, 1440, 1)
-            .expect("resync"),
-        Resync::NotFound
-    );
-    assert_eq!(
-        store
-            .resync("alice", &first, &second, NOW, 1440, 1)
-            .expect("resync"),
+        resync(&store, "alice", &first, &second),
         Resync::Done {
             drift: 11,
             step: fast + 1
@@ -531,8 +539,7 @@ fn lockout_unlock_and_resync() {
 
 #[test]
 fn import_is_all_or_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     active_token(&store, "bob");
     let secret = b"12345678901234567890";
     let token = |user| ImportedToken {
@@ -583,11 +590,8 @@ fn revoke_and_backup() {
 
 #[test]
 fn expired_link_does_not_activate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (_dir, store) = fresh();
+    let e = issue(&store, "alice");
     assert!(store
         .activate(e.id, NOW + 3600)
         .expect("activate")
@@ -615,11 +619,8 @@ fn wrong_try(store: &Store, id: i64, limit: u32) -> ActivationFailure {
 
 #[test]
 fn wrong_passwords_invalidate_at_the_limit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (_dir, store) = fresh();
+    let e = issue(&store, "alice");
     for n in 1..5 {
         let f = wrong_try(&store, e.id, 5);
         assert_eq!((f.failures, f.invalidated), (n, false));
@@ -638,18 +639,13 @@ fn wrong_passwords_invalidate_at_the_limit() {
         (State::Invalidated, 5)
     );
     // An invalidated enrolment does not block a new issue.
-    store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue again");
+    issue(&store, "alice");
 }
 
 #[test]
 fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (dir, store) = fresh();
+    let e = issue(&store, "alice");
     // Eight connections (otpd and otpctl share the file) reserve at once.
     let taken = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -683,23 +679,13 @@ fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
     assert_eq!((f.failures, f.invalidated), (3, true));
 
     // A right password hands its try back: the count keeps wrong ones.
-    let e = store
-        .issue(&new_enrolment("bob", false), NOW)
-        .expect("issue");
+    let e = issue(&store, "bob");
     wrong_try(&store, e.id, 5);
     let hash = store
         .reserve_activation_attempt(e.id, 5, NOW)
         .expect("reserve")
         .expect("a try");
-    assert_eq!(
-        store
-            .db
-            .by_id(e.id)
-            .expect("q")
-            .expect("exists")
-            .activation_failures,
-        2
-    );
+    assert_eq!(activation_failures(&store, e.id), 2);
     assert!(hash.verify("4321").expect("check"));
     assert!(store.activate(e.id, NOW).expect("activate").is_some());
     let activated = store.db.by_id(e.id).expect("q").expect("exists");
@@ -711,31 +697,18 @@ fn tries_are_taken_before_the_check_and_never_exceed_the_limit() {
     assert!(store.activation_failed(e.id, 5).expect("count").is_none());
 
     // No try on an expired link.
-    let e = store
-        .issue(&new_enrolment("carol", false), NOW)
-        .expect("issue");
+    let e = issue(&store, "carol");
     assert!(store
         .reserve_activation_attempt(e.id, 5, e.expires_at)
         .expect("reserve")
         .is_none());
-    assert_eq!(
-        store
-            .db
-            .by_id(e.id)
-            .expect("q")
-            .expect("exists")
-            .activation_failures,
-        0
-    );
+    assert_eq!(activation_failures(&store, e.id), 0);
 }
 
 #[test]
 fn replace_keeps_the_old_token_until_confirmed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let old = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (_dir, store) = fresh();
+    let old = issue(&store, "alice");
     assert!(matches!(
         store.issue(&new_enrolment("alice", false), NOW),
         Err(StoreError::HasPending { .. })
@@ -774,19 +747,15 @@ fn replace_keeps_the_old_token_until_confirmed() {
 
 #[test]
 fn withdraw_removes_only_issued() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
-    let e = store
-        .issue(&new_enrolment("alice", false), NOW)
-        .expect("issue");
+    let (_dir, store) = fresh();
+    let e = issue(&store, "alice");
     assert!(store.withdraw(e.id).expect("withdraw"));
     assert!(store.latest("alice").expect("q").is_none());
 }
 
 #[test]
 fn audit_round_trip() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     for (t, user) in [(10, "alice"), (20, "bob"), (30, "alice")] {
         store
             .audit(&AuditEntry {
@@ -866,8 +835,7 @@ fn audit_results_read_in_one_spelling_old_ones_too() {
 
 #[test]
 fn audit_texts_are_stored_escaped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     store
         .audit(&AuditEntry {
             time: 10,
@@ -962,9 +930,7 @@ fn hash_like_issue() {
 fn writers_wait_for_another_connections_write_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let activated = store
-        .issue(&new_enrolment("carol", false), NOW)
-        .expect("issue");
+    let activated = issue(&store, "carol");
     let secret = store
         .activate(activated.id, NOW)
         .expect("activate")
@@ -1042,8 +1008,7 @@ fn import(store: &Store, user: &str, secret: &[u8], period: u64, last_step: Opti
 
 #[test]
 fn reimporting_a_secret_keeps_its_replay_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     let secret = b"12345678901234567890";
     import(&store, "alice", secret, 30, None);
     let thirty = TokenParams {
@@ -1094,8 +1059,7 @@ fn reimporting_a_secret_keeps_its_replay_state() {
 
 #[test]
 fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path()).expect("open");
+    let (_dir, store) = fresh();
     let secret = active_token(&store, "alice");
     let now_step = PARAMS.step_at(NOW);
     // A code accepted while the server clock ran ten hours ahead.
@@ -1111,9 +1075,7 @@ fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
     let first = PARAMS.code_for_step(&secret, now_step - 1);
     let second = PARAMS.code_for_step(&secret, now_step);
     assert_eq!(
-        store
-            .resync("alice", &first, &second, NOW, 1440, 1)
-            .expect("resync"),
+        resync(&store, "alice", &first, &second),
         Resync::MovedBack {
             drift: 0,
             from: PARAMS.step_at(ahead),
@@ -1130,12 +1092,7 @@ fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
         verify(&store, "alice", &second, NOW),
         VerifyOutcome::Reject(Refusal::Replay)
     );
-    assert_eq!(
-        store
-            .resync("alice", &first, &second, NOW, 1440, 1)
-            .expect("resync"),
-        Resync::Spent
-    );
+    assert_eq!(resync(&store, "alice", &first, &second), Resync::Spent);
     assert_eq!(
         store
             .counters("alice")
@@ -1146,18 +1103,8 @@ fn resync_moves_a_replay_state_ahead_of_the_clock_back() {
     // Codes beyond the search are not found.
     let far = PARAMS.code_for_step(&secret, now_step + 2000);
     let after = PARAMS.code_for_step(&secret, now_step + 2001);
-    assert_eq!(
-        store
-            .resync("alice", &far, &after, NOW, 1440, 1)
-            .expect("resync"),
-        Resync::NotFound
-    );
-    assert_eq!(
-        store
-            .resync("bob", &first, &second, NOW, 1440, 1)
-            .expect("resync"),
-        Resync::NoToken
-    );
+    assert_eq!(resync(&store, "alice", &far, &after), Resync::NotFound);
+    assert_eq!(resync(&store, "bob", &first, &second), Resync::NoToken);
 }
 
 #[test]

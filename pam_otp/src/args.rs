@@ -263,6 +263,9 @@ impl Options {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;

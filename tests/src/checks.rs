@@ -1,7 +1,26 @@
 //! Checks on what the programs print and answer: user IDs, codes and
 //! passwords in text, secrets in JSON.
 
+use std::process::Output;
+
 use serde_json::Value;
+
+use crate::process::{describe, said};
+
+/// Asserts that a login (pamtester's `output`) asked for the code with
+/// pam_otp's default prompt and did not echo the `code` typed.
+pub fn assert_prompted_without_echo(output: &Output, code: &str) {
+    assert!(
+        said(output).contains("One-time password: "),
+        "the prompt: {}",
+        describe(output)
+    );
+    assert!(
+        !said(output).contains(code),
+        "the code was echoed: {}",
+        describe(output)
+    );
+}
 
 /// A user ID in groups of four digits joined by `sep`.
 pub fn grouped(user_id: &str, sep: &str) -> String {

@@ -20,10 +20,12 @@
 //! - `codes`: TOTP codes from oathtool, the clock;
 //! - `checks`: user IDs, codes and secrets in what the programs say;
 //! - `pam`: the Unix socket and PAM service files;
-//! - `radius`: otpd with RADIUS, a private FreeRADIUS configuration;
+//! - `radius`: otpd with RADIUS, its RADIUS audit trail, a private
+//!   FreeRADIUS configuration;
 //! - `daemon`: otpd on a store of its own, for the benchmarks and a
 //!   restored backup;
-//! - `bench`: a benchmark's command line;
+//! - `bench`: a benchmark's command line, the start-up of its otpd nodes
+//!   and its statistics;
 //! - `postgres`: a private PostgreSQL server (not re-exported: tests name
 //!   it `e2e::postgres::PrivatePostgres`);
 //! - `cluster`: several otpd nodes on one PostgreSQL database (not
@@ -49,8 +51,14 @@ mod radius;
 
 pub mod postgres;
 
-pub use bench::{bench_args, bench_value};
-pub use checks::{assert_no_secret, enrolment_array, grouped, shows_digits, shows_user_id};
+pub use bench::{
+    bench_args, bench_value, median, percentile, wait_for_room_in_step, BenchNode, BenchNodes,
+    NodeOptions,
+};
+pub use checks::{
+    assert_no_secret, assert_prompted_without_echo, enrolment_array, grouped, shows_digits,
+    shows_user_id,
+};
 pub use codes::{
     google_authenticator_file, normalize_base32, now_unix, oathtool_code, oathtool_code_at,
     parse_rfc3339_utc, wait_for_fresh_step, wrong_code,
@@ -69,4 +77,6 @@ pub use process::{
     assert_success, describe, otpctl_bin, otpd_bin, run_with_input, said, stderr, stdout,
     stdout_json,
 };
-pub use radius::{private_raddb, start_with_radius, FreeRadiusProxy};
+pub use radius::{
+    assert_radius_decisions, private_raddb, radius_audit, start_with_radius, FreeRadiusProxy,
+};

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{assert_success, free_port, EnvOptions, Server, TestEnv};
+use serde_json::Value;
+
+use crate::{assert_success, free_port, stdout_json, EnvOptions, Server, TestEnv};
 
 /// A [`TestEnv`] whose otpd also answers RADIUS on a free 127.0.0.1 port,
 /// for one client at 127.0.0.1 named `client` with `secret` and
@@ -18,6 +20,40 @@ pub fn start_with_radius(client: &str, secret: &str) -> (TestEnv, u16) {
         ..EnvOptions::default()
     });
     (env, port)
+}
+
+/// What otpd's audit trail records of its RADIUS decisions, every user's.
+pub fn radius_audit(env: &TestEnv) -> Vec<Value> {
+    let audit = env.otpctl(&["audit", "--json"], "");
+    assert_success(&audit, "otpctl audit");
+    stdout_json(&audit)
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["channel"] == "radius")
+        .collect()
+}
+
+/// Asserts that otpd decided `decisions` times over RADIUS, every time for
+/// `user` (as otpd saw the name) and for a NAS whose peer entry starts with
+/// `peer` (`nas=NAME addr=127.0.0.1:`), and accepted exactly once.
+pub fn assert_radius_decisions(env: &TestEnv, user: &str, decisions: usize, peer: &str) {
+    let radius = radius_audit(env);
+    assert_eq!(radius.len(), decisions, "{radius:#?}\n{}", env.otpd_log());
+    assert!(
+        radius.iter().all(|e| e["user"] == user),
+        "otpd should see the user name {user:?}: {radius:#?}"
+    );
+    assert_eq!(
+        radius.iter().filter(|e| e["result"] == "ok").count(),
+        1,
+        "{radius:#?}"
+    );
+    for e in &radius {
+        let from = e["peer"].as_str().unwrap_or_default();
+        assert!(from.starts_with(peer), "peer: {from}, expected {peer}...");
+    }
 }
 
 /// A private copy of Debian's FreeRADIUS configuration in `dir/raddb`: its

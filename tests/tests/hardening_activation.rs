@@ -66,6 +66,63 @@ fn settle_rss(pid: u32, limit: u64) -> u64 {
     }
 }
 
+/// otpd's resident memory around bursts, in KiB.
+struct Memory {
+    pid: u32,
+    /// Before any burst.
+    idle: u64,
+}
+
+/// otpd's memory after a burst, in KiB.
+struct AfterBurst {
+    /// The highest resident memory so far (`VmHWM`).
+    peak: u64,
+    /// The resident memory once settled.
+    after: u64,
+}
+
+impl Memory {
+    /// otpd of `env`, idle now.
+    fn of(env: &TestEnv) -> Memory {
+        let pid = env.otpd_pid().expect("otpd runs");
+        Memory {
+            pid,
+            idle: status_kib(pid, "VmRSS"),
+        }
+    }
+
+    /// The peak so far, and the resident memory once it is back within
+    /// twice the idle one (or half a minute has passed).
+    fn after_burst(&self) -> AfterBurst {
+        AfterBurst {
+            peak: status_kib(self.pid, "VmHWM"),
+            after: settle_rss(self.pid, 2 * self.idle),
+        }
+    }
+
+    /// `RSS idle I KiB, peak P KiB, after A KiB`, for the report.
+    fn report(&self, burst: &AfterBurst) -> String {
+        format!(
+            "RSS idle {} KiB, peak {} KiB, after {} KiB",
+            self.idle, burst.peak, burst.after
+        )
+    }
+
+    /// A burst holds at most four checks' working memory at once above
+    /// idle, and otpd gives it back.
+    fn assert_bounded(&self, burst: &AfterBurst) {
+        let (idle, peak, after) = (self.idle, burst.peak, burst.after);
+        assert!(
+            peak <= idle + 4 * CHECK_KIB,
+            "otpd's peak memory {peak} KiB (idle {idle} KiB)"
+        );
+        assert!(
+            after <= 2 * idle,
+            "otpd's memory stayed at {after} KiB (idle {idle} KiB)"
+        );
+    }
+}
+
 /// POST /api/v1/activate from the loopback address `from`: status and
 /// JSON answer; status 0 when no answer came within two minutes.
 fn activate_from(from: [u8; 4], port: u16, user_id: &str, password: &str) -> (u16, Value) {
@@ -194,19 +251,18 @@ fn tally(answers: &[(u16, Value)]) -> Vec<(u16, usize)> {
 fn one_enrolment_burst_checks_the_password_at_most_the_limit() {
     require_root_and_peers();
     let env = TestEnv::start();
-    let pid = env.otpd_pid().expect("otpd runs");
-    let idle = status_kib(pid, "VmRSS");
+    let memory = Memory::of(&env);
     let secret = env.enrol_active("alice");
 
     // The CPU time of one check, for comparison.
     let carol = env.issue("carol", "carol@example.jp", PASSWORD);
-    let before = cpu_ticks(pid);
+    let before = cpu_ticks(memory.pid);
     assert_eq!(env.activate(&carol.user_id, WRONG).0, 401);
-    let one_check = (cpu_ticks(pid) - before).max(1);
+    let one_check = (cpu_ticks(memory.pid) - before).max(1);
 
     // 250 wrong passwords at once.
     let bob = env.issue("bob", "bob@example.jp", PASSWORD);
-    let before = cpu_ticks(pid);
+    let before = cpu_ticks(memory.pid);
     let (answers, pam, pam_took) = burst(
         &env,
         1,
@@ -215,15 +271,15 @@ fn one_enrolment_burst_checks_the_password_at_most_the_limit() {
         &secret,
         0,
     );
-    let burst_cpu = cpu_ticks(pid) - before;
-    let peak = status_kib(pid, "VmHWM");
-    let after = settle_rss(pid, 2 * idle);
+    let burst_cpu = cpu_ticks(memory.pid) - before;
+    let burst_memory = memory.after_burst();
+    let rss = memory.report(&burst_memory);
     let bob_checks = checks(&env, "bob");
     let shown = env.show("bob");
     eprintln!(
         "one enrolment, {BURST} wrong passwords: answers {:?}; {} checks in the audit trail, \
          activation_failures {}, state {}; otpd CPU {burst_cpu} ticks = {:.1} checks of \
-         {one_check} ticks; RSS idle {idle} KiB, peak {peak} KiB, after {after} KiB; \
+         {one_check} ticks; {rss}; \
          pamtester in {pam_took:?}",
         tally(&answers),
         bob_checks.len(),
@@ -259,14 +315,7 @@ fn one_enrolment_burst_checks_the_password_at_most_the_limit() {
         "otpd spent {burst_cpu} ticks, {:.0} checks' worth",
         burst_cpu as f64 / one_check as f64
     );
-    assert!(
-        peak <= idle + 4 * CHECK_KIB,
-        "otpd's peak memory {peak} KiB (idle {idle} KiB)"
-    );
-    assert!(
-        after <= 2 * idle,
-        "otpd's memory stayed at {after} KiB (idle {idle} KiB)"
-    );
+    memory.assert_bounded(&burst_memory);
 
     // The right password first, then 249 wrong ones at once.
     let dave = env.issue("dave", "dave@example.jp", PASSWORD);
@@ -329,8 +378,7 @@ fn one_enrolment_burst_checks_the_password_at_most_the_limit() {
 fn bursts_over_many_enrolments_check_two_passwords_at_a_time() {
     require_root_and_peers();
     let env = TestEnv::start();
-    let pid = env.otpd_pid().expect("otpd runs");
-    let idle = status_kib(pid, "VmRSS");
+    let memory = Memory::of(&env);
     let secret = env.enrol_active("alice");
     let users: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
     let user_ids: Vec<String> = users
@@ -339,12 +387,12 @@ fn bursts_over_many_enrolments_check_two_passwords_at_a_time() {
         .collect();
 
     let (answers, pam, pam_took) = burst(&env, 3, &user_ids, &[WRONG; BURST], &secret, 0);
-    let peak = status_kib(pid, "VmHWM");
-    let after = settle_rss(pid, 2 * idle);
+    let burst_memory = memory.after_burst();
+    let rss = memory.report(&burst_memory);
     let checked: usize = users.iter().map(|u| checks(&env, u).len()).sum();
     eprintln!(
-        "{} enrolments, {BURST} wrong passwords: answers {:?}; {checked} checks; RSS idle \
-         {idle} KiB, peak {peak} KiB, after {after} KiB; pamtester in {pam_took:?}",
+        "{} enrolments, {BURST} wrong passwords: answers {:?}; {checked} checks; {rss}; \
+         pamtester in {pam_took:?}",
         users.len(),
         tally(&answers)
     );
@@ -369,12 +417,5 @@ fn bursts_over_many_enrolments_check_two_passwords_at_a_time() {
             "{checked} checks and {busy} refusals"
         );
     }
-    assert!(
-        peak <= idle + 4 * CHECK_KIB,
-        "otpd's peak memory {peak} KiB (idle {idle} KiB)"
-    );
-    assert!(
-        after <= 2 * idle,
-        "otpd's memory stayed at {after} KiB (idle {idle} KiB)"
-    );
+    memory.assert_bounded(&burst_memory);
 }

@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -684,6 +684,27 @@ fn owners(dir: &Path) -> Vec<(String, u32, u32)> {
         .collect()
 }
 
+/// `otpctl list --json`, as root, with a config of its own (`root/NAME.toml`,
+/// mode 0600) whose `state_dir` is `state`.
+fn list_on_state_dir(root: &Path, name: &str, state: &Path) -> Output {
+    let config = root.join(format!("{name}.toml"));
+    e2e::write_private_file(
+        &config,
+        &format!(
+            "service_id = \"{}\"\nissuer = \"{name}\"\nstate_dir = \"{}\"\n",
+            name.to_uppercase(),
+            state.display()
+        ),
+    );
+    Command::new(otpctl_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["list", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run otpctl")
+}
+
 #[test]
 #[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn root_otpctl_becomes_the_owner_of_state_dir() {
@@ -738,23 +759,7 @@ fn root_otpctl_becomes_the_owner_of_state_dir() {
     fs::create_dir(&fresh).expect("dir");
     fs::set_permissions(&fresh, fs::Permissions::from_mode(0o700)).expect("chmod");
     chown_tree(&fresh, &user);
-    let config = env.root().join("fresh.toml");
-    fs::write(
-        &config,
-        format!(
-            "service_id = \"FRESH\"\nissuer = \"fresh\"\nstate_dir = \"{}\"\n",
-            fresh.display()
-        ),
-    )
-    .expect("write config");
-    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).expect("chmod config");
-    let output = Command::new(otpctl_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["list", "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run otpctl");
+    let output = list_on_state_dir(env.root(), "fresh", &fresh);
     assert_success(&output, "otpctl list on a fresh state_dir of another user");
     assert_eq!(stdout_json(&output), json!([]));
     let created = owners(&fresh);
@@ -785,22 +790,7 @@ fn root_otpctl_becomes_the_owner_of_state_dir() {
             .output()
             .expect("chown");
         assert_success(&output, "chown ghost-state");
-        let ghost_config = env.root().join("ghost.toml");
-        fs::write(
-            &ghost_config,
-            format!(
-                "service_id = \"GHOST\"\nissuer = \"ghost\"\nstate_dir = \"{}\"\n",
-                ghost.display()
-            ),
-        )
-        .expect("write config");
-        let output = Command::new(otpctl_bin())
-            .arg("--config")
-            .arg(&ghost_config)
-            .args(["list", "--json"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run otpctl");
+        let output = list_on_state_dir(env.root(), "ghost", &ghost);
         assert_success(
             &output,
             "otpctl list on a state_dir of a uid without passwd entry",

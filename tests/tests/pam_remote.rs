@@ -204,16 +204,7 @@ fn second_node_answers_when_the_first_is_silent() {
         took >= Duration::from_millis(950),
         "the silent first node was not waited for: {took:?}"
     );
-    assert!(
-        said(&output).contains("One-time password: "),
-        "the prompt: {}",
-        describe(&output)
-    );
-    assert!(
-        !said(&output).contains(&code),
-        "the code was echoed: {}",
-        describe(&output)
-    );
+    e2e::assert_prompted_without_echo(&output, &code);
     assert!(
         logged(&log, &["accepted user \"alice\""]),
         "{}",

@@ -26,10 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, oathtool_code, otpd_bin, require_root_and_peers, stdout_json,
-    wait_for_fresh_step, wrong_code, TestEnv,
+    assert_success, oathtool_code, otpd_bin, require_root_and_peers, wait_for_fresh_step,
+    wrong_code, TestEnv,
 };
-use serde_json::Value;
 
 /// Between the radiusplugin and otpd.
 const SECRET: &str = "e2e-openvpn-radius-secret";
@@ -171,6 +170,22 @@ impl Lab {
             .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
         self.children.push(child);
         self.children.len() - 1
+    }
+
+    /// Starts an OpenVPN client on the config `conf`, logging to `log` in
+    /// the lab's directory, and waits for the verdict on its login:
+    /// `AUTH_FAILED` or `Initialization Sequence Completed` (`None`:
+    /// neither within [`VPN_TIMEOUT`]). Returns the client's index too.
+    fn connect(&mut self, openvpn: &Path, conf: &str, log: &str) -> (usize, Option<String>) {
+        let path = self.dir.join(log);
+        let client = self.spawn(openvpn, &["--config", conf], &path);
+        let seen = self.wait_for(
+            client,
+            log,
+            &["AUTH_FAILED", "Initialization Sequence Completed"],
+            VPN_TIMEOUT,
+        );
+        (client, seen)
     }
 
     fn stop(&mut self, index: usize) {
@@ -393,17 +408,7 @@ require_message_authenticator = false
 
     // A wrong code: the plugin gets an Access-Reject, the client AUTH_FAILED.
     write_private(&auth, &format!("alice\n{}\n", wrong_code(&secret)));
-    let client = lab.spawn(
-        openvpn,
-        &["--config", &client_conf_path],
-        &dir.join("client-wrong.log"),
-    );
-    let seen = lab.wait_for(
-        client,
-        "client-wrong.log",
-        &["AUTH_FAILED", "Initialization Sequence Completed"],
-        VPN_TIMEOUT,
-    );
+    let (client, seen) = lab.connect(openvpn, &client_conf_path, "client-wrong.log");
     assert_eq!(
         seen.as_deref(),
         Some("AUTH_FAILED"),
@@ -424,17 +429,7 @@ require_message_authenticator = false
     // The right code: the tunnel comes up.
     wait_for_fresh_step(60);
     write_private(&auth, &format!("alice\n{}\n", oathtool_code(&secret, 60)));
-    let client = lab.spawn(
-        openvpn,
-        &["--config", &client_conf_path],
-        &dir.join("client-right.log"),
-    );
-    let seen = lab.wait_for(
-        client,
-        "client-right.log",
-        &["AUTH_FAILED", "Initialization Sequence Completed"],
-        VPN_TIMEOUT,
-    );
+    let (client, seen) = lab.connect(openvpn, &client_conf_path, "client-right.log");
     assert_eq!(
         seen.as_deref(),
         Some("Initialization Sequence Completed"),
@@ -469,25 +464,5 @@ require_message_authenticator = false
     );
 
     // otpd decided twice, for "alice" from the namespace's 127.0.0.1.
-    let audit = env.otpctl(&["audit", "--json"], "");
-    assert_success(&audit, "otpctl audit");
-    let entries = stdout_json(&audit).as_array().cloned().unwrap_or_default();
-    let radius: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["channel"] == "radius")
-        .collect();
-    assert_eq!(radius.len(), 2, "{entries:#?}");
-    assert!(radius.iter().all(|e| e["user"] == "alice"), "{radius:#?}");
-    assert_eq!(
-        radius.iter().filter(|e| e["result"] == "ok").count(),
-        1,
-        "{radius:#?}"
-    );
-    for e in &radius {
-        let peer = e["peer"].as_str().unwrap_or_default();
-        assert!(
-            peer.starts_with("nas=openvpn addr=127.0.0.1:"),
-            "peer: {peer}"
-        );
-    }
+    e2e::assert_radius_decisions(&env, "alice", 2, "nas=openvpn addr=127.0.0.1:");
 }

@@ -11,11 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use e2e::{
-    assert_success, describe, oathtool_code, require_root_and_peers, stdout, stdout_json,
-    wrong_code, FreeRadiusProxy,
-};
-use serde_json::Value;
+use e2e::{describe, oathtool_code, require_root_and_peers, stdout, wrong_code, FreeRadiusProxy};
 
 /// Between FreeRADIUS and otpd.
 const OTPD_SECRET: &str = "e2e-proxy-otpd-secret";
@@ -114,28 +110,5 @@ fn freeradius_proxies_the_otp_realm_to_otpd_with_the_shipped_stanza() {
     );
 
     // otpd saw "alice" (the realm stripped) from FreeRADIUS, twice.
-    let audit = env.otpctl(&["audit", "--json"], "");
-    assert_success(&audit, "otpctl audit");
-    let entries = stdout_json(&audit).as_array().cloned().unwrap_or_default();
-    let radius: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["channel"] == "radius")
-        .collect();
-    assert_eq!(radius.len(), 2, "{entries:#?}");
-    assert!(
-        radius.iter().all(|e| e["user"] == "alice"),
-        "otpd should see the plain user name: {radius:#?}"
-    );
-    assert_eq!(
-        radius.iter().filter(|e| e["result"] == "ok").count(),
-        1,
-        "{radius:#?}"
-    );
-    for e in &radius {
-        let peer = e["peer"].as_str().unwrap_or_default();
-        assert!(
-            peer.starts_with("nas=freeradius addr=127.0.0.1:"),
-            "peer: {peer}"
-        );
-    }
+    e2e::assert_radius_decisions(&env, "alice", 2, "nas=freeradius addr=127.0.0.1:");
 }

@@ -20,11 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{
-    assert_success, describe, oathtool_code, require_root_and_peers, stdout, stdout_json,
-    wrong_code, TestEnv,
-};
-use serde_json::Value;
+use e2e::{assert_success, describe, oathtool_code, require_root_and_peers, stdout, wrong_code};
 
 const TEST_NAME: &str = "strongswan_gateway_checks_the_code_with_otpd_over_radius";
 /// Set (to the client's namespace) when this test runs inside the gateway
@@ -383,18 +379,6 @@ secrets {{
     )
 }
 
-fn audit_radius(env: &TestEnv) -> Vec<Value> {
-    let audit = env.otpctl(&["audit", "--json"], "");
-    assert_success(&audit, "otpctl audit");
-    stdout_json(&audit)
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e["channel"] == "radius")
-        .collect()
-}
-
 fn inside_gateway_namespace(client_ns: &str) {
     let (env, otpd_port) = e2e::start_with_radius("strongswan", RADIUS_SECRET);
     let secret = env.enrol_active("alice");
@@ -436,7 +420,7 @@ fn inside_gateway_namespace(client_ns: &str) {
         logs(&sas)
     );
     // ... because otpd rejected it, not because IKE failed elsewhere.
-    let radius = audit_radius(&env);
+    let radius = e2e::radius_audit(&env);
     assert!(
         radius.len() == 1 && radius[0]["user"] == "alice" && radius[0]["result"] != "ok",
         "otpd should have rejected alice once over RADIUS: {radius:#?}\n{}",
@@ -500,12 +484,5 @@ fn inside_gateway_namespace(client_ns: &str) {
     assert!(packets_in > 0, "ESP packets into the gateway: {sas}");
 
     // otpd answered charon twice over RADIUS: one reject, one accept.
-    let radius = audit_radius(&env);
-    assert_eq!(radius.len(), 2, "{radius:#?}\n{}", env.otpd_log());
-    assert!(radius.iter().all(|e| e["user"] == "alice"), "{radius:#?}");
-    assert_eq!(
-        radius.iter().filter(|e| e["result"] == "ok").count(),
-        1,
-        "{radius:#?}"
-    );
+    e2e::assert_radius_decisions(&env, "alice", 2, "nas=strongswan addr=127.0.0.1:");
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::postgres::PrivatePostgres;
+use e2e::postgres::{Database, PrivatePostgres};
 use e2e::{
     assert_success, import_active_tokens, now_unix, oathtool_code, otpctl_bin,
     require_root_and_peers, run_with_input, socket_exchange, start_otpd_on, start_socket_otpd,
@@ -66,6 +66,25 @@ fn otpctl(config: &Path, args: &[&str]) -> Output {
             .args(args),
         "",
     )
+}
+
+/// `otpctl store copy` of the store of `config` into `db` (over TLS, its
+/// password from the database's file), with the options `more`.
+fn copy_into(config: &Path, db: &Database, more: &[&str]) -> Output {
+    let password_file = db.password_file.to_str().expect("path");
+    let args = [
+        &[
+            "store",
+            "copy",
+            "--to",
+            &db.tls_url,
+            "--password-file",
+            password_file,
+        ],
+        more,
+    ]
+    .concat();
+    otpctl(config, &args)
 }
 
 /// Waits until `daemon` opens `socket`.
@@ -146,18 +165,7 @@ fn a_served_sqlite_store_of_100000_tokens_moves_to_postgresql() {
             written
         });
         let started = Instant::now();
-        let output = otpctl(
-            &config,
-            &[
-                "store",
-                "copy",
-                "--to",
-                &db.tls_url,
-                "--password-file",
-                password_file,
-                "--json",
-            ],
-        );
+        let output = copy_into(&config, &db, &["--json"]);
         let seconds = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         (output, seconds, writer.join().expect("writer"))
@@ -241,17 +249,7 @@ fn a_served_sqlite_store_of_100000_tokens_moves_to_postgresql() {
 
     // A second copy into the same database is refused and changes nothing.
     let before = contents(pg, &db.name);
-    let again = otpctl(
-        &config,
-        &[
-            "store",
-            "copy",
-            "--to",
-            &db.tls_url,
-            "--password-file",
-            password_file,
-        ],
-    );
+    let again = copy_into(&config, &db, &[]);
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
     assert!(
         stderr(&again).contains("already holds data"),

@@ -135,12 +135,97 @@ impl PgCopy<'_> {
             drop(Client::take(client));
         }
     }
+
+    /// Up to `limit` rows of `table` (its `columns`) with IDs above
+    /// `after`, in ID order, each read by `read`.
+    fn rows_after<T>(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        after: i64,
+        limit: usize,
+        read: fn(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let sql = format!(
+            "SELECT {} FROM {table} WHERE id > $1 ORDER BY id LIMIT $2",
+            column_list(columns, "username")
+        );
+        self.step(async |c| {
+            let stmt = c.prepare_cached(&sql).await?;
+            c.query(&stmt, &[&after, &to_i64(limit as u64)])
+                .await?
+                .iter()
+                .map(read)
+                .collect()
+        })
+    }
+
+    /// Writes `rows` into `table` (its `columns`, of `types`) by a binary
+    /// `COPY`, each row's values in column order given by `values`.
+    fn copy_in<R, const N: usize>(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        types: &[Type; N],
+        rows: &[R],
+        values: fn(&R) -> [&(dyn ToSql + Sync); N],
+    ) -> Result<()> {
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            column_list(columns, "username")
+        );
+        self.step(async |c| {
+            let sink = c.copy_in(&sql).await?;
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
+            for row in rows {
+                writer.as_mut().write(&values(row)).await?;
+            }
+            writer.finish().await?;
+            Ok(())
+        })
+    }
 }
 
 impl Drop for PgCopy<'_> {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The values of an enrolment row, in the order of [`ENROLMENT_ROW`].
+fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 23] {
+    [
+        &e.id,
+        &e.user,
+        &e.email,
+        &e.service_id,
+        &e.user_id,
+        &e.password_hash,
+        &e.secret,
+        &e.algorithm,
+        &e.digits,
+        &e.period,
+        &e.language,
+        &e.state,
+        &e.created_at,
+        &e.expires_at,
+        &e.activated_at,
+        &e.confirmed_at,
+        &e.activation_failures,
+        &e.last_step,
+        &e.failures,
+        &e.locked_until,
+        &e.last_wrong,
+        &e.last_wrong_at,
+        &e.drift,
+    ]
+}
+
+/// The values of an audit row, in the order of [`AUDIT_ROW`].
+fn audit_values(a: &RawAudit) -> [&(dyn ToSql + Sync); 7] {
+    [
+        &a.id, &a.time, &a.user, &a.channel, &a.peer, &a.result, &a.reason,
+    ]
 }
 
 fn raw_enrolment(r: &Row) -> Result<RawEnrolment> {
@@ -227,33 +312,11 @@ impl CopyRead for PgCopy<'_> {
     }
 
     fn enrolments(&mut self, after: i64, limit: usize) -> Result<Vec<RawEnrolment>> {
-        let sql = format!(
-            "SELECT {} FROM enrolments WHERE id > $1 ORDER BY id LIMIT $2",
-            column_list(&ENROLMENT_ROW, "username")
-        );
-        self.step(async |c| {
-            let stmt = c.prepare_cached(&sql).await?;
-            c.query(&stmt, &[&after, &to_i64(limit as u64)])
-                .await?
-                .iter()
-                .map(raw_enrolment)
-                .collect()
-        })
+        self.rows_after("enrolments", &ENROLMENT_ROW, after, limit, raw_enrolment)
     }
 
     fn audit(&mut self, after: i64, limit: usize) -> Result<Vec<RawAudit>> {
-        let sql = format!(
-            "SELECT {} FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
-            column_list(&AUDIT_ROW, "username")
-        );
-        self.step(async |c| {
-            let stmt = c.prepare_cached(&sql).await?;
-            c.query(&stmt, &[&after, &to_i64(limit as u64)])
-                .await?
-                .iter()
-                .map(raw_audit)
-                .collect()
-        })
+        self.rows_after("audit", &AUDIT_ROW, after, limit, raw_audit)
     }
 }
 
@@ -272,63 +335,17 @@ impl CopyWrite for PgCopy<'_> {
     }
 
     fn write_enrolments(&mut self, rows: &[RawEnrolment]) -> Result<()> {
-        let sql = format!(
-            "COPY enrolments ({}) FROM STDIN (FORMAT binary)",
-            column_list(&ENROLMENT_ROW, "username")
-        );
-        self.step(async |c| {
-            let sink = c.copy_in(&sql).await?;
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &ENROLMENT_TYPES));
-            for e in rows {
-                let values: [&(dyn ToSql + Sync); 23] = [
-                    &e.id,
-                    &e.user,
-                    &e.email,
-                    &e.service_id,
-                    &e.user_id,
-                    &e.password_hash,
-                    &e.secret,
-                    &e.algorithm,
-                    &e.digits,
-                    &e.period,
-                    &e.language,
-                    &e.state,
-                    &e.created_at,
-                    &e.expires_at,
-                    &e.activated_at,
-                    &e.confirmed_at,
-                    &e.activation_failures,
-                    &e.last_step,
-                    &e.failures,
-                    &e.locked_until,
-                    &e.last_wrong,
-                    &e.last_wrong_at,
-                    &e.drift,
-                ];
-                writer.as_mut().write(&values).await?;
-            }
-            writer.finish().await?;
-            Ok(())
-        })
+        self.copy_in(
+            "enrolments",
+            &ENROLMENT_ROW,
+            &ENROLMENT_TYPES,
+            rows,
+            enrolment_values,
+        )
     }
 
     fn write_audit(&mut self, rows: &[RawAudit]) -> Result<()> {
-        let sql = format!(
-            "COPY audit ({}) FROM STDIN (FORMAT binary)",
-            column_list(&AUDIT_ROW, "username")
-        );
-        self.step(async |c| {
-            let sink = c.copy_in(&sql).await?;
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &AUDIT_TYPES));
-            for a in rows {
-                let values: [&(dyn ToSql + Sync); 7] = [
-                    &a.id, &a.time, &a.user, &a.channel, &a.peer, &a.result, &a.reason,
-                ];
-                writer.as_mut().write(&values).await?;
-            }
-            writer.finish().await?;
-            Ok(())
-        })
+        self.copy_in("audit", &AUDIT_ROW, &AUDIT_TYPES, rows, audit_values)
     }
 
     /// Sets the identity sequences to continue after the copied IDs, and

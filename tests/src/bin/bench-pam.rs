@@ -225,17 +225,6 @@ fn controls(service: &PamService, name: &str, secret: &[u8]) -> Vec<String> {
     wrong
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
 fn main() {
     let o = options();
     check_prerequisites();
@@ -321,10 +310,10 @@ fn run(o: &Options) -> bool {
         failures.extend(otp_run.failures);
         failures.extend(ga_run.failures);
     }
-    let per_login = |secs: &[f64]| median(secs) / o.logins as f64 * 1e3;
+    let per_login = |secs: &[f64]| e2e::median(secs) / o.logins as f64 * 1e3;
     println!(
         "median ratio otpd/ga {:.3} (goal <= 1.1); median per login: otpd {:.2} ms, ga {:.2} ms",
-        median(&ratios),
+        e2e::median(&ratios),
         per_login(&otp_secs),
         per_login(&ga_secs)
     );

@@ -69,57 +69,43 @@ const PAUSE: Duration = Duration::from_secs(6);
 const REPLAYS: usize = 200;
 
 struct Options {
-    users: usize,
-    seconds: f64,
+    nodes: e2e::NodeOptions,
     rounds: usize,
     sockets: usize,
     inflight: usize,
     timeout: Duration,
-    synchronous: String,
-    store: String,
-    nodes: usize,
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        users: 100_000,
-        seconds: 3.0,
-        rounds: 3,
-        // At most 63: FreeRADIUS's default max_requests (16384) is 64
-        // sockets' worth of identifiers, and it drops requests past it.
-        sockets: 32,
-        inflight: 4,
-        timeout: Duration::from_secs(1),
-        synchronous: "normal".to_owned(),
-        store: "sqlite".to_owned(),
-        nodes: 1,
-    };
-    e2e::bench_args("bench-radius", |flag, value| {
+    let mut rounds = 3;
+    // At most 63: FreeRADIUS's default max_requests (16384) is 64 sockets'
+    // worth of identifiers, and it drops requests past it.
+    let mut sockets = 32;
+    let mut inflight = 4;
+    let mut timeout = Duration::from_secs(1);
+    let nodes = e2e::NodeOptions::from_args("bench-radius", 100_000, |flag, value| {
         match flag {
-            "--users" => o.users = e2e::bench_value(value, "--users N"),
-            "--seconds" => o.seconds = e2e::bench_value(value, "--seconds S"),
-            "--rounds" => o.rounds = e2e::bench_value(value, "--rounds R"),
-            "--sockets" => o.sockets = e2e::bench_value(value, "--sockets K"),
-            "--inflight" => o.inflight = e2e::bench_value(value, "--inflight W"),
+            "--rounds" => rounds = e2e::bench_value(value, "--rounds R"),
+            "--sockets" => sockets = e2e::bench_value(value, "--sockets K"),
+            "--inflight" => inflight = e2e::bench_value(value, "--inflight W"),
             "--timeout-ms" => {
-                o.timeout = Duration::from_millis(e2e::bench_value(value, "--timeout-ms T"))
+                timeout = Duration::from_millis(e2e::bench_value(value, "--timeout-ms T"))
             }
-            "--synchronous" => o.synchronous = value.to_owned(),
-            "--store" => o.store = value.to_owned(),
-            "--nodes" => o.nodes = e2e::bench_value(value, "--nodes N"),
             _ => return false,
         }
         true
     });
     assert!(
-        (1..=200).contains(&o.inflight),
+        (1..=200).contains(&inflight),
         "--inflight must be 1 to 200 (one RADIUS identifier each)"
     );
-    assert!(
-        o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql"),
-        "--nodes above 1 needs --store postgresql; --nodes 0 serves nobody"
-    );
-    o
+    Options {
+        nodes,
+        rounds,
+        sockets,
+        inflight,
+        timeout,
+    }
 }
 
 /// splitmix64: request authenticators need only be distinct here.
@@ -453,14 +439,6 @@ fn clock_ticks() -> f64 {
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[at]
-}
-
 /// Where a target listens and which processes serve it.
 struct Target {
     addresses: Vec<SocketAddr>,
@@ -506,7 +484,7 @@ fn run(
             std::thread::spawn(move || client(&load, &users, &stop))
         })
         .collect();
-    std::thread::sleep(Duration::from_secs_f64(o.seconds));
+    std::thread::sleep(Duration::from_secs_f64(o.nodes.seconds));
     stop.store(true, Ordering::Relaxed);
     let window = started.elapsed().as_secs_f64();
     let tallies: Vec<Tally> = handles
@@ -542,8 +520,8 @@ fn run(
         rejected: tallies.iter().map(|t| t.rejected).sum(),
         timeouts: tallies.iter().map(|t| t.timeouts).sum(),
         bad: tallies.iter().map(|t| t.bad).sum(),
-        p50: percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        p99: percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        p50: e2e::percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        p99: e2e::percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         server_us: server_cpu / answered * 1e6,
         db_us: db_cpu / answered * 1e6,
         client_us: client_cpu / answered * 1e6,
@@ -770,18 +748,6 @@ fn start_freeradius(dir: &Path, port: u16, users: &Users, sql: Option<&SqlSite>)
     Server::new(child, log)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// The thread-pool settings FreeRADIUS runs with (defaults of the copy).
 fn freeradius_pool() -> String {
     let text = fs::read_to_string("/etc/freeradius/3.0/radiusd.conf").unwrap_or_default();
@@ -813,39 +779,18 @@ fn main() {
         Path::new("/usr/lib/freeradius/rlm_totp.so").is_file(),
         "FreeRADIUS with rlm_totp is not installed: apt-get install -y freeradius"
     );
-    let store = BenchStore::new(&o.store);
-    let postgresql = store.postgres().is_some();
-    let kinds = targets(postgresql);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node_dirs: Vec<std::path::PathBuf> = (0..o.nodes)
-        .map(|i| {
-            let node = dir.path().join(format!("node{i}"));
-            fs::create_dir(&node).expect("node dir");
-            node
-        })
-        .collect();
-    let state = |node: &Path| node.join("state");
-
-    eprintln!("generating and importing {} users", o.users);
-    let started = Instant::now();
-    let secrets: Vec<Vec<u8>> = {
+    let (bench, secrets) = e2e::BenchNodes::prepare(&o.nodes, params(OTPD_PERIOD), |users| {
         let mut rng = Rng(e2e::now_unix() ^ 0x5eed);
-        (0..o.users)
+        (0..users)
             .map(|_| (0..20).map(|_| rng.next() as u8).collect::<Vec<u8>>())
             .collect()
-    };
-    let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
-    e2e::import_active_tokens(
-        &state(&node_dirs[0]),
-        store.table(),
-        &names,
-        &secrets,
-        params(OTPD_PERIOD),
-    );
-    eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+    });
+    let store = &bench.store;
+    let postgresql = store.postgres().is_some();
+    let kinds = targets(postgresql);
     if postgresql {
         let started = Instant::now();
-        fill_radcheck(&store, o.users);
+        fill_radcheck(store, o.nodes.users);
         eprintln!(
             "radcheck filled in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -870,7 +815,7 @@ fn main() {
         ),
     });
     let started = Instant::now();
-    let mut freeradius = start_freeradius(dir.path(), fr_addr.port(), &users, sql_site.as_ref());
+    let mut freeradius = start_freeradius(bench.dir(), fr_addr.port(), &users, sql_site.as_ref());
     wait_ready(
         &mut freeradius,
         fr_addr,
@@ -892,20 +837,22 @@ fn main() {
         "freeradius ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let otpd_addrs: Vec<SocketAddr> = node_dirs
+    let otpd_addrs: Vec<SocketAddr> = bench
+        .nodes
         .iter()
         .map(|_| loopback(e2e::free_port()))
         .collect();
-    let mut nodes: Vec<Server> = node_dirs
+    let mut nodes: Vec<Server> = bench
+        .nodes
         .iter()
         .zip(&otpd_addrs)
         .map(|(node, addr)| {
             start_otpd(
-                node,
-                &state(node),
+                &node.dir,
+                &node.state,
                 store.table(),
                 addr.port(),
-                &o.synchronous,
+                &o.nodes.synchronous,
             )
         })
         .collect();
@@ -930,14 +877,11 @@ fn main() {
     let db_dir = store.postgres().map(|(server, _)| server.dir().to_owned());
 
     // The whole run must stay inside one of otpd's steps.
-    let budget = (o.rounds as f64 * kinds.len() as f64 * (o.seconds + 1.5 + PAUSE.as_secs_f64()))
-        as u64
+    let budget = (o.rounds as f64
+        * kinds.len() as f64
+        * (o.nodes.seconds + 1.5 + PAUSE.as_secs_f64())) as u64
         + 30;
-    let left = OTPD_PERIOD - e2e::now_unix() % OTPD_PERIOD;
-    if left < budget {
-        eprintln!("waiting {left} s for a fresh {OTPD_PERIOD}-second step");
-        std::thread::sleep(Duration::from_secs(left + 1));
-    }
+    e2e::wait_for_room_in_step(OTPD_PERIOD, budget);
     users.otpd_base_step = params(OTPD_PERIOD).step_at(e2e::now_unix());
     let users = Arc::new(users);
 
@@ -954,16 +898,14 @@ fn main() {
         .unwrap_or_default();
     println!(
         "RADIUS PAP Access-Requests with Message-Authenticator, {} users, {} sockets x {} in flight, \
-         {} s per target, timeout {} ms, otpd store {} ({} node{}), synchronous={}",
-        o.users,
+         {} s per target, timeout {} ms, otpd store {}, synchronous={}",
+        o.nodes.users,
         o.sockets,
         o.inflight,
-        o.seconds,
+        o.nodes.seconds,
         o.timeout.as_millis(),
-        store.backend(),
-        o.nodes,
-        if o.nodes == 1 { "" } else { "s" },
-        o.synchronous
+        bench.described(),
+        o.nodes.synchronous
     );
     println!("{version}");
     println!("FreeRADIUS thread pool (defaults): {}", freeradius_pool());
@@ -1034,7 +976,9 @@ fn main() {
         "target", "requests/s", "p50 ms", "p99 ms", "server us", "db us", "client us"
     );
     for (i, kind) in kinds.iter().enumerate() {
-        let of = |f: fn(&Figures) -> f64| median(results.iter().map(|r| f(&r[i])).collect());
+        let of = |f: fn(&Figures) -> f64| {
+            e2e::median(&results.iter().map(|r| f(&r[i])).collect::<Vec<_>>())
+        };
         println!(
             "{:>8} {:>10.0} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>9.1}",
             kind.name(),
@@ -1088,7 +1032,7 @@ fn main() {
         println!("{}", line(&(n + 1).to_string(), &figures(r)));
     }
     let medians: Vec<f64> = (0..labels.len())
-        .map(|c| median(ratios.iter().map(|r| r[c]).collect()))
+        .map(|c| e2e::median(&ratios.iter().map(|r| r[c]).collect::<Vec<_>>()))
         .collect();
     println!(
         "{}   (goals: otpd/fr-totp >= 2, otpd/fr-pap >= 1, otpd/fr-sql >= 5)",

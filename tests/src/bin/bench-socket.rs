@@ -35,45 +35,23 @@ use otpproto::socket::{parse_answer, Answer, Request, Verify};
 const PERIOD: u64 = 300;
 
 struct Options {
-    users: usize,
-    seconds: f64,
+    nodes: e2e::NodeOptions,
     clients: Vec<usize>,
-    synchronous: String,
-    store: String,
-    nodes: usize,
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        users: 120_000,
-        seconds: 3.0,
-        clients: vec![1, 16, 64],
-        synchronous: "normal".to_owned(),
-        store: "sqlite".to_owned(),
-        nodes: 1,
-    };
-    e2e::bench_args("bench-socket", |flag, value| {
-        match flag {
-            "--users" => o.users = e2e::bench_value(value, "--users N"),
-            "--seconds" => o.seconds = e2e::bench_value(value, "--seconds S"),
-            "--clients" => {
-                o.clients = value
-                    .split(',')
-                    .map(|c| e2e::bench_value(c, "--clients 1,16,64"))
-                    .collect()
-            }
-            "--synchronous" => o.synchronous = value.to_owned(),
-            "--store" => o.store = value.to_owned(),
-            "--nodes" => o.nodes = e2e::bench_value(value, "--nodes N"),
-            _ => return false,
+    let mut clients = vec![1, 16, 64];
+    let nodes = e2e::NodeOptions::from_args("bench-socket", 120_000, |flag, value| {
+        if flag != "--clients" {
+            return false;
         }
+        clients = value
+            .split(',')
+            .map(|c| e2e::bench_value(c, "--clients 1,16,64"))
+            .collect();
         true
     });
-    assert!(
-        o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql"),
-        "--nodes above 1 needs --store postgresql; --nodes 0 serves nobody"
-    );
-    o
+    Options { nodes, clients }
 }
 
 /// The next (user, step) to try: users in order, then the next step.
@@ -134,70 +112,44 @@ fn client(socket: &Path, work: &Work, params: &TokenParams, stop: &AtomicBool) -
     tally
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[at]
-}
-
 fn main() {
     let o = options();
-    let store = e2e::BenchStore::new(&o.store);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node_dirs: Vec<PathBuf> = (0..o.nodes)
-        .map(|i| {
-            let node = dir.path().join(format!("node{i}"));
-            std::fs::create_dir(&node).expect("node dir");
-            node
-        })
-        .collect();
     let params = TokenParams {
         algorithm: Algorithm::Sha1,
         digits: 6,
         period: PERIOD,
     };
-    eprintln!("importing {} users", o.users);
-    let started = Instant::now();
-    let secrets: Vec<Vec<u8>> = (0..o.users)
-        .map(|i| {
-            (0..20u32)
-                .map(|b| (i as u32).wrapping_mul(2_654_435_761).rotate_left(b) as u8)
-                .collect()
-        })
+    let (bench, secrets) = e2e::BenchNodes::prepare(&o.nodes, params, |users| {
+        (0..users)
+            .map(|i| {
+                (0..20u32)
+                    .map(|b| (i as u32).wrapping_mul(2_654_435_761).rotate_left(b) as u8)
+                    .collect()
+            })
+            .collect()
+    });
+    let sockets: Vec<PathBuf> = bench
+        .nodes
+        .iter()
+        .map(|n| n.dir.join("otpd.sock"))
         .collect();
-    let names: Vec<String> = (0..o.users).map(|i| format!("u{i}")).collect();
-    let state = |node: &Path| node.join("state");
-    e2e::import_active_tokens(
-        &state(&node_dirs[0]),
-        store.table(),
-        &names,
-        &secrets,
-        params,
-    );
-    eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
-    let sockets: Vec<PathBuf> = node_dirs.iter().map(|n| n.join("otpd.sock")).collect();
-    let _daemons: Vec<e2e::SocketDaemon> = node_dirs
+    let _daemons: Vec<e2e::SocketDaemon> = bench
+        .nodes
         .iter()
         .zip(&sockets)
         .map(|(node, socket)| {
             e2e::start_socket_otpd_on_store(
-                node,
-                &state(node),
-                store.table(),
+                &node.dir,
+                &node.state,
+                bench.store.table(),
                 socket,
-                &o.synchronous,
+                &o.nodes.synchronous,
             )
         })
         .collect();
     // A run must not cross a step boundary.
-    let budget = (o.seconds * o.clients.len() as f64) as u64 + 30;
-    let left = PERIOD - e2e::now_unix() % PERIOD;
-    if left < budget {
-        eprintln!("waiting {left} s for a fresh {PERIOD}-second step");
-        std::thread::sleep(Duration::from_secs(left + 1));
-    }
+    let budget = (o.nodes.seconds * o.clients.len() as f64) as u64 + 30;
+    e2e::wait_for_room_in_step(PERIOD, budget);
     let work = Arc::new(Work {
         secrets,
         next: AtomicUsize::new(0),
@@ -205,13 +157,11 @@ fn main() {
     });
 
     println!(
-        "otpd socket verify, store {} ({} node{}), synchronous={}, {} users, {} s per level",
-        store.backend(),
-        o.nodes,
-        if o.nodes == 1 { "" } else { "s" },
-        o.synchronous,
-        o.users,
-        o.seconds
+        "otpd socket verify, store {}, synchronous={}, {} users, {} s per level",
+        bench.described(),
+        o.nodes.synchronous,
+        o.nodes.users,
+        o.nodes.seconds
     );
     println!(
         "{:>7} {:>10} {:>11} {:>9} {:>9} {:>7} {:>6}",
@@ -227,7 +177,7 @@ fn main() {
                 std::thread::spawn(move || client(&socket, &work, &params, &stop))
             })
             .collect();
-        std::thread::sleep(Duration::from_secs_f64(o.seconds));
+        std::thread::sleep(Duration::from_secs_f64(o.nodes.seconds));
         stop.store(true, Ordering::Relaxed);
         let tallies: Vec<Tally> = handles
             .into_iter()
@@ -247,8 +197,8 @@ fn main() {
             clients,
             latencies.len() as f64 / elapsed,
             accepted as f64 / elapsed,
-            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            e2e::percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            e2e::percentile(&latencies, 0.99).as_secs_f64() * 1e3,
             rejected,
             errors
         );
