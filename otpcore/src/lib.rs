@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod enrol;
+pub mod hotp;
 pub mod import;
 pub mod radius;
 pub mod rules;
