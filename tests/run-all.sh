@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 packages=(
   ca-certificates
   python3-aiosmtpd   # the SMTP server that receives setup mails
+  python3-pskc       # writes the PSKC seed files that otpcore reads
   oathtool           # the phone: computes TOTP codes
   sqlite3            # ages an enrolment to test expired links
   expect             # types at otpctl's, ssh's and sudo's prompts on a pseudo-terminal

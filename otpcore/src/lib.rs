@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod enrol;
+pub mod hotp;
 pub mod import;
+pub mod pskc;
 pub mod radius;
 pub mod rules;
 pub mod time;

@@ -107,20 +107,41 @@ impl TokenParams {
         unix_time: u64,
         window: u64,
     ) -> Option<u64> {
-        if code.len() != self.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
         let now = self.step_at(unix_time);
-        let mut found = None;
-        for step in now.saturating_sub(window)..=now.saturating_add(window) {
-            let candidate = self.code_for_step(secret, step);
-            let equal: bool = candidate.as_bytes().ct_eq(code.as_bytes()).into();
-            if equal && found.is_none() {
-                found = Some(step);
-            }
-        }
-        found
+        first_match(
+            now.saturating_sub(window)..=now.saturating_add(window),
+            code,
+            self.digits,
+            |step| self.code_for_step(secret, step),
+        )
     }
+}
+
+/// Whether `code` has the form of a code of `digits` digits.
+pub(crate) fn is_code(code: &str, digits: u32) -> bool {
+    code.len() == digits as usize && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The first of `candidates` whose code (`code_of`) is `code`. Every
+/// candidate is compared in constant time, so the answer's timing does not
+/// depend on which one (if any) matched.
+pub(crate) fn first_match(
+    candidates: impl IntoIterator<Item = u64>,
+    code: &str,
+    digits: u32,
+    code_of: impl Fn(u64) -> Zeroizing<String>,
+) -> Option<u64> {
+    if !is_code(code, digits) {
+        return None;
+    }
+    let mut found = None;
+    for candidate in candidates {
+        let equal: bool = code_of(candidate).as_bytes().ct_eq(code.as_bytes()).into();
+        if equal && found.is_none() {
+            found = Some(candidate);
+        }
+    }
+    found
 }
 
 /// RFC 4648 base32 without padding, as authenticator apps expect it.

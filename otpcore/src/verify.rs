@@ -3,7 +3,7 @@
 //! from the token's counters and the time passed in; the store applies the
 //! decision atomically.
 
-use crate::totp::TokenParams;
+use crate::totp::{is_code, TokenParams};
 
 /// The limits that verification applies, from `[token]` and `[policy]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +110,72 @@ fn failed(counters: &Counters, policy: &Policy, now: u64, fingerprint: [u8; 16])
     }
 }
 
+/// A code's circumstances: when it came, the limits, what the store keeps
+/// about the token, and the code's keyed fingerprint (the store makes it),
+/// compared with the previous wrong code's.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub(crate) now: u64,
+    pub(crate) policy: &'a Policy,
+    pub(crate) counters: &'a Counters,
+    pub(crate) fingerprint: [u8; 16],
+}
+
+impl<'a> Attempt<'a> {
+    pub fn new(
+        now: u64,
+        policy: &'a Policy,
+        counters: &'a Counters,
+        fingerprint: [u8; 16],
+    ) -> Self {
+        Attempt {
+            now,
+            policy,
+            counters,
+            fingerprint,
+        }
+    }
+
+    /// The verdict on `code`, a code of `digits` digits. Refused without a
+    /// look while the token is locked, or when it is the last wrong code
+    /// again less than `repeat_seconds` after it. Otherwise `matching`
+    /// finds the step (or event counter) whose code it is: accepted only if
+    /// later than the last used one; any refusal counts as a failure.
+    pub(crate) fn judge(
+        self,
+        code: &str,
+        digits: u32,
+        repeat_seconds: u64,
+        matching: impl FnOnce() -> Option<u64>,
+    ) -> Verdict {
+        let Attempt {
+            now,
+            policy,
+            counters,
+            fingerprint,
+        } = self;
+        let reject = |refusal, update| Verdict::Reject { refusal, update };
+        if counters.locked_until.is_some_and(|t| now < t) {
+            return reject(Refusal::Locked, None);
+        }
+        let repeated = counters
+            .last_wrong
+            .is_some_and(|(fp, at)| fp == fingerprint && now < at.saturating_add(repeat_seconds));
+        if repeated {
+            return reject(Refusal::RepeatedWrongCode, None);
+        }
+        let refusal = match matching() {
+            Some(step) if counters.last_step.is_none_or(|last| step > last) => {
+                return Verdict::Accept { step };
+            }
+            Some(_) => Refusal::Replay,
+            None if is_code(code, digits) => Refusal::WrongCode,
+            None => Refusal::Malformed,
+        };
+        reject(refusal, Some(failed(counters, policy, now, fingerprint)))
+    }
+}
+
 /// Decides about `code`. `fingerprint` is a keyed digest of the code (the
 /// store makes it), compared with the previous wrong code's.
 pub fn decide(
@@ -121,28 +187,13 @@ pub fn decide(
     counters: &Counters,
     fingerprint: [u8; 16],
 ) -> Verdict {
-    let reject = |refusal, update| Verdict::Reject { refusal, update };
-    if counters.locked_until.is_some_and(|t| now < t) {
-        return reject(Refusal::Locked, None);
-    }
-    let repeated = counters
-        .last_wrong
-        .is_some_and(|(fp, at)| fp == fingerprint && now < at.saturating_add(params.period));
-    if repeated {
-        return reject(Refusal::RepeatedWrongCode, None);
-    }
-    let well_formed =
-        code.len() == params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
     let t = drifted_time(params, now, counters.drift);
-    let refusal = match params.matching_step(secret, code, t, policy.window) {
-        Some(step) if counters.last_step.is_none_or(|last| step > last) => {
-            return Verdict::Accept { step };
-        }
-        Some(_) => Refusal::Replay,
-        None if well_formed => Refusal::WrongCode,
-        None => Refusal::Malformed,
-    };
-    reject(refusal, Some(failed(counters, policy, now, fingerprint)))
+    Attempt::new(now, policy, counters, fingerprint).judge(
+        code,
+        params.digits,
+        params.period,
+        || params.matching_step(secret, code, t, policy.window),
+    )
 }
 
 /// Finds the drift from two consecutive codes typed now: the step `s`
