@@ -48,6 +48,7 @@ mod process;
 mod radius;
 
 pub mod postgres;
+pub mod slapd;
 
 pub use bench::{bench_args, bench_value};
 pub use checks::{assert_no_secret, enrolment_array, grouped, shows_digits, shows_user_id};
