@@ -623,6 +623,20 @@ mod tests {
         assert!(message.contains("ldap.bind_dn"), "{message}");
     }
 
+    /// otpd shares one directory between tasks and spawns the checks.
+    #[test]
+    fn a_directory_and_its_checks_go_between_threads() {
+        fn shared<T: Send + Sync>(_: &T) {}
+        fn spawnable<T: Send>(_: T) {}
+        let directory = Directory::open(&ldap(&[
+            "url = \"ldap://127.0.0.1\"".to_owned(),
+            "bind_dn = \"uid={user},dc=example\"".to_owned(),
+        ]))
+        .expect("opens");
+        shared(&directory);
+        spawnable(directory.check_password("alice", b"x"));
+    }
+
     #[test]
     fn entry_dns_are_read_without_trusting_the_shape() {
         let entry = |id, payload| StructureTag {
