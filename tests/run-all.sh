@@ -43,6 +43,8 @@ packages=(
   libpam-google-authenticator  # google-authenticator files to import, and the PAM benchmark
   passwd             # useradd/userdel for the test users
   postgresql         # private PostgreSQL servers for the store (never the system cluster)
+  slapd              # private OpenLDAP servers: the directory password of RADIUS logins
+  ldap-utils         # ldapsearch and friends, to look into a test directory by hand
 )
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -50,6 +50,8 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     pub radius: Option<RadiusConfig>,
     pub mail: Option<MailConfig>,
+    /// The directory that checks a user's password for RADIUS.
+    pub ldap: Option<LdapConfig>,
     /// Where enrolments live; without `[store]`, SQLite in `state_dir`.
     #[serde(default)]
     pub store: StoreConfig,
@@ -308,6 +310,316 @@ impl Cidr {
             _ => false,
         }
     }
+}
+
+/// `[ldap]`: the directory that checks a user's password, the first factor
+/// of a RADIUS request that carries the password and the code together.
+/// Single keys are checked as they are read; how they combine is checked by
+/// [`LdapConfig::transport`] and [`LdapConfig::bind`], which
+/// [`Config::parse`] runs too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    #[serde(deserialize_with = "ldap_url")]
+    pub url: LdapUrl,
+    /// Upgrade an `ldap://` connection with StartTLS before anything else.
+    #[serde(default)]
+    pub starttls: bool,
+    /// The CA certificates (PEM) the directory's certificate must chain to;
+    /// the system's when absent.
+    pub ca_file: Option<PathBuf>,
+    /// The user's DN, `{user}` standing for the user name escaped for a DN.
+    #[serde(default, deserialize_with = "ldap_dn_template")]
+    pub bind_dn: Option<String>,
+    /// Where the user's entry is searched for (the whole subtree).
+    #[serde(default, deserialize_with = "ldap_dn")]
+    pub search_base: Option<String>,
+    /// The filter that finds the user's entry, `{user}` standing for the
+    /// user name escaped for a filter.
+    #[serde(default, deserialize_with = "ldap_filter_template")]
+    pub search_filter: Option<String>,
+    /// Who searches; anonymous when absent.
+    #[serde(default, deserialize_with = "ldap_dn")]
+    pub search_bind_dn: Option<String>,
+    /// Holds the password of `search_bind_dn` (owner-only file).
+    pub search_password_file: Option<PathBuf>,
+    /// The deadline of one whole check: connecting, TLS, search and binds.
+    #[serde(default = "default_ldap_timeout", deserialize_with = "ldap_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// `[ldap] timeout_ms`: 100 ms to one minute.
+pub const LDAP_TIMEOUT_MS: Bounds = Bounds::new(100, 60_000, "milliseconds");
+
+fn default_ldap_timeout() -> u64 {
+    3000
+}
+
+fn ldap_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    LDAP_TIMEOUT_MS.read(d)
+}
+
+/// `[ldap] url`: the directory's address, without a DN or other parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapUrl {
+    /// `ldaps://`: TLS from the first byte.
+    pub ldaps: bool,
+    /// A name or an address; an IPv6 address without its brackets.
+    pub host: String,
+    /// The given port, or 636 for `ldaps://` and 389 for `ldap://`.
+    pub port: u16,
+}
+
+impl LdapUrl {
+    /// Parses `ldaps://HOST[:PORT]` or `ldap://HOST[:PORT]`, with at most a
+    /// `/` after it; an IPv6 address in brackets.
+    pub fn parse(text: &str) -> Option<LdapUrl> {
+        let (ldaps, rest) = match text.strip_prefix("ldaps://") {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix("ldap://")?),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(bracketed) => {
+                let (address, after) = bracketed.split_once(']')?;
+                address.parse::<std::net::Ipv6Addr>().ok()?;
+                (address, after)
+            }
+            None => {
+                let end = rest.find(':').unwrap_or(rest.len());
+                let host = rest.get(..end)?;
+                let name = host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                (name.then_some(host)?, rest.get(end..)?)
+            }
+        };
+        let port = match port.strip_prefix(':') {
+            Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits.parse::<u16>().ok().filter(|p| *p > 0)?
+            }
+            Some(_) => return None,
+            None if port.is_empty() => {
+                if ldaps {
+                    636
+                } else {
+                    389
+                }
+            }
+            None => return None,
+        };
+        (!host.is_empty()).then(|| LdapUrl {
+            ldaps,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// Whether the host is this machine: `localhost` or a loopback address.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl fmt::Display for LdapUrl {
+    /// `ldaps://HOST:PORT` or `ldap://HOST:PORT`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.ldaps { "ldaps" } else { "ldap" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How the connection to the directory is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LdapTransport {
+    /// `ldaps://`.
+    Ldaps,
+    /// `ldap://` upgraded with StartTLS.
+    StartTls,
+    /// `ldap://` in clear, to a loopback host only.
+    Plain,
+}
+
+/// How the DN that the user's password is checked against is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LdapBind<'a> {
+    /// `bind_dn`, `{user}` replaced.
+    Template { dn: &'a str },
+    /// The one entry under `base` that `filter` finds, searched for as
+    /// `account` (its DN and password file), or anonymously.
+    Search {
+        base: &'a str,
+        filter: &'a str,
+        account: Option<(&'a str, &'a Path)>,
+    },
+}
+
+/// A rule of `[ldap]` that a configuration breaks: the key it is about and
+/// what is wrong. It quotes no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ldap.{key}: {reason}")]
+pub struct LdapRuleError {
+    pub key: &'static str,
+    pub reason: &'static str,
+}
+
+impl LdapConfig {
+    /// The protection of the connection. Refused: `starttls` with
+    /// `ldaps://`, a clear `ldap://` to a host that is not loopback (the
+    /// password would cross a network in clear), and `ca_file` without TLS.
+    pub fn transport(&self) -> Result<LdapTransport, LdapRuleError> {
+        let refuse = |key, reason| Err(LdapRuleError { key, reason });
+        let transport = match (self.url.ldaps, self.starttls) {
+            (true, false) => LdapTransport::Ldaps,
+            (true, true) => {
+                return refuse(
+                    "starttls",
+                    "is for ldap:// URLs; an ldaps:// connection is TLS from the start",
+                )
+            }
+            (false, true) => LdapTransport::StartTls,
+            (false, false) if self.url.is_loopback() => LdapTransport::Plain,
+            (false, false) => {
+                return refuse(
+                    "url",
+                    "ldap:// without `starttls = true` would send passwords in clear; \
+                     that is allowed only to a loopback host (localhost, 127.0.0.0/8, ::1): \
+                     use ldaps:// or set starttls = true",
+                )
+            }
+        };
+        if transport == LdapTransport::Plain && self.ca_file.is_some() {
+            return refuse("ca_file", "is for TLS: use ldaps:// or set starttls = true");
+        }
+        Ok(transport)
+    }
+
+    /// How the user's DN is found: `bind_dn`, or a search with
+    /// `search_base` and `search_filter`, as `search_bind_dn` with the
+    /// password in `search_password_file` or anonymously; exactly one way.
+    pub fn bind(&self) -> Result<LdapBind<'_>, LdapRuleError> {
+        let refuse = |key, reason| Err(LdapRuleError { key, reason });
+        let searching = self.search_base.is_some()
+            || self.search_filter.is_some()
+            || self.search_bind_dn.is_some()
+            || self.search_password_file.is_some();
+        if let Some(dn) = &self.bind_dn {
+            if searching {
+                return refuse(
+                    "bind_dn",
+                    "set either `bind_dn` or the search keys \
+                     (`search_base`, `search_filter`, ...), not both",
+                );
+            }
+            return Ok(LdapBind::Template { dn });
+        }
+        let (base, filter) = match (&self.search_base, &self.search_filter) {
+            (Some(base), Some(filter)) => (base.as_str(), filter.as_str()),
+            (None, None) => {
+                return refuse(
+                    "bind_dn",
+                    "needed, or `search_base` and `search_filter` to search for the user",
+                )
+            }
+            (Some(_), None) => return refuse("search_base", "needs `search_filter` beside it"),
+            (None, Some(_)) => return refuse("search_filter", "needs `search_base` beside it"),
+        };
+        let account = match (&self.search_bind_dn, &self.search_password_file) {
+            (Some(dn), Some(file)) => Some((dn.as_str(), file.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return refuse(
+                    "search_bind_dn",
+                    "needs `search_password_file` beside it (neither: an anonymous search)",
+                )
+            }
+            (None, Some(_)) => {
+                return refuse(
+                    "search_password_file",
+                    "needs `search_bind_dn` beside it (neither: an anonymous search)",
+                )
+            }
+        };
+        Ok(LdapBind::Search {
+            base,
+            filter,
+            account,
+        })
+    }
+
+    /// Runs [`LdapConfig::transport`] and [`LdapConfig::bind`] on the
+    /// section as read from `text`; an error names the line of its key (or
+    /// of `[ldap]` when the key is missing).
+    fn check(&self, text: &str) -> Result<(), String> {
+        let broken = self.transport().err().or_else(|| self.bind().err());
+        match broken {
+            None => Ok(()),
+            Some(e) => {
+                let line = match key_line(text, "ldap", e.key) {
+                    0 => table_line(text, "ldap"),
+                    line => line,
+                };
+                Err(format!("line {line}: {e}"))
+            }
+        }
+    }
+}
+
+/// The 1-based line of the header `[table]`; 0 if none.
+fn table_line(text: &str, table: &str) -> usize {
+    let header = format!("[{table}]");
+    text.lines()
+        .position(|l| l.trim_start().starts_with(&header))
+        .map_or(0, |n| n + 1)
+}
+
+fn ldap_url<'de, D: Deserializer<'de>>(d: D) -> Result<LdapUrl, D::Error> {
+    let s = String::deserialize(d)?;
+    LdapUrl::parse(&s).ok_or_else(|| {
+        invalid("must be ldaps://HOST[:PORT] or ldap://HOST[:PORT], without a DN or options")
+    })
+}
+
+/// A DN, or a DN or filter template: not empty, no NUL, no line break.
+fn ldap_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if s.contains(['\0', '\n', '\r']) {
+        return Err(invalid("must not hold NUL or line breaks"));
+    }
+    Ok(s)
+}
+
+fn ldap_dn<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    ldap_text(d).map(Some)
+}
+
+fn ldap_dn_template<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = ldap_text(d)?;
+    if !s.contains("{user}") {
+        return Err(invalid("must contain {user}, where the user name goes"));
+    }
+    Ok(Some(s))
+}
+
+fn ldap_filter_template<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = ldap_dn_template(d)?.unwrap_or_default();
+    if !(s.starts_with('(') && s.ends_with(')')) {
+        return Err(invalid(
+            "must be a filter in parentheses, like \"(uid={user})\"",
+        ));
+    }
+    Ok(Some(s))
 }
 
 /// Mail transports.
@@ -772,6 +1084,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(ldap) = &config.ldap {
+            ldap.check(text).map_err(err)?;
+        }
         if let Some(mail) = &config.mail {
             if mail.transport == Transport::Outbox && mail.outbox_dir.is_none() {
                 return Err(err(
@@ -811,6 +1126,7 @@ impl Config {
                 rate_limit_per_minute: default_rate_limit(),
             }),
             radius: None,
+            ldap: None,
             store: StoreConfig::default(),
             mail: Some(MailConfig {
                 from: "otpd <otpd@localhost.localdomain>".to_owned(),
@@ -1427,5 +1743,350 @@ mod tests {
             .expect("cidr")
             .contains("8.8.8.8".parse().expect("ip")));
         assert!(Cidr::parse("nonsense").is_none());
+    }
+
+    /// A minimal configuration with `[ldap]` holding `lines`.
+    fn with_ldap(lines: &[&str]) -> String {
+        format!(
+            "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n\n[ldap]\n{}\n",
+            lines.join("\n")
+        )
+    }
+
+    const LDAP_DN: &str = "bind_dn = \"uid={user},ou=people,dc=example,dc=com\"";
+
+    /// The `[ldap]` section of `text`, checked.
+    fn ldap_of(text: &str) -> LdapConfig {
+        let config = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        config.ldap.expect("an [ldap] section")
+    }
+
+    /// The error for `text`, which must name `key` and the line holding
+    /// `line_of_this` (or of `[ldap]`).
+    fn ldap_refused(text: &str, key: &str, line_of_this: &str) -> String {
+        let message = parse(text).expect_err(text);
+        assert!(message.contains(&format!("ldap.{key}: ")), "{message}");
+        let line = line_of(text, line_of_this);
+        assert!(
+            message.contains(&format!("line {line}")),
+            "{text}: no line {line} in {message}"
+        );
+        message
+    }
+
+    #[test]
+    fn the_commented_ldap_example_loads_in_either_mode() {
+        let start = line_of(SHIPPED_EXAMPLE, "# [ldap]") - 1;
+        let block: Vec<&str> = SHIPPED_EXAMPLE
+            .lines()
+            .skip(start)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("[ldap]") || l.contains(" = "))
+            .collect();
+        let uncommented = |leave_out: &str| {
+            let kept: Vec<&str> = block
+                .iter()
+                .copied()
+                .filter(|l| !l.starts_with(leave_out))
+                .collect();
+            format!("{SHIPPED_EXAMPLE}\n{}\n", kept.join("\n"))
+        };
+        let by_template = ldap_of(&uncommented("search_"));
+        assert_eq!(by_template.transport(), Ok(LdapTransport::Ldaps));
+        assert_eq!(
+            by_template.bind(),
+            Ok(LdapBind::Template {
+                dn: "uid={user},ou=people,dc=example,dc=com"
+            })
+        );
+        assert_eq!(by_template.url.port, 636);
+        assert_eq!(by_template.timeout_ms, 3000);
+        assert_eq!(
+            by_template.ca_file.as_deref(),
+            Some(Path::new("/etc/otpd/ldap-ca.crt"))
+        );
+        let by_search = ldap_of(&uncommented("bind_dn"));
+        assert_eq!(
+            by_search.bind(),
+            Ok(LdapBind::Search {
+                base: "ou=people,dc=example,dc=com",
+                filter: "(uid={user})",
+                account: Some((
+                    "cn=otpd,dc=example,dc=com",
+                    Path::new("/etc/otpd/ldap.password")
+                )),
+            })
+        );
+        let both = parse(&uncommented("#")).expect_err("bind_dn and a search");
+        assert!(both.contains("ldap.bind_dn: set either"), "{both}");
+        assert!(parse(SHIPPED_EXAMPLE).expect("example").ldap.is_none());
+    }
+
+    #[test]
+    fn ldap_urls_name_a_host_and_nothing_more() {
+        let url = |text: &str| LdapUrl::parse(text);
+        let parsed = url("ldaps://ldap.example.com").expect("ldaps");
+        assert_eq!((parsed.ldaps, parsed.port), (true, 636));
+        assert_eq!(parsed.to_string(), "ldaps://ldap.example.com:636");
+        let parsed = url("ldap://dir-1.example.com:3389/").expect("ldap with port");
+        assert_eq!((parsed.ldaps, parsed.port), (false, 3389));
+        assert_eq!(parsed.host, "dir-1.example.com");
+        let parsed = url("ldap://[::1]:3890").expect("IPv6");
+        assert_eq!(parsed.host, "::1");
+        assert_eq!(parsed.to_string(), "ldap://[::1]:3890");
+        assert!(parsed.is_loopback());
+        for bad in [
+            "",
+            "ldap.example.com",
+            "https://ldap.example.com",
+            "LDAPS://ldap.example.com",
+            "ldaps://",
+            "ldaps://:636",
+            "ldaps://ldap.example.com/dc=example,dc=com",
+            "ldaps://ldap.example.com/??sub",
+            "ldaps://admin@ldap.example.com",
+            "ldaps://ldap.example.com:0",
+            "ldaps://ldap.example.com:65536",
+            "ldaps://ldap.example.com:",
+            "ldaps://ldap.example.com:+636",
+            "ldaps://ldap.example.com:636:1",
+            "ldaps://[::1",
+            "ldaps://[ldap.example.com]",
+            "ldaps://ldap example.com",
+        ] {
+            assert_eq!(url(bad), None, "{bad:?}");
+        }
+        let text = with_ldap(&["url = \"ldaps://xq7host.example.com/dc=x\"", LDAP_DN]);
+        let message = ldap_refused(&text, "url", "xq7host");
+        assert!(message.contains("must be ldaps://HOST[:PORT]"), "{message}");
+        assert!(message.contains("column 7"), "{message}");
+        assert!(!message.contains("xq7host"), "{message}");
+    }
+
+    #[test]
+    fn ldap_in_clear_is_refused_unless_to_a_loopback_host() {
+        for (url, starttls, expected) in [
+            ("ldaps://ldap.example.com", "", LdapTransport::Ldaps),
+            (
+                "ldap://ldap.example.com",
+                "starttls = true",
+                LdapTransport::StartTls,
+            ),
+            ("ldap://127.0.0.1:3890", "", LdapTransport::Plain),
+            ("ldap://127.9.8.7", "starttls = false", LdapTransport::Plain),
+            ("ldap://localhost", "", LdapTransport::Plain),
+            ("ldap://[::1]:389", "", LdapTransport::Plain),
+            (
+                "ldap://localhost",
+                "starttls = true",
+                LdapTransport::StartTls,
+            ),
+        ] {
+            let url_line = format!("url = \"{url}\"");
+            let ldap = ldap_of(&with_ldap(&[&url_line, starttls, LDAP_DN]));
+            assert_eq!(ldap.transport(), Ok(expected), "{url} {starttls}");
+        }
+        for url in [
+            "ldap://ldap.example.com",
+            "ldap://10.0.0.1",
+            "ldap://[2001:db8::1]",
+            "ldap://localhost.example.com",
+        ] {
+            let url_line = format!("url = \"{url}\"");
+            let text = with_ldap(&[LDAP_DN, &url_line, "starttls = false"]);
+            let message = ldap_refused(&text, "url", "url =");
+            assert!(message.contains("in clear"), "{message}");
+            assert!(message.contains("loopback"), "{message}");
+        }
+    }
+
+    #[test]
+    fn starttls_and_ca_file_go_with_their_transport() {
+        let text = with_ldap(&[
+            "url = \"ldaps://ldap.example.com\"",
+            LDAP_DN,
+            "starttls = true",
+        ]);
+        let message = ldap_refused(&text, "starttls", "starttls");
+        assert!(message.contains("is for ldap:// URLs"), "{message}");
+        let text = with_ldap(&[
+            "url = \"ldap://127.0.0.1\"",
+            "ca_file = \"/etc/otpd/ldap-ca.crt\"",
+            LDAP_DN,
+        ]);
+        let message = ldap_refused(&text, "ca_file", "ca_file");
+        assert!(message.contains("is for TLS"), "{message}");
+        let with_tls = with_ldap(&[
+            "url = \"ldap://127.0.0.1\"",
+            "starttls = true",
+            "ca_file = \"/etc/otpd/ldap-ca.crt\"",
+            LDAP_DN,
+        ]);
+        assert_eq!(ldap_of(&with_tls).transport(), Ok(LdapTransport::StartTls));
+    }
+
+    #[test]
+    fn the_dn_is_found_in_exactly_one_way() {
+        const URL: &str = "url = \"ldaps://ldap.example.com\"";
+        const BASE: &str = "search_base = \"ou=people,dc=example,dc=com\"";
+        const FILTER: &str = "search_filter = \"(&(objectClass=person)(uid={user}))\"";
+        const ACCOUNT: &str = "search_bind_dn = \"cn=otpd,dc=example,dc=com\"";
+        const FILE: &str = "search_password_file = \"/etc/otpd/ldap.password\"";
+        let anonymous = ldap_of(&with_ldap(&[URL, BASE, FILTER]));
+        assert_eq!(
+            anonymous.bind(),
+            Ok(LdapBind::Search {
+                base: "ou=people,dc=example,dc=com",
+                filter: "(&(objectClass=person)(uid={user}))",
+                account: None
+            })
+        );
+        let with_account = ldap_of(&with_ldap(&[URL, FILE, BASE, ACCOUNT, FILTER]));
+        assert!(matches!(
+            with_account.bind(),
+            Ok(LdapBind::Search {
+                account: Some(("cn=otpd,dc=example,dc=com", file)),
+                ..
+            }) if file == Path::new("/etc/otpd/ldap.password")
+        ));
+        for (lines, key, line_of_this, reason) in [
+            (
+                vec![URL, LDAP_DN, BASE, FILTER],
+                "bind_dn",
+                "bind_dn",
+                "not both",
+            ),
+            (
+                vec![URL, LDAP_DN, ACCOUNT],
+                "bind_dn",
+                "bind_dn",
+                "not both",
+            ),
+            (
+                vec![URL],
+                "bind_dn",
+                "[ldap]",
+                "`search_base` and `search_filter`",
+            ),
+            (
+                vec![URL, BASE],
+                "search_base",
+                "search_base",
+                "needs `search_filter`",
+            ),
+            (
+                vec![FILTER, URL],
+                "search_filter",
+                "search_filter",
+                "needs `search_base`",
+            ),
+            (
+                vec![URL, BASE, FILTER, ACCOUNT],
+                "search_bind_dn",
+                "search_bind_dn",
+                "needs `search_password_file`",
+            ),
+            (
+                vec![URL, BASE, FILE, FILTER],
+                "search_password_file",
+                "search_password_file",
+                "needs `search_bind_dn`",
+            ),
+        ] {
+            let text = with_ldap(&lines);
+            let message = ldap_refused(&text, key, line_of_this);
+            assert!(message.contains(reason), "{message}");
+        }
+    }
+
+    #[test]
+    fn dn_and_filter_templates_are_checked_as_read() {
+        const URL: &str = "url = \"ldaps://ldap.example.com\"";
+        for (line, key, reason) in [
+            (
+                "bind_dn = \"uid=xq7user,ou=people,dc=example,dc=com\"",
+                "bind_dn",
+                "must contain {user}",
+            ),
+            ("bind_dn = \"  \"", "bind_dn", "must not be empty"),
+            (
+                "bind_dn = \"uid={user},ou=xq7\\u0000\"",
+                "bind_dn",
+                "must not hold NUL",
+            ),
+            (
+                "search_filter = \"uid={user}\"",
+                "search_filter",
+                "must be a filter in parentheses",
+            ),
+            (
+                "search_filter = \"(uid=xq7user)\"",
+                "search_filter",
+                "must contain {user}",
+            ),
+            ("search_base = \"\"", "search_base", "must not be empty"),
+            (
+                "search_bind_dn = \"cn=xq7\\nx\"",
+                "search_bind_dn",
+                "must not hold NUL or line breaks",
+            ),
+        ] {
+            let text = with_ldap(&[URL, line]);
+            let message = parse(&text).expect_err(line);
+            assert!(
+                message.contains(&format!("ldap.{key}: {reason}")),
+                "{message}"
+            );
+            let at = line_of(&text, line);
+            assert!(
+                message.contains(&format!("line {at}, column ")),
+                "{line}: {message}"
+            );
+            assert!(!message.contains("xq7"), "{message}");
+        }
+    }
+
+    #[test]
+    fn ldap_timeout_takes_its_bounds_and_defaults_to_three_seconds() {
+        let base = ["url = \"ldaps://ldap.example.com\"", LDAP_DN];
+        assert_eq!(ldap_of(&with_ldap(&base)).timeout_ms, 3000);
+        for fine in [LDAP_TIMEOUT_MS.min, 3000, LDAP_TIMEOUT_MS.max] {
+            let line = format!("timeout_ms = {fine}");
+            let text = with_ldap(&[base[0], base[1], &line]);
+            assert_eq!(ldap_of(&text).timeout_ms, fine);
+        }
+        for beyond in ["99", "60001", "0", "-1", "3.5", "\"3000\""] {
+            let line = format!("timeout_ms = {beyond}");
+            let text = with_ldap(&[base[0], &line, base[1]]);
+            let message = ldap_refused(&text, "timeout_ms", "timeout_ms");
+            assert!(
+                message.contains("100 to 60000") || message.contains("invalid type"),
+                "{beyond}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_ldap_keys_are_refused_without_their_value() {
+        let text = with_ldap(&[
+            "url = \"ldaps://ldap.example.com\"",
+            LDAP_DN,
+            "bind_password = \"xq7-hunter2\"",
+        ]);
+        let message = parse(&text).expect_err("no password in the config");
+        assert!(
+            message.contains("unknown field `bind_password`"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("line {}", line_of(&text, "bind_password"))),
+            "{message}"
+        );
+        assert!(!message.contains("xq7"), "{message}");
+        let missing_url = with_ldap(&[LDAP_DN]);
+        assert!(parse(&missing_url)
+            .expect_err("no url")
+            .contains("missing field `url`"));
     }
 }

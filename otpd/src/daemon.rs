@@ -103,13 +103,8 @@ impl Daemon {
     }
 }
 
-/// Seconds since the Unix epoch; the one clock the listeners read.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Seconds since the Unix epoch: the clock every program of otpd reads.
+pub use otpproto::clock::unix_now;
 
 /// A text from outside as a log line may hold it: control, format and
 /// separator characters escaped, so a name can neither forge a line nor

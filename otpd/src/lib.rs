@@ -32,8 +32,6 @@ use daemon::{Daemon, Shutdown};
 use http::HttpListener;
 use radius::RadiusListener;
 use socket::SocketListener;
-// The socket listener reads the clock as `crate::unix_now`.
-use daemon::unix_now;
 
 /// Runs the daemon over `config` until SIGTERM or SIGINT, or until a
 /// listener fails: opens the store, binds every listener, then serves.

@@ -50,6 +50,7 @@ mod process;
 mod radius;
 
 pub mod postgres;
+pub mod slapd;
 
 pub use bench::{
     bench_args, bench_value, median, percentile, wait_for_room_in_step, BenchNode, BenchNodes,

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use otpd::socket::{SocketListener, MAX_LINE};
+use otpd::socket::SocketListener;
+use otpproto::socket::MAX_LINE;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
