@@ -51,12 +51,12 @@ pub enum User {
     /// `uid=twin` in `ou=people` and in `ou=partners`, one password.
     Twin,
     /// `ou=people`, a uid made of the characters that DNs and filters
-    /// escape: [`SPECIAL_UID`].
+    /// escape: [`METACHARACTER_UID`].
     Special,
 }
 
 /// The uid of [`User::Special`].
-pub const SPECIAL_UID: &str = "#pat,q+r<s>;\"t\"=*(u)\\v";
+pub const METACHARACTER_UID: &str = "#pat,q+r<s>;\"t\"=*(u)\\v";
 
 impl User {
     pub const ALL: [User; 5] = [
@@ -74,7 +74,7 @@ impl User {
             User::Bob => "bob",
             User::Carol => "carol",
             User::Twin => "twin",
-            User::Special => SPECIAL_UID,
+            User::Special => METACHARACTER_UID,
         }
     }
 
