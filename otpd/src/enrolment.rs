@@ -171,12 +171,6 @@ impl Step {
     }
 }
 
-/// What came of a step.
-pub enum Outcome {
-    Activation(Activation),
-    Confirmation(Confirmed),
-}
-
 /// What came of a confirmation.
 pub enum Confirmed {
     Active {
@@ -227,19 +221,11 @@ impl Workflow {
         }
     }
 
-    /// Takes `step` for `attempt`.
-    pub async fn run(&self, step: Step, attempt: Attempt) -> Outcome {
-        match step {
-            Step::Activation => Outcome::Activation(self.activate(attempt).await),
-            Step::Confirmation => Outcome::Confirmation(self.confirm(attempt).await),
-        }
-    }
-
     /// Activation in three steps: admission; then, with one of the few
     /// password check slots, a try taken, the slow argon2id check and the
     /// outcome on a blocking thread, so that the check holds neither the
     /// store nor an async worker.
-    async fn activate(&self, attempt: Attempt) -> Activation {
+    pub async fn activate(&self, attempt: Attempt) -> Activation {
         let attempt = Arc::new(attempt);
         let admitted = {
             let a = Arc::clone(&attempt);
@@ -283,7 +269,7 @@ impl Workflow {
     }
 
     /// Confirmation with the first code.
-    async fn confirm(&self, attempt: Attempt) -> Confirmed {
+    pub async fn confirm(&self, attempt: Attempt) -> Confirmed {
         with_store(&self.daemon, move |d, s| confirm(d, s, &attempt))
             .await
             .unwrap_or(Confirmed::Internal)

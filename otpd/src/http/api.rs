@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{client_ip, Shared, MAX_BODY};
-use crate::enrolment::{Activation, Confirmed, Outcome, Step};
+use crate::enrolment::{Activation, Attempt, Confirmed, Step};
 
 /// The same words for unknown IDs and a wrong password.
 const WRONG_CREDENTIALS: &str = "wrong service ID, user ID or activation password";
@@ -82,30 +82,48 @@ fn parse_json<T: DeserializeOwned>(
     })
 }
 
-/// `POST /api/v1/activate` and `POST /api/v1/confirm`: the per-address
-/// rate limit, then a body of `R`, then its step of the workflow.
-pub(super) async fn step<R: ApiRequest>(
+/// `POST /api/v1/activate`.
+pub(super) async fn activate(
     State(http): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    match admitted::<ActivateRequest>(&http, addr, body) {
+        Ok(attempt) => activation_answer(http.enrolment.activate(attempt).await),
+        Err(refusal) => *refusal,
+    }
+}
+
+/// `POST /api/v1/confirm`.
+pub(super) async fn confirm(
+    State(http): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match admitted::<ConfirmRequest>(&http, addr, body) {
+        Ok(attempt) => confirmation_answer(http.enrolment.confirm(attempt).await),
+        Err(refusal) => *refusal,
+    }
+}
+
+/// What both API calls do first: the per-address rate limit, then a body
+/// of `R`, then the attempt it makes. A refusal is the answer to send.
+fn admitted<R: ApiRequest>(
+    http: &Shared,
+    addr: SocketAddr,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Attempt, Box<Response>> {
     let peer = client_ip(addr);
     if !http.allow(peer, R::STEP.as_str()) {
-        return json_error(
+        return Err(Box::new(json_error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests from this address; try again in a minute",
-        );
+        )));
     }
-    let request: R = match parse_json(body, R::FIELDS) {
-        Ok(r) => r,
-        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
-    };
+    let request: R = parse_json(body, R::FIELDS)
+        .map_err(|message| Box::new(json_error(StatusCode::BAD_REQUEST, &message)))?;
     let (service_id, user_id, proof) = request.into_parts();
-    let attempt = http.enrolment.attempt(&service_id, user_id, proof, peer);
-    match http.enrolment.run(R::STEP, attempt).await {
-        Outcome::Activation(activation) => activation_answer(activation),
-        Outcome::Confirmation(confirmed) => confirmation_answer(confirmed),
-    }
+    Ok(http.enrolment.attempt(&service_id, user_id, proof, peer))
 }
 
 fn activation_answer(activation: Activation) -> Response {

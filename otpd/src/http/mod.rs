@@ -445,13 +445,10 @@ pub fn router_with(daemon: Arc<Daemon>, checks: PasswordChecks) -> Router {
     });
     Router::new()
         .route("/healthz", get(healthz))
-        .route(
-            "/setup",
-            get(pages::setup_page).post(pages::submit::<pages::ActivateForm>),
-        )
-        .route("/setup/confirm", post(pages::submit::<pages::ConfirmForm>))
-        .route("/api/v1/activate", post(api::step::<api::ActivateRequest>))
-        .route("/api/v1/confirm", post(api::step::<api::ConfirmRequest>))
+        .route("/setup", get(pages::setup_page).post(pages::activate))
+        .route("/setup/confirm", post(pages::confirm))
+        .route("/api/v1/activate", post(api::activate))
+        .route("/api/v1/confirm", post(api::confirm))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(read_body_in_time))
         .layer(axum::middleware::map_response(security_headers))

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::render::{self, Ctx, Message, Notice, TokenView};
 use super::{client_ip, Http, Shared};
-use crate::enrolment::{Activation, Attempt, Confirmed, Outcome, Step};
+use crate::enrolment::{Activation, Attempt, Confirmed, Step};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -220,21 +220,29 @@ pub(super) async fn setup_page(
     )
 }
 
-/// `POST /setup` and `POST /setup/confirm`: the per-address rate limit,
-/// then a form of `F`, then its step of the workflow.
-pub(super) async fn submit<F: SetupForm>(
+/// `POST /setup`: the activation form.
+pub(super) async fn activate(
     State(http): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<F>, FormRejection>,
+    form: Result<Form<ActivateForm>, FormRejection>,
 ) -> Response {
-    let (shown, attempt) = match http.admitted(addr, &headers, form) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return *refusal,
-    };
-    match http.enrolment.run(F::STEP, attempt).await {
-        Outcome::Activation(activation) => activation_page(&shown, activation),
-        Outcome::Confirmation(confirmed) => confirmation_page(&shown, confirmed),
+    match http.admitted(addr, &headers, form) {
+        Ok((shown, attempt)) => activation_page(&shown, http.enrolment.activate(attempt).await),
+        Err(refusal) => *refusal,
+    }
+}
+
+/// `POST /setup/confirm`: the first code.
+pub(super) async fn confirm(
+    State(http): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
+    match http.admitted(addr, &headers, form) {
+        Ok((shown, attempt)) => confirmation_page(&shown, http.enrolment.confirm(attempt).await),
+        Err(refusal) => *refusal,
     }
 }
 
