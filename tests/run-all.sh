@@ -45,6 +45,11 @@ packages=(
   postgresql         # private PostgreSQL servers for the store (never the system cluster)
   slapd              # private OpenLDAP servers: the directory password of RADIUS logins
   ldap-utils         # ldapsearch and friends, to look into a test directory by hand
+  libpam-radius-auth # a PAM module asking otpd over RADIUS, with its challenge prompt
+  radsecproxy        # a RadSec client in front of otpd's RADIUS over TLS
+  prometheus         # scrapes otpd's /metrics (private config and data dir)
+  nginx              # the reverse proxy in front of the activation page
+  rsyslog            # a real syslog daemon receiving otpd's and pam_otp's lines
 )
 
 if [ "$(id -u)" -eq 0 ]; then
