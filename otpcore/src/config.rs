@@ -134,6 +134,9 @@ pub struct TokenConfig {
     #[serde(deserialize_with = "window")]
     pub window: u64,
     pub adapt_period: bool,
+    /// Event-based (HOTP) tokens: codes accepted after the next expected one.
+    #[serde(deserialize_with = "hotp_window")]
+    pub hotp_window: u64,
 }
 
 impl Default for TokenConfig {
@@ -144,6 +147,7 @@ impl Default for TokenConfig {
             algorithm: Algorithm::Sha1,
             window: 1,
             adapt_period: true,
+            hotp_window: crate::hotp::DEFAULT_WINDOW,
         }
     }
 }
@@ -755,6 +759,8 @@ pub const PERIOD: Bounds = Bounds::new(15, 300, "seconds");
 pub const DIGITS: Bounds = Bounds::new(6, 8, "digits");
 /// `[token] window`: steps either side of now.
 pub const WINDOW: Bounds = Bounds::new(0, 10, "steps");
+/// `[token] hotp_window`: codes of an event-based token skipped over.
+pub const HOTP_WINDOW: Bounds = Bounds::new(0, 100, "codes");
 /// `[policy] max_failures`.
 pub const MAX_FAILURES: Bounds = Bounds::new(1, 1_000_000, "failures");
 /// `[policy] lockout_seconds`: up to 30 days.
@@ -832,6 +838,7 @@ bounded! {
     period: u64 = PERIOD;
     digits: u32 = DIGITS;
     window: u64 = WINDOW;
+    hotp_window: u64 = HOTP_WINDOW;
     max_failures: u32 = MAX_FAILURES;
     lockout_seconds: u64 = LOCKOUT_SECONDS;
     activation_attempts: u32 = ACTIVATION_ATTEMPTS;
@@ -1376,7 +1383,7 @@ mod tests {
     }
 
     /// Every integer of the configuration with its documented bounds.
-    const NUMERIC: [Numeric; 11] = [
+    const NUMERIC: [Numeric; 12] = [
         Numeric {
             table: "token",
             key: "period",
@@ -1397,6 +1404,13 @@ mod tests {
             min: 0,
             max: 10,
             read: |c| int(c.token.window),
+        },
+        Numeric {
+            table: "token",
+            key: "hotp_window",
+            min: 0,
+            max: 100,
+            read: |c| int(c.token.hotp_window),
         },
         Numeric {
             table: "policy",

@@ -19,6 +19,8 @@ pub enum State {
     Replaced,
     /// Withdrawn by an administrator.
     Revoked,
+    /// A hardware token loaded from its seed file, given to nobody yet.
+    Unassigned,
 }
 
 impl State {
@@ -31,6 +33,7 @@ impl State {
             State::Invalidated => "invalidated",
             State::Replaced => "replaced",
             State::Revoked => "revoked",
+            State::Unassigned => "unassigned",
         }
     }
 
@@ -43,6 +46,7 @@ impl State {
             State::Invalidated,
             State::Replaced,
             State::Revoked,
+            State::Unassigned,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)
@@ -179,6 +183,7 @@ mod tests {
             State::Invalidated,
             State::Replaced,
             State::Revoked,
+            State::Unassigned,
         ] {
             assert_eq!(
                 activation_allowed(state, 100, 1),

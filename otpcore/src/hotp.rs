@@ -127,6 +127,7 @@ mod tests {
     const fn policy(window: u64) -> Policy {
         Policy {
             window,
+            hotp_window: DEFAULT_WINDOW,
             max_failures: 3,
             lockout_seconds: 900,
         }

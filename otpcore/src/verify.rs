@@ -10,6 +10,8 @@ use crate::totp::{is_code, TokenParams};
 pub struct Policy {
     /// Steps accepted on either side of now.
     pub window: u64,
+    /// Event-based tokens: codes accepted after the next expected one.
+    pub hotp_window: u64,
     /// Failures that lock the token.
     pub max_failures: u32,
     /// How long a lock lasts.
@@ -273,6 +275,7 @@ mod tests {
     };
     const POLICY: Policy = Policy {
         window: 1,
+        hotp_window: 10,
         max_failures: 3,
         lockout_seconds: 900,
     };

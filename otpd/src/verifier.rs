@@ -72,6 +72,7 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
     let config = &daemon.config;
     let policy = Policy {
         window: config.token.window,
+        hotp_window: config.token.hotp_window,
         max_failures: config.policy.max_failures,
         lockout_seconds: config.policy.lockout_seconds,
     };

@@ -6,16 +6,17 @@
 
 use std::path::Path;
 
+use otpcore::hotp::{self, HotpParams};
 use otpcore::totp::{Algorithm, TokenParams};
-use otpcore::verify::{self, Counters, Policy, Refusal, Verdict};
+use otpcore::verify::{self, Attempt, Counters, Policy, Refusal, Verdict};
 use subtle::ConstantTimeEq;
 
 use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError, VerifyError};
 use crate::seal::Keys;
 use crate::{
-    ActivationFailure, AuditEntry, AuditResult, Enrolment, ImportedToken, NewEnrolment, Resync,
-    VerifyOutcome, VerifyRequest,
+    ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken, ImportedToken,
+    NewEnrolment, Resync, TokenKind, VerifyOutcome, VerifyRequest,
 };
 use otpcore::rules::UserId;
 
@@ -44,6 +45,18 @@ pub(crate) trait Backend: Send + Sync {
         replace: bool,
         now: u64,
     ) -> Result<()>;
+    /// Loads hardware tokens `unassigned`, all or none; a serial number
+    /// already stored refuses them all.
+    fn import_hardware(
+        &self,
+        keys: &Keys,
+        tokens: &[HardwareToken<'_>],
+        service_id: &str,
+        now: u64,
+    ) -> Result<()>;
+    /// Gives the unassigned token `serial` to `user`, active; its ID.
+    fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<i64>;
+    fn unassigned(&self) -> Result<Vec<Enrolment>>;
     fn set_power_safe(&self, power_safe: bool) -> Result<()>;
     fn withdraw(&self, id: i64) -> Result<bool>;
     fn by_id(&self, id: i64) -> Result<Option<Enrolment>>;
@@ -114,6 +127,9 @@ pub(crate) struct Insert<'a> {
     pub now: u64,
     pub expires_at: u64,
     pub last_step: Option<u64>,
+    pub kind: TokenKind,
+    pub serial: Option<&'a str>,
+    pub drift: i64,
 }
 
 impl<'a> Insert<'a> {
@@ -136,6 +152,9 @@ impl<'a> Insert<'a> {
             now,
             expires_at: new.expires_at,
             last_step: None,
+            kind: TokenKind::Totp,
+            serial: None,
+            drift: 0,
         }
     }
 
@@ -160,6 +179,33 @@ impl<'a> Insert<'a> {
             now,
             expires_at: now,
             last_step: spent.max(token.last_step),
+            kind: TokenKind::Totp,
+            serial: None,
+            drift: 0,
+        }
+    }
+
+    /// The row of a hardware token loaded for nobody yet.
+    pub(crate) fn unassigned(
+        token: &HardwareToken<'a>,
+        service_id: &'a str,
+        now: u64,
+    ) -> Insert<'a> {
+        Insert {
+            user: "",
+            email: "",
+            service_id,
+            password_hash: "!",
+            secret: token.secret,
+            params: token.params,
+            language: "",
+            state: otpcore::enrol::State::Unassigned,
+            now,
+            expires_at: now,
+            last_step: token.last_step,
+            kind: token.kind,
+            serial: Some(token.serial),
+            drift: token.drift,
         }
     }
 
@@ -186,6 +232,19 @@ pub(crate) fn refuse_existing(states: &[String], user: &str, replace: bool) -> R
         });
     }
     Ok(())
+}
+
+/// The ID of the token `serial` (its ID, state and user as read), if it
+/// can be assigned: it exists and nobody has it.
+pub(crate) fn assignable(serial: &str, token: Option<(i64, String, String)>) -> Result<i64> {
+    match token {
+        None => Err(StoreError::UnknownSerial(serial.to_owned())),
+        Some((id, state, _)) if state == "unassigned" => Ok(id),
+        Some((_, _, user)) => Err(StoreError::SerialAssigned {
+            serial: serial.to_owned(),
+            user,
+        }),
+    }
 }
 
 /// One of a user's enrolments that has used steps: its user ID, sealed
@@ -236,6 +295,7 @@ pub(crate) struct TokenRow {
     pub last_wrong: Option<Vec<u8>>,
     pub last_wrong_at: Option<i64>,
     pub drift: i64,
+    pub kind: String,
 }
 
 /// What a verification writes.
@@ -264,9 +324,10 @@ pub(crate) fn plan_verification(
     let Some(row) = row else {
         return Ok(Plan::Answer(VerifyOutcome::Reject(Refusal::NoToken)));
     };
-    let (Some(secret), Some(algorithm)) = (
+    let (Some(secret), Some(algorithm), Some(kind)) = (
         keys.unseal(&row.sealed, row.user_id.as_bytes()),
         Algorithm::parse(&row.algorithm),
+        TokenKind::parse(&row.kind),
     ) else {
         return Ok(Plan::Answer(VerifyOutcome::Error(VerifyError::Unreadable(
             row.id,
@@ -288,8 +349,8 @@ pub(crate) fn plan_verification(
         drift: row.drift,
     };
     let fingerprint = keys.fingerprint(row.id, request.code)?;
-    Ok(
-        match verify::decide(
+    let verdict = match kind {
+        TokenKind::Totp => verify::decide(
             &secret,
             &params,
             request.code,
@@ -297,22 +358,39 @@ pub(crate) fn plan_verification(
             policy,
             &counters,
             fingerprint,
-        ) {
-            Verdict::Accept { step } => Plan::Advance { id: row.id, step },
-            Verdict::Reject {
-                refusal,
-                update: Some(counters),
-            } => Plan::Fail {
-                id: row.id,
-                refusal,
-                counters,
-            },
-            Verdict::Reject {
-                refusal,
-                update: None,
-            } => Plan::Answer(VerifyOutcome::Reject(refusal)),
+        ),
+        TokenKind::Hotp => {
+            let look_ahead = Policy {
+                window: policy.hotp_window,
+                ..*policy
+            };
+            let hotp_params = HotpParams {
+                algorithm,
+                digits: row.digits,
+            };
+            hotp::decide(
+                &secret,
+                &hotp_params,
+                request.code,
+                Attempt::new(now, &look_ahead, &counters, fingerprint),
+            )
+        }
+    };
+    Ok(match verdict {
+        Verdict::Accept { step } => Plan::Advance { id: row.id, step },
+        Verdict::Reject {
+            refusal,
+            update: Some(counters),
+        } => Plan::Fail {
+            id: row.id,
+            refusal,
+            counters,
         },
-    )
+        Verdict::Reject {
+            refusal,
+            update: None,
+        } => Plan::Answer(VerifyOutcome::Reject(refusal)),
+    })
 }
 
 /// The outcome of an [`Plan::Advance`]: whether its conditional UPDATE won.

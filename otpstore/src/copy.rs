@@ -45,7 +45,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The columns of an enrolment row, in the order of [`RawEnrolment`]; the
 /// user's column is called `user` here and may be named otherwise by a
 /// backend (see [`column_list`]).
-pub(crate) const ENROLMENT_ROW: [&str; 23] = [
+pub(crate) const ENROLMENT_ROW: [&str; 25] = [
     "id",
     "user",
     "email",
@@ -69,6 +69,8 @@ pub(crate) const ENROLMENT_ROW: [&str; 23] = [
     "last_wrong",
     "last_wrong_at",
     "drift",
+    "kind",
+    "serial",
 ];
 
 /// The columns of an audit row, in the order of [`RawAudit`].
@@ -111,6 +113,8 @@ pub(crate) struct RawEnrolment {
     pub last_wrong: Option<Vec<u8>>,
     pub last_wrong_at: Option<i64>,
     pub drift: i64,
+    pub kind: String,
+    pub serial: Option<String>,
 }
 
 /// An audit row as stored.
@@ -186,6 +190,11 @@ impl Keyed for RawEnrolment {
         }
         feed_opt(d, self.last_wrong_at);
         feed_int(d, self.drift);
+        feed_bytes(d, self.kind.as_bytes());
+        match &self.serial {
+            Some(serial) => feed_bytes(d, serial.as_bytes()),
+            None => d.update([b'n']),
+        }
     }
 }
 

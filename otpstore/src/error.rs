@@ -55,6 +55,15 @@ pub enum StoreError {
     HasActive { user: String },
     #[error("{user} already has a setup in progress; use `otpctl resend {user}` or re-issue with --replace")]
     HasPending { user: String },
+    /// A hardware token's serial number is already in the store.
+    #[error("a token with serial {0:?} is already in the store")]
+    SerialTaken(String),
+    /// No hardware token has the serial number.
+    #[error("no token has serial {0:?}; `otpctl list --unassigned` shows the loaded ones")]
+    UnknownSerial(String),
+    /// The hardware token was given to a user already.
+    #[error("the token with serial {serial:?} is already assigned (to {user})")]
+    SerialAssigned { serial: String, user: String },
     #[error("the database was written by a newer otpd (schema {0}); upgrade otpd")]
     TooNew(i64),
     /// Hashing an activation password, or reading a stored hash, failed.

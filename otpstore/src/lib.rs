@@ -32,6 +32,7 @@ use std::time::Duration;
 use otpcore::config::{Config, StoreBackend};
 
 use otpcore::enrol::State;
+use otpcore::hotp::{self, HotpParams};
 use otpcore::rules::UserId;
 use otpcore::totp::TokenParams;
 use otpcore::verify::{self, Counters, Policy, Refusal};
@@ -72,6 +73,51 @@ pub struct Enrolment {
     pub activated_at: Option<u64>,
     pub confirmed_at: Option<u64>,
     pub activation_failures: u32,
+    /// The last used time step, or for an event-based token the last
+    /// used counter.
+    pub last_step: Option<u64>,
+    pub kind: TokenKind,
+    /// A hardware token's serial number.
+    pub serial: Option<String>,
+}
+
+/// How a token's codes move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Time-based (TOTP).
+    Totp,
+    /// Event-based (HOTP): a counter moved on by each code used.
+    Hotp,
+}
+
+impl TokenKind {
+    /// `totp` or `hotp`: the stored and shown spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Totp => "totp",
+            TokenKind::Hotp => "hotp",
+        }
+    }
+
+    /// Reads the spellings of [`TokenKind::as_str`].
+    pub fn parse(text: &str) -> Option<TokenKind> {
+        [TokenKind::Totp, TokenKind::Hotp]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+/// A hardware token to load by serial number, given to nobody yet.
+pub struct HardwareToken<'a> {
+    pub serial: &'a str,
+    pub secret: &'a [u8],
+    pub kind: TokenKind,
+    /// The period is 0 for an event-based token.
+    pub params: TokenParams,
+    /// Steps a time-based token's clock runs ahead (negative: behind).
+    pub drift: i64,
+    /// An event-based token's last used counter: codes of it and earlier
+    /// counters are refused. `None` when its next code is counter 0.
     pub last_step: Option<u64>,
 }
 
@@ -387,6 +433,34 @@ impl Store {
             .import_tokens(&self.keys, tokens, service_id, replace, now)
     }
 
+    /// Loads hardware tokens by serial number, all or none in one
+    /// transaction, in state `unassigned`: nobody can log in with them
+    /// until [`Store::assign`]. A serial number already in the store (in
+    /// any state) refuses the whole load.
+    pub fn import_hardware(
+        &self,
+        tokens: &[HardwareToken<'_>],
+        service_id: &str,
+        now: u64,
+    ) -> Result<()> {
+        self.db.import_hardware(&self.keys, tokens, service_id, now)
+    }
+
+    /// Gives the unassigned token `serial` to `user`, active at once. A
+    /// user with a pending or active token is refused unless `replace`,
+    /// which replaces them in the same transaction.
+    pub fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<Enrolment> {
+        let id = self.db.assign(serial, user, replace, now)?;
+        self.db
+            .by_id(id)?
+            .ok_or(StoreError::Internal("an assigned token vanished"))
+    }
+
+    /// The loaded hardware tokens that nobody has yet, by serial number.
+    pub fn unassigned(&self) -> Result<Vec<Enrolment>> {
+        self.db.unassigned()
+    }
+
     /// Chooses how far commits are flushed: `false` (SQLite
     /// `synchronous=NORMAL`) survives a crash of otpd, `true` (`FULL`) a
     /// power loss too, at the price of an fsync per commit.
@@ -502,7 +576,10 @@ impl Store {
     }
 
     /// Learns the clock drift of the user's active token from two
-    /// consecutive codes, searching `search` steps either side of now. Both
+    /// consecutive codes, searching `search` steps either side of now. For
+    /// an event-based token, finds its counter instead: the two codes at
+    /// or after the next counter, up to [`hotp::RESYNC_SEARCH`] on; the
+    /// second code's counter becomes the last used one (`step`). Both
     /// codes are spent: the second code's step becomes the last used one,
     /// and failures, lock and the last wrong code are cleared.
     ///
@@ -524,6 +601,25 @@ impl Store {
             return Ok(Resync::NoToken);
         };
         let secret = self.secret(&token)?;
+        if token.kind == TokenKind::Hotp {
+            let params = HotpParams {
+                algorithm: token.params.algorithm,
+                digits: token.params.digits,
+            };
+            let Some(counter) = hotp::resync(
+                &secret,
+                &params,
+                first,
+                second,
+                token.last_step,
+                hotp::RESYNC_SEARCH,
+            ) else {
+                return Ok(Resync::NotFound);
+            };
+            // An event counter only moves forward: no step lies ahead of a
+            // clock, so a counter used meanwhile makes the codes spent.
+            return self.db.resync(token.id, 0, counter, u64::MAX, 0);
+        }
         let Some((drift, step)) =
             verify::resync(&secret, &token.params, first, second, now, search)
         else {

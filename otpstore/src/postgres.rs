@@ -30,21 +30,22 @@ use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    advanced, audit_result, last_wrong_columns, plan_verification, refuse_existing,
+    advanced, assignable, audit_result, last_wrong_columns, plan_verification, refuse_existing,
     spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
 };
 use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
 use crate::seal::Keys;
 use crate::{
-    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, ImportedToken, NewEnrolment,
-    Resync, VerifyOutcome, VerifyRequest,
+    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken,
+    ImportedToken, NewEnrolment, Resync, TokenKind, VerifyOutcome, VerifyRequest,
 };
 
 pub(crate) use url::DatabaseUrl;
 
 /// The forward migrations; entry N takes schema N to N+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -87,7 +88,13 @@ CREATE TABLE audit (
     reason   TEXT NOT NULL
 );
 CREATE INDEX audit_user_time ON audit(username, time);
-"#];
+"#,
+    r#"
+ALTER TABLE enrolments ADD COLUMN kind TEXT NOT NULL DEFAULT 'totp';
+ALTER TABLE enrolments ADD COLUMN serial TEXT;
+CREATE UNIQUE INDEX enrolments_serial ON enrolments(serial);
+"#,
+];
 
 /// What an import may take per token beyond the deadline of a call.
 const IMPORT_MS_PER_TOKEN: u64 = 20;
@@ -97,7 +104,8 @@ const MIGRATION_LOCK: i64 = 0x6f74_7064_6d69_6772;
 
 const ENROLMENT_COLUMNS: &str =
     "id, username, email, service_id, user_id, state, algorithm, digits, period, \
-     language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step";
+     language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step, \
+     kind, serial";
 
 /// How to reach the database.
 pub(crate) struct Options {
@@ -151,6 +159,8 @@ fn enrolment_from_row(row: &Row) -> Result<Enrolment> {
         confirmed_at: row.try_get::<_, Option<i64>>(13)?.map(to_u64),
         activation_failures: small(row.try_get(14)?),
         last_step: row.try_get::<_, Option<i64>>(15)?.map(to_u64),
+        kind: TokenKind::parse(row.try_get(16)?).ok_or(unreadable("a stored kind is invalid"))?,
+        serial: row.try_get(17)?,
     })
 }
 
@@ -353,8 +363,8 @@ async fn insert_enrolment(tx: &impl GenericClient, keys: &Keys, row: &Insert<'_>
     let stmt = tx
         .prepare_cached(
             "INSERT INTO enrolments (username, email, service_id, user_id, password_hash, secret, algorithm, digits, \
-             period, language, state, created_at, expires_at, confirmed_at, last_step) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+             period, language, state, created_at, expires_at, confirmed_at, last_step, kind, serial, drift) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
         )
         .await?;
     let inserted = tx
@@ -376,6 +386,9 @@ async fn insert_enrolment(tx: &impl GenericClient, keys: &Keys, row: &Insert<'_>
                 &to_i64(row.expires_at),
                 &row.confirmed_at(),
                 &row.last_step.map(to_i64),
+                &row.kind.as_str(),
+                &row.serial,
+                &row.drift,
             ],
         )
         .await?;
@@ -403,7 +416,7 @@ async fn verify_all(
     let select = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, username FROM enrolments \
+             last_wrong, last_wrong_at, drift, username, kind FROM enrolments \
              WHERE username = ANY($1) AND state = 'active' ORDER BY username FOR UPDATE",
         )
         .await?;
@@ -422,6 +435,7 @@ async fn verify_all(
             last_wrong: r.try_get(9)?,
             last_wrong_at: r.try_get(10)?,
             drift: r.try_get(11)?,
+            kind: r.try_get(13)?,
         };
         let read_step = row.last_step;
         tokens.insert(
@@ -714,6 +728,79 @@ impl Backend for Postgres {
         })
     }
 
+    fn import_hardware(
+        &self,
+        keys: &Keys,
+        tokens: &[HardwareToken<'_>],
+        service_id: &str,
+        now: u64,
+    ) -> Result<()> {
+        let per_token = Duration::from_millis(IMPORT_MS_PER_TOKEN);
+        let limit = self.timeout
+            + per_token.saturating_mul(u32::try_from(tokens.len()).unwrap_or(u32::MAX));
+        self.run_within(limit, async |c| {
+            let tx = c.transaction().await?;
+            for token in tokens {
+                let taken = tx
+                    .query_opt(
+                        "SELECT 1 FROM enrolments WHERE serial = $1",
+                        &[&token.serial],
+                    )
+                    .await?;
+                if taken.is_some() {
+                    return Err(StoreError::SerialTaken(token.serial.to_owned()));
+                }
+                insert_enrolment(&tx, keys, &Insert::unassigned(token, service_id, now)).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<i64> {
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            lock_user(&tx, user).await?;
+            let token = tx
+                .query_opt(
+                    "SELECT id, state, username FROM enrolments WHERE serial = $1 FOR UPDATE",
+                    &[&serial],
+                )
+                .await?
+                .map(|r| Ok::<_, StoreError>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .transpose()?;
+            let id = assignable(serial, token)?;
+            refuse_existing(&current_states(&tx, user).await?, user, replace)?;
+            tx.execute(
+                "UPDATE enrolments SET state = 'replaced' \
+                 WHERE username = $1 AND state IN ('issued', 'activated', 'active')",
+                &[&user],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE enrolments SET username = $2, state = 'active', confirmed_at = $3 \
+                 WHERE id = $1 AND state = 'unassigned'",
+                &[&id, &user, &to_i64(now)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    fn unassigned(&self) -> Result<Vec<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE state = 'unassigned' ORDER BY serial"
+        );
+        self.run(async |c| {
+            c.query(&sql, &[])
+                .await?
+                .iter()
+                .map(enrolment_from_row)
+                .collect()
+        })
+    }
+
     /// PostgreSQL commits as durably as its server is set up to
     /// (`synchronous_commit`); otpd does not weaken that per session.
     fn set_power_safe(&self, _power_safe: bool) -> Result<()> {
@@ -758,9 +845,9 @@ impl Backend for Postgres {
 
     fn list(&self) -> Result<Vec<Enrolment>> {
         let sql = format!(
-            "SELECT {ENROLMENT_COLUMNS} FROM enrolments e \
-             WHERE id = (SELECT MAX(id) FROM enrolments WHERE username = e.username) \
-             OR state = 'active' ORDER BY username, id"
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments e WHERE state <> 'unassigned' \
+             AND (id = (SELECT MAX(id) FROM enrolments WHERE username = e.username) \
+             OR state = 'active') ORDER BY username, id"
         );
         self.run(async |c| {
             c.query(&sql, &[])

@@ -19,7 +19,7 @@ use otpcore::verify::{self, Counters, Policy, ReplayMove};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::backend::{
-    advanced, audit_result, last_wrong_columns, plan_verification, refuse_existing,
+    advanced, assignable, audit_result, last_wrong_columns, plan_verification, refuse_existing,
     spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
 };
 use crate::copy::{
@@ -30,8 +30,8 @@ use crate::error::{Result, StoreError};
 use crate::keyfile::io_error;
 use crate::seal::Keys;
 use crate::{
-    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, ImportedToken, NewEnrolment,
-    Resync, VerifyOutcome, VerifyRequest,
+    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken,
+    ImportedToken, NewEnrolment, Resync, TokenKind, VerifyOutcome, VerifyRequest,
 };
 
 /// The forward migrations; entry N takes schema N to N+1.
@@ -84,11 +84,17 @@ ALTER TABLE enrolments ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
     r#"
 CREATE INDEX enrolments_user ON enrolments(user, state);
 "#,
+    r#"
+ALTER TABLE enrolments ADD COLUMN kind TEXT NOT NULL DEFAULT 'totp';
+ALTER TABLE enrolments ADD COLUMN serial TEXT;
+CREATE UNIQUE INDEX enrolments_serial ON enrolments(serial);
+"#,
 ];
 
 const ENROLMENT_COLUMNS: &str =
     "id, user, email, service_id, user_id, state, algorithm, digits, period, \
-     language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step";
+     language, created_at, expires_at, activated_at, confirmed_at, activation_failures, last_step, \
+     kind, serial";
 
 fn bad_column(index: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -121,6 +127,8 @@ fn enrolment_from_row(row: &Row<'_>) -> rusqlite::Result<Enrolment> {
         confirmed_at: row.get::<_, Option<i64>>(13)?.map(to_u64),
         activation_failures: row.get(14)?,
         last_step: row.get::<_, Option<i64>>(15)?.map(to_u64),
+        kind: TokenKind::parse(&row.get::<_, String>(16)?).ok_or_else(|| bad_column(16, "kind"))?,
+        serial: row.get(17)?,
     })
 }
 
@@ -229,6 +237,64 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn import_hardware(
+        &self,
+        keys: &Keys,
+        tokens: &[HardwareToken<'_>],
+        service_id: &str,
+        now: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        for token in tokens {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM enrolments WHERE serial = ?1)",
+                params![token.serial],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::SerialTaken(token.serial.to_owned()));
+            }
+            insert_enrolment(&tx, keys, &Insert::unassigned(token, service_id, now))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let token: Option<(i64, String, String)> = tx
+            .query_row(
+                "SELECT id, state, user FROM enrolments WHERE serial = ?1",
+                params![serial],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let id = assignable(serial, token)?;
+        refuse_existing(&current_states(&tx, user)?, user, replace)?;
+        tx.execute(
+            "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
+            params![user],
+        )?;
+        tx.execute(
+            "UPDATE enrolments SET user = ?2, state = 'active', confirmed_at = ?3 WHERE id = ?1 AND state = 'unassigned'",
+            params![id, user, to_i64(now)],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn unassigned(&self) -> Result<Vec<Enrolment>> {
+        let sql = format!(
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE state = 'unassigned' ORDER BY serial"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], enrolment_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn set_power_safe(&self, power_safe: bool) -> Result<()> {
         let mode = if power_safe { "FULL" } else { "NORMAL" };
         self.conn().pragma_update(None, "synchronous", mode)?;
@@ -274,8 +340,8 @@ impl Backend for Sqlite {
 
     fn list(&self) -> Result<Vec<Enrolment>> {
         let sql = format!(
-            "SELECT {ENROLMENT_COLUMNS} FROM enrolments e WHERE id = (SELECT MAX(id) FROM enrolments WHERE user = e.user) \
-             OR state = 'active' ORDER BY user, id"
+            "SELECT {ENROLMENT_COLUMNS} FROM enrolments e WHERE state <> 'unassigned' \
+             AND (id = (SELECT MAX(id) FROM enrolments WHERE user = e.user) OR state = 'active') ORDER BY user, id"
         );
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
@@ -610,6 +676,8 @@ impl CopyRead for SqliteCopy<'_> {
                 last_wrong: r.get(20)?,
                 last_wrong_at: r.get(21)?,
                 drift: r.get(22)?,
+                kind: r.get(23)?,
+                serial: r.get(24)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -687,6 +755,8 @@ impl CopyWrite for SqliteCopy<'_> {
                 e.last_wrong,
                 e.last_wrong_at,
                 e.drift,
+                e.kind,
+                e.serial,
             ])?;
         }
         Ok(())
@@ -768,8 +838,8 @@ fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_
     let sealed = keys.seal(row.secret, user_id.as_str().as_bytes())?;
     tx.prepare_cached(
         "INSERT INTO enrolments (user, email, service_id, user_id, password_hash, secret, algorithm, digits, period, \
-         language, state, created_at, expires_at, confirmed_at, last_step) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         language, state, created_at, expires_at, confirmed_at, last_step, kind, serial, drift) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         row.user,
@@ -787,6 +857,9 @@ fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_
         to_i64(row.expires_at),
         row.confirmed_at(),
         row.last_step.map(to_i64),
+        row.kind.as_str(),
+        row.serial,
+        row.drift,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -802,7 +875,7 @@ fn verify_one(
     let row = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift FROM enrolments WHERE user = ?1 AND state = 'active'",
+             last_wrong, last_wrong_at, drift, kind FROM enrolments WHERE user = ?1 AND state = 'active'",
         )?
         .query_row(params![request.user], |r| {
             Ok(TokenRow {
@@ -818,6 +891,7 @@ fn verify_one(
                 last_wrong: r.get(9)?,
                 last_wrong_at: r.get(10)?,
                 drift: r.get(11)?,
+                kind: r.get(12)?,
             })
         })
         .optional()?;

@@ -2,12 +2,14 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use otpcore::enrol::State;
 use otpcore::totp::Algorithm;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::*;
 
 mod copy;
+mod hotp;
 
 const PARAMS: TokenParams = TokenParams {
     algorithm: Algorithm::Sha1,
@@ -323,6 +325,7 @@ fn confirming_a_token_words_one_audit_line_per_outcome() {
 
 const POLICY: Policy = Policy {
     window: 1,
+    hotp_window: 10,
     max_failures: 3,
     lockout_seconds: 900,
 };

@@ -505,7 +505,7 @@ pub fn message(ctx: &Ctx<'_>, message: Message) -> String {
             .to_owned(),
             true,
         ),
-        Message::Gone(State::Replaced | State::Revoked) => (
+        Message::Gone(State::Replaced | State::Revoked | State::Unassigned) => (
             ctx.t("No longer valid", "トークン無効"),
             format!(
                 "{}{new_token}",

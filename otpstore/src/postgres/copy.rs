@@ -26,7 +26,7 @@ use crate::error::{Result, StoreError};
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The column types of [`ENROLMENT_ROW`].
-const ENROLMENT_TYPES: [Type; 23] = [
+const ENROLMENT_TYPES: [Type; 25] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -50,6 +50,8 @@ const ENROLMENT_TYPES: [Type; 23] = [
     Type::BYTEA,
     Type::INT8,
     Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
 /// The column types of [`AUDIT_ROW`].
@@ -193,7 +195,7 @@ impl Drop for PgCopy<'_> {
 }
 
 /// The values of an enrolment row, in the order of [`ENROLMENT_ROW`].
-fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 23] {
+fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 25] {
     [
         &e.id,
         &e.user,
@@ -218,6 +220,8 @@ fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 23] {
         &e.last_wrong,
         &e.last_wrong_at,
         &e.drift,
+        &e.kind,
+        &e.serial,
     ]
 }
 
@@ -253,6 +257,8 @@ fn raw_enrolment(r: &Row) -> Result<RawEnrolment> {
         last_wrong: r.try_get(20)?,
         last_wrong_at: r.try_get(21)?,
         drift: r.try_get(22)?,
+        kind: r.try_get(23)?,
+        serial: r.try_get(24)?,
     })
 }
 

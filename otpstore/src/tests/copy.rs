@@ -489,3 +489,44 @@ fn targets_are_checked_and_never_shown_with_a_password() {
     );
     assert!(!text.contains("s3cr3t"), "{text}");
 }
+
+#[test]
+fn copy_carries_hardware_tokens_and_their_counters() {
+    use super::hotp::{assigned, code, hardware};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    assigned(&store, "alice", "OATH0001");
+    assert_eq!(
+        verify(&store, "alice", &code(3), NOW),
+        VerifyOutcome::Accept
+    );
+    store
+        .import_hardware(&[hardware("OATH0002", Some(7))], "SVC", NOW)
+        .expect("load");
+    let before = rows(&store);
+    let (spec, config) = target(dir.path(), "copy");
+
+    let report = store.copy_to(&spec).expect("copy");
+    assert_eq!(report.source.digest, report.copy.digest);
+    assert_eq!(report.copy.tally.by_state.get("unassigned"), Some(&1));
+    let copy = Store::from_config(&config).expect("the copy opens with the same key file");
+    assert_eq!(rows(&copy), before);
+
+    // The counter carried: used codes stay used, the next one works.
+    assert_eq!(
+        verify(&copy, "alice", &code(3), NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+    assert_eq!(verify(&copy, "alice", &code(4), NOW), VerifyOutcome::Accept);
+    // Serial numbers stay taken; the unassigned token is there to assign.
+    assert!(matches!(
+        copy.import_hardware(&[hardware("OATH0001", None)], "SVC", NOW),
+        Err(StoreError::SerialTaken(_))
+    ));
+    copy.assign("OATH0002", "bob", false, NOW).expect("assign");
+    assert_eq!(
+        verify(&copy, "bob", &code(7), NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+    assert_eq!(verify(&copy, "bob", &code(8), NOW), VerifyOutcome::Accept);
+}
