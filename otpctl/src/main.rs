@@ -18,7 +18,7 @@ use otpproto::clock::unix_now as now;
 use otpproto::socket::{parse_answer, Answer, AnswerError, Request, Verify, MAX_LINE};
 use otpstore::{
     AuditEntry, AuditResult, Channel, CopySide, Enrolment, FirstCode, NewEnrolment, Resync, Store,
-    TargetSpec,
+    TargetSpec, TokenKind,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -86,6 +86,9 @@ enum Command {
     },
     /// List every user's current token.
     List {
+        /// List the loaded hardware tokens that nobody has yet instead.
+        #[arg(long)]
+        unassigned: bool,
         #[arg(long)]
         json: bool,
     },
@@ -110,10 +113,15 @@ enum Command {
     /// once. CSV lines `user,base32secret[,period,digits,algorithm]`, or
     /// google-authenticator-libpam files (a file, or a directory of them; the
     /// user is --user, the file's owner for `.google_authenticator`, else
-    /// the file's name).
+    /// the file's name). With `--format pskc`, one seed file of hardware
+    /// tokens (RFC 6030 PSKC) is loaded by serial number, unassigned: give
+    /// them out with `otpctl assign`.
     Import {
         #[arg(long, value_enum)]
         format: ImportFormat,
+        /// PSKC: the file holding the pre-shared key in hexadecimal.
+        #[arg(long, value_name = "FILE")]
+        psk_file: Option<PathBuf>,
         /// Replace tokens the users already have.
         #[arg(long)]
         replace: bool,
@@ -124,6 +132,14 @@ enum Command {
         json: bool,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Give a loaded hardware token to a user, active at once.
+    Assign {
+        user: String,
+        serial: String,
+        /// Replace the user's token at once.
+        #[arg(long)]
+        replace: bool,
     },
     /// Show the audit trail, oldest first.
     Audit {
@@ -192,6 +208,7 @@ impl CompletionShell {
 enum ImportFormat {
     Csv,
     GoogleAuthenticator,
+    Pskc,
 }
 
 fn parse_since(text: &str) -> Result<u64, String> {
@@ -201,6 +218,14 @@ fn parse_since(text: &str) -> Result<u64, String> {
 
 fn parse_language(text: &str) -> Result<Language, String> {
     Language::parse(text).ok_or_else(|| format!("{text:?} is not a language; use ja or en"))
+}
+
+/// Exits with status 2 and `message`, as for a usage error found by the
+/// argument parser.
+fn usage_error(message: &str) -> Outcome {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 /// A refused operation: exit status 1 with this message.
@@ -269,7 +294,14 @@ fn run(cli: Cli) -> Outcome {
         Command::Confirm { user, json } => ctx.confirm(&user, json),
         Command::Resend { user } => ctx.resend(&user),
         Command::Show { user, json } => ctx.show(&user, json),
-        Command::List { json } => ctx.list(json),
+        Command::List {
+            unassigned: false,
+            json,
+        } => ctx.list(json),
+        Command::List {
+            unassigned: true,
+            json,
+        } => ctx.list_unassigned(json),
         Command::Unlock { user } => ctx.unlock(&user),
         Command::Resync { user, code1, code2 } => ctx.resync(&user, &code1, &code2),
         Command::Test { user } => ctx.test(&user),
@@ -277,11 +309,24 @@ fn run(cli: Cli) -> Outcome {
         Command::Backup { path } => ctx.backup(&path),
         Command::Import {
             format,
+            psk_file,
             replace,
             user,
             json,
             paths,
-        } => ctx.import(format, replace, user.as_deref(), json, &paths),
+        } => ctx.import(
+            format,
+            replace,
+            user.as_deref(),
+            psk_file.as_deref(),
+            json,
+            &paths,
+        ),
+        Command::Assign {
+            user,
+            serial,
+            replace,
+        } => ctx.assign(&user, &serial, replace),
         Command::Audit { user, since, json } => ctx.audit_trail(user.as_deref(), since, json),
         Command::Store {
             command:
@@ -429,7 +474,15 @@ fn enrolment_json(e: &Enrolment) -> serde_json::Value {
         "activated_at": e.activated_at.map(rfc3339),
         "confirmed_at": e.confirmed_at.map(rfc3339),
         "activation_failures": e.activation_failures,
+        "kind": e.kind.as_str(),
+        "serial": e.serial,
+        "counter": next_counter(e),
     })
+}
+
+/// The counter of an event-based token's next code.
+fn next_counter(e: &Enrolment) -> Option<u64> {
+    (e.kind == TokenKind::Hotp).then(|| e.last_step.map_or(0, |last| last.saturating_add(1)))
 }
 
 fn no_mail_section() -> Refused {
@@ -823,10 +876,17 @@ impl Ctx {
                     AuditResult::Fail,
                     "resync: the codes are not two consecutive codes of the token",
                 );
-                Err(Refused(
-                    "the two codes are not consecutive codes of this token within a day of now"
-                        .to_owned(),
-                ))
+                Err(Refused(match token.kind {
+                    TokenKind::Totp => {
+                        "the two codes are not consecutive codes of this token within a day of now"
+                            .to_owned()
+                    }
+                    TokenKind::Hotp => format!(
+                        "the two codes are not consecutive codes of this token within {} \
+                         codes after its last used one",
+                        otpcore::hotp::RESYNC_SEARCH
+                    ),
+                }))
             }
             Resync::Spent => {
                 self.audit(
@@ -1005,12 +1065,23 @@ impl Ctx {
         format: ImportFormat,
         replace: bool,
         user: Option<&str>,
+        psk_file: Option<&std::path::Path>,
         json: bool,
         paths: &[PathBuf],
     ) -> Outcome {
-        let tokens = match format {
-            ImportFormat::Csv => read_csv(paths)?,
-            ImportFormat::GoogleAuthenticator => read_google_authenticator(paths, user)?,
+        let tokens = match (format, psk_file) {
+            (ImportFormat::Pskc, _) => {
+                return match (paths, replace, user) {
+                    ([path], false, None) => self.import_pskc(path, psk_file, json),
+                    (_, false, None) => usage_error("--format pskc takes exactly one file"),
+                    _ => usage_error(
+                        "--format pskc loads tokens for nobody: it takes no --user and no --replace",
+                    ),
+                };
+            }
+            (_, Some(_)) => return usage_error("--psk-file goes with --format pskc"),
+            (ImportFormat::Csv, None) => read_csv(paths)?,
+            (ImportFormat::GoogleAuthenticator, None) => read_google_authenticator(paths, user)?,
         };
         if tokens.is_empty() {
             return Err(Refused("no tokens found; nothing imported".to_owned()));
@@ -1045,6 +1116,173 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+impl Ctx {
+    fn list_unassigned(&self, json: bool) -> Outcome {
+        let all = self.store.unassigned()?;
+        if json {
+            let values: Vec<_> = all
+                .iter()
+                .map(|e| {
+                    json!({
+                        "serial": e.serial,
+                        "kind": e.kind.as_str(),
+                        "digits": e.params.digits,
+                        "algorithm": e.params.algorithm.as_str(),
+                        "period": (e.kind == TokenKind::Totp).then_some(e.params.period),
+                        "counter": next_counter(e),
+                        "loaded_at": rfc3339(e.created_at),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(values));
+        } else {
+            println!(
+                "{:<24} {:<5} {:>6} {:<7} {:>12}  LOADED",
+                "SERIAL", "KIND", "DIGITS", "HASH", "PERIOD/NEXT"
+            );
+            for e in &all {
+                let moves = match next_counter(e) {
+                    Some(counter) => format!("#{counter}"),
+                    None => format!("{} s", e.params.period),
+                };
+                println!(
+                    "{:<24} {:<5} {:>6} {:<7} {:>12}  {}",
+                    e.serial.as_deref().unwrap_or("-"),
+                    e.kind.as_str(),
+                    e.params.digits,
+                    e.params.algorithm.as_str(),
+                    moves,
+                    rfc3339(e.created_at)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn assign(&self, user: &str, serial: &str, replace: bool) -> Outcome {
+        check_user_name(user)?;
+        let token = self.store.assign(serial, user, replace, now())?;
+        self.audit(
+            user,
+            AuditResult::Ok,
+            &format!(
+                "hardware token {serial} ({}) assigned, active",
+                token.kind.as_str()
+            ),
+        );
+        println!("Token {serial} assigned to {user}; it is active.");
+        Ok(())
+    }
+
+    /// Loads the hardware tokens of a PSKC seed file, all or nothing.
+    fn import_pskc(
+        &self,
+        path: &std::path::Path,
+        psk_file: Option<&std::path::Path>,
+        json: bool,
+    ) -> Outcome {
+        let document = read_bounded(path, otpcore::pskc::MAX_DOCUMENT_BYTES)?;
+        let psk = match psk_file {
+            Some(file) => Some(
+                otpcore::pskc::PreSharedKey::from_hex(&read_text(file)?)
+                    .map_err(|e| Refused(format!("{}: {e}; nothing imported", file.display())))?,
+            ),
+            None => None,
+        };
+        let tokens = otpcore::pskc::parse(&document, psk.as_ref()).map_err(|errors| {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect();
+            Refused(format!("{}\nnothing imported", lines.join("\n")))
+        })?;
+        let hardware = tokens
+            .iter()
+            .map(hardware_token)
+            .collect::<Result<Vec<_>, Refused>>()?;
+        self.store
+            .import_hardware(&hardware, &self.config.service_id, now())
+            .map_err(|e| Refused(format!("{e}; nothing imported")))?;
+        for t in &hardware {
+            self.audit(
+                "-",
+                AuditResult::Ok,
+                &format!(
+                    "hardware token {} ({}) loaded, unassigned",
+                    t.serial,
+                    t.kind.as_str()
+                ),
+            );
+        }
+        if json {
+            let serials: Vec<&str> = hardware.iter().map(|t| t.serial).collect();
+            println!(
+                "{}",
+                json!({"imported": hardware.len(), "serials": serials})
+            );
+        } else {
+            println!(
+                "Loaded {} tokens, unassigned; give them out with `otpctl assign USER SERIAL`.",
+                hardware.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The store's form of a token of a seed file.
+fn hardware_token(t: &otpcore::pskc::Token) -> Result<otpstore::HardwareToken<'_>, Refused> {
+    let params = |period| otpcore::totp::TokenParams {
+        algorithm: t.algorithm,
+        digits: t.digits,
+        period,
+    };
+    Ok(match t.kind {
+        otpcore::pskc::Kind::Hotp { counter } => {
+            if i64::try_from(counter).is_err() {
+                return Err(Refused(format!(
+                    "serial {}: its counter is beyond what the store keeps; nothing imported",
+                    t.serial
+                )));
+            }
+            otpstore::HardwareToken {
+                serial: &t.serial,
+                secret: &t.secret,
+                kind: TokenKind::Hotp,
+                params: params(0),
+                drift: 0,
+                last_step: otpcore::hotp::last_used_before(counter),
+            }
+        }
+        otpcore::pskc::Kind::Totp { period, drift } => otpstore::HardwareToken {
+            serial: &t.serial,
+            secret: &t.secret,
+            kind: TokenKind::Totp,
+            params: params(period),
+            drift,
+            last_step: None,
+        },
+    })
+}
+
+/// The bytes of `path`, refused when longer than `limit` (read no further).
+fn read_bounded(path: &std::path::Path, limit: usize) -> Result<Zeroizing<Vec<u8>>, Refused> {
+    let refused = |e: std::io::Error| Refused(format!("{}: {e}; nothing imported", path.display()));
+    let file = std::fs::File::open(path).map_err(refused)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(refused)?;
+    if bytes.len() > limit {
+        return Err(Refused(format!(
+            "{}: larger than {} MiB; nothing imported",
+            path.display(),
+            limit / (1024 * 1024)
+        )));
+    }
+    Ok(bytes)
 }
 
 fn read_text(path: &std::path::Path) -> Result<Zeroizing<String>, Refused> {
@@ -1176,12 +1414,25 @@ fn print_enrolment(e: &Enrolment) {
     println!("Mail:        {}", e.email);
     println!("Service ID:  {}", e.service_id);
     println!("User ID:     {}", e.user_id);
-    println!(
-        "Token:       {} digits, {} s, {}",
-        e.params.digits,
-        e.params.period,
-        e.params.algorithm.as_str()
-    );
+    match next_counter(e) {
+        Some(counter) => {
+            println!(
+                "Token:       {} digits, event-based (HOTP), {}",
+                e.params.digits,
+                e.params.algorithm.as_str()
+            );
+            println!("Counter:     {counter} (the next code's)");
+        }
+        None => println!(
+            "Token:       {} digits, {} s, {}",
+            e.params.digits,
+            e.params.period,
+            e.params.algorithm.as_str()
+        ),
+    }
+    if let Some(serial) = &e.serial {
+        println!("Serial:      {serial}");
+    }
     println!("Issued:      {}", rfc3339(e.created_at));
     println!("Link expiry: {}", rfc3339(e.expires_at));
     if let Some(t) = e.activated_at {
