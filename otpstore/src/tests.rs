@@ -8,6 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::*;
 
 mod copy;
+mod recovery;
 
 const PARAMS: TokenParams = TokenParams {
     algorithm: Algorithm::Sha1,
