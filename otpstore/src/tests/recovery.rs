@@ -296,7 +296,7 @@ fn a_copy_carries_the_codes_and_they_work_there_once() {
     let store = open(dir.path()).expect("open");
     active_token(&store, "alice");
     let set = codes(&store, "alice", 3);
-    let (spec, config) = super::copy::target(dir.path(), "recovery-copy");
+    let (spec, config) = super::copy::target(dir.path(), "recovery_copy");
     let report = store.copy_to(&spec).expect("copy");
     assert_eq!(report.source.tally.recovery_codes, 3);
     assert_eq!(report.copy.tally, report.source.tally);
