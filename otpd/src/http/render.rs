@@ -88,8 +88,9 @@ dl{margin:.5rem 0}dt{font-weight:600}dd{margin:0 0 .4rem;overflow-wrap:anywhere}
 nav{text-align:center;font-size:.9rem;margin-top:1.5rem}\
 nav a{color:#0b57a4;margin:0 .5rem}\
 ol.codes{font-family:ui-monospace,\"SF Mono\",Menlo,Consolas,monospace;font-size:1.2rem;letter-spacing:.04em;\
-columns:2;column-gap:2rem;margin:.8rem 0;padding-left:2.2rem}\
-ol.codes li{margin:0 0 .3rem;break-inside:avoid}\
+margin:.8rem 0;padding-left:2.4rem}\
+ol.codes li{margin:0 0 .3rem;white-space:nowrap;break-inside:avoid}\
+@media (min-width:30rem){ol.codes{columns:2;column-gap:2rem}}\
 @media print{body{background:#fff;color:#000}main{max-width:none;padding:0}\
 section{border:1px solid #000;break-inside:avoid}.msg{background:none;border:0;padding:0}nav{display:none}}";
 
