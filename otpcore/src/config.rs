@@ -175,6 +175,9 @@ pub struct PolicyConfig {
     pub activation_attempts: u32,
     #[serde(deserialize_with = "link_ttl_hours")]
     pub link_ttl_hours: u64,
+    /// Recovery codes handed out at confirmation; 0: none.
+    #[serde(deserialize_with = "recovery_codes")]
+    pub recovery_codes: u32,
 }
 
 impl Default for PolicyConfig {
@@ -184,6 +187,7 @@ impl Default for PolicyConfig {
             lockout_seconds: 900,
             activation_attempts: 5,
             link_ttl_hours: 72,
+            recovery_codes: 10,
         }
     }
 }
@@ -769,6 +773,8 @@ pub const LOCKOUT_SECONDS: Bounds = Bounds::new(1, 2_592_000, "seconds");
 pub const ACTIVATION_ATTEMPTS: Bounds = Bounds::new(1, 100, "attempts");
 /// `[policy] link_ttl_hours`: up to 30 days.
 pub const LINK_TTL_HOURS: Bounds = Bounds::new(1, 720, "hours");
+/// `[policy] recovery_codes`: codes per set; 0 hands out none.
+pub const RECOVERY_CODES: Bounds = Bounds::new(0, 50, "codes");
 /// `[socket] allowed_uids`: a user ID; 4294967295 is (uid_t)-1, nobody.
 pub const UID: Bounds = Bounds::new(0, 4_294_967_294, "a user ID");
 /// `[http] rate_limit_per_minute`.
@@ -843,6 +849,7 @@ bounded! {
     lockout_seconds: u64 = LOCKOUT_SECONDS;
     activation_attempts: u32 = ACTIVATION_ATTEMPTS;
     link_ttl_hours: u64 = LINK_TTL_HOURS;
+    recovery_codes: u32 = RECOVERY_CODES;
     rate_limit: u32 = RATE_LIMIT_PER_MINUTE;
     smtp_port: u16 = SMTP_PORT;
     smtp_timeout: u64 = SMTP_TIMEOUT_SECONDS;
@@ -1439,6 +1446,13 @@ mod tests {
             min: 1,
             max: 720,
             read: |c| int(c.policy.link_ttl_hours),
+        },
+        Numeric {
+            table: "policy",
+            key: "recovery_codes",
+            min: 0,
+            max: 50,
+            read: |c| int(c.policy.recovery_codes),
         },
         Numeric {
             table: "socket",

@@ -10,6 +10,7 @@ pub mod hotp;
 pub mod import;
 pub mod pskc;
 pub mod radius;
+pub mod recovery;
 pub mod rules;
 pub mod time;
 pub mod totp;

@@ -49,6 +49,8 @@ pub enum Refusal {
     RepeatedWrongCode,
     /// Not a code at all (wrong length or not digits).
     Malformed,
+    /// A recovery code that is not one of the token's unused ones.
+    WrongRecoveryCode,
 }
 
 impl Refusal {
@@ -61,6 +63,7 @@ impl Refusal {
             Refusal::WrongCode => "wrong code",
             Refusal::RepeatedWrongCode => "same wrong code again (not counted)",
             Refusal::Malformed => "not a code",
+            Refusal::WrongRecoveryCode => "wrong or used recovery code",
         }
     }
 }
@@ -71,6 +74,19 @@ pub enum Verdict {
     /// Accepted: store `step` as the last step (only if it is still later
     /// than the stored one) and reset the failures.
     Accept { step: u64 },
+    /// Refused; `update` is what to store, if anything changes.
+    Reject {
+        refusal: Refusal,
+        update: Option<Counters>,
+    },
+}
+
+/// The decision about one recovery code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryVerdict {
+    /// Accepted: the code is spent (only if still unused when the store
+    /// removes it) and the failures are reset.
+    Accept,
     /// Refused; `update` is what to store, if anything changes.
     Reject {
         refusal: Refusal,
@@ -138,6 +154,52 @@ impl<'a> Attempt<'a> {
         }
     }
 
+    /// Why the code is refused without a look, if it is: the token is
+    /// locked, or it is the last wrong code again less than
+    /// `repeat_seconds` after it. Neither counts as a failure.
+    fn refused_unseen(&self, repeat_seconds: u64) -> Option<Refusal> {
+        let Attempt {
+            now,
+            counters,
+            fingerprint,
+            ..
+        } = *self;
+        if counters.locked_until.is_some_and(|t| now < t) {
+            return Some(Refusal::Locked);
+        }
+        let repeated = counters
+            .last_wrong
+            .is_some_and(|(fp, at)| fp == fingerprint && now < at.saturating_add(repeat_seconds));
+        repeated.then_some(Refusal::RepeatedWrongCode)
+    }
+
+    /// The verdict on a recovery code; `unused` tells whether it is one of
+    /// the token's unused recovery codes (the store finds out). Refused
+    /// without a look as [`Attempt::judge`] refuses: a recovery code lifts
+    /// no lock, since the lock is there against guessing and recovery
+    /// codes can be guessed too, only more slowly. Otherwise accepted when
+    /// unused, and a failure like a wrong code when not.
+    pub fn judge_recovery(self, repeat_seconds: u64, unused: bool) -> RecoveryVerdict {
+        if let Some(refusal) = self.refused_unseen(repeat_seconds) {
+            return RecoveryVerdict::Reject {
+                refusal,
+                update: None,
+            };
+        }
+        if unused {
+            return RecoveryVerdict::Accept;
+        }
+        RecoveryVerdict::Reject {
+            refusal: Refusal::WrongRecoveryCode,
+            update: Some(failed(
+                self.counters,
+                self.policy,
+                self.now,
+                self.fingerprint,
+            )),
+        }
+    }
+
     /// The verdict on `code`, a code of `digits` digits. Refused without a
     /// look while the token is locked, or when it is the last wrong code
     /// again less than `repeat_seconds` after it. Otherwise `matching`
@@ -157,14 +219,8 @@ impl<'a> Attempt<'a> {
             fingerprint,
         } = self;
         let reject = |refusal, update| Verdict::Reject { refusal, update };
-        if counters.locked_until.is_some_and(|t| now < t) {
-            return reject(Refusal::Locked, None);
-        }
-        let repeated = counters
-            .last_wrong
-            .is_some_and(|(fp, at)| fp == fingerprint && now < at.saturating_add(repeat_seconds));
-        if repeated {
-            return reject(Refusal::RepeatedWrongCode, None);
+        if let Some(refusal) = self.refused_unseen(repeat_seconds) {
+            return reject(refusal, None);
         }
         let refusal = match matching() {
             Some(step) if counters.last_step.is_none_or(|last| step > last) => {
@@ -558,5 +614,66 @@ mod tests {
             replay_move(Some(now + 600), now + 600, now, 1),
             ReplayMove::Spent
         );
+    }
+
+    #[test]
+    fn a_recovery_code_is_accepted_when_unused_and_counts_as_a_failure_when_not() {
+        let c = Counters {
+            failures: 1,
+            ..Counters::default()
+        };
+        let attempt = Attempt::new(NOW, &POLICY, &c, FP_A);
+        assert_eq!(attempt.judge_recovery(60, true), RecoveryVerdict::Accept);
+        match attempt.judge_recovery(60, false) {
+            RecoveryVerdict::Reject {
+                refusal: Refusal::WrongRecoveryCode,
+                update: Some(u),
+            } => {
+                assert_eq!(u.failures, 2);
+                assert_eq!(u.last_wrong, Some((FP_A, NOW)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let almost = Counters {
+            failures: POLICY.max_failures - 1,
+            ..c
+        };
+        let locked = Attempt::new(NOW, &POLICY, &almost, FP_A).judge_recovery(60, false);
+        assert!(
+            matches!(locked, RecoveryVerdict::Reject { update: Some(u), .. } if u.locked_until == Some(NOW + 900))
+        );
+    }
+
+    #[test]
+    fn a_recovery_code_lifts_no_lock_and_a_repeat_is_not_counted() {
+        let locked = Counters {
+            locked_until: Some(NOW + 1),
+            ..Counters::default()
+        };
+        assert_eq!(
+            Attempt::new(NOW, &POLICY, &locked, FP_A).judge_recovery(60, true),
+            RecoveryVerdict::Reject {
+                refusal: Refusal::Locked,
+                update: None
+            }
+        );
+        let wrong_before = Counters {
+            last_wrong: Some((FP_A, NOW - 10)),
+            ..Counters::default()
+        };
+        assert_eq!(
+            Attempt::new(NOW, &POLICY, &wrong_before, FP_A).judge_recovery(60, false),
+            RecoveryVerdict::Reject {
+                refusal: Refusal::RepeatedWrongCode,
+                update: None
+            }
+        );
+        assert!(matches!(
+            Attempt::new(NOW, &POLICY, &wrong_before, FP_B).judge_recovery(60, false),
+            RecoveryVerdict::Reject {
+                refusal: Refusal::WrongRecoveryCode,
+                update: Some(_)
+            }
+        ));
     }
 }

@@ -17,8 +17,8 @@ use otpcore::time::rfc3339;
 use otpproto::clock::unix_now as now;
 use otpproto::socket::{parse_answer, Answer, AnswerError, Request, Verify, MAX_LINE};
 use otpstore::{
-    AuditEntry, AuditResult, Channel, CopySide, Enrolment, FirstCode, NewEnrolment, Resync, Store,
-    TargetSpec, TokenKind,
+    AuditEntry, AuditResult, Channel, CopySide, Enrolment, FirstCode, NewEnrolment, RecoveryCode,
+    Resync, Store, TargetSpec, TokenKind,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -106,6 +106,13 @@ enum Command {
     Test { user: String },
     /// Withdraw a user's tokens (pending and active) at once.
     Revoke { user: String },
+    /// Replace the recovery codes of a user's active token with a new set,
+    /// printed once; the old codes stop working.
+    RecoveryCodes {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a consistent copy of the database to PATH while otpd serves.
     /// Back up the key file (state_dir/otpd.key) too.
     Backup { path: PathBuf },
@@ -306,6 +313,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Resync { user, code1, code2 } => ctx.resync(&user, &code1, &code2),
         Command::Test { user } => ctx.test(&user),
         Command::Revoke { user } => ctx.revoke(&user),
+        Command::RecoveryCodes { user, json } => ctx.recovery_codes(&user, json),
         Command::Backup { path } => ctx.backup(&path),
         Command::Import {
             format,
@@ -658,8 +666,9 @@ impl Ctx {
                 return Ok(());
             }
             match self.confirm_code(user, code.trim()) {
-                Ok(message) => {
-                    println!("{message}");
+                Ok(confirmed) => {
+                    println!("{}", confirmed.message);
+                    print_recovery_codes(&confirmed.recovery_codes);
                     return Ok(());
                 }
                 Err(Refused(message)) => eprintln!("{message}"),
@@ -667,8 +676,9 @@ impl Ctx {
         }
     }
 
-    /// Checks a first code and activates the token; the message tells how.
-    fn confirm_code(&self, user: &str, code: &str) -> Result<String, Refused> {
+    /// Checks a first code and activates the token; the message tells
+    /// how, and the token's first recovery codes come with it.
+    fn confirm_code(&self, user: &str, code: &str) -> Result<Confirmed, Refused> {
         let enrolment = self
             .store
             .pending(user)?
@@ -685,20 +695,74 @@ impl Ctx {
         if let Some((result, reason)) = &checked.audit {
             self.audit(user, *result, reason);
         }
-        match checked.outcome {
-            FirstCode::Active { adapted: true, .. } => Ok(format!(
-                "The app shows a new code every 30 seconds; that is fine: the token now uses \
+        let message =
+            match checked.outcome {
+                FirstCode::Active { adapted: true, .. } => format!(
+                    "The app shows a new code every 30 seconds; that is fine: the token now uses \
                  30-second codes.\nToken of {user} is active."
-            )),
-            FirstCode::Active { .. } => Ok(format!("Token of {user} is active.")),
-            FirstCode::Wrong => Err(Refused(
-                "the code does not match; check the phone's clock and type the code shown now"
-                    .to_owned(),
-            )),
-            FirstCode::NotActivated => Err(Refused(format!(
+                ),
+                FirstCode::Active { .. } => format!("Token of {user} is active."),
+                FirstCode::Wrong => return Err(Refused(
+                    "the code does not match; check the phone's clock and type the code shown now"
+                        .to_owned(),
+                )),
+                FirstCode::NotActivated => {
+                    return Err(Refused(format!(
+                        "the token of {user} changed meanwhile; look at `otpctl show {user}`"
+                    )))
+                }
+            };
+        let recovery_codes = match self.config.policy.recovery_codes {
+            0 => Vec::new(),
+            count => self.new_recovery_codes(user, enrolment.id, count)?,
+        };
+        Ok(Confirmed {
+            message,
+            recovery_codes,
+        })
+    }
+
+    /// A new set of `count` recovery codes for the active enrolment `id`
+    /// of `user`, audited.
+    fn new_recovery_codes(
+        &self,
+        user: &str,
+        id: i64,
+        count: u32,
+    ) -> Result<Vec<RecoveryCode>, Refused> {
+        let codes = self.store.new_recovery_codes(id, count)?.ok_or_else(|| {
+            Refused(format!(
                 "the token of {user} changed meanwhile; look at `otpctl show {user}`"
-            ))),
+            ))
+        })?;
+        self.audit(
+            user,
+            AuditResult::Ok,
+            &format!("{} recovery codes issued", codes.len()),
+        );
+        Ok(codes)
+    }
+
+    fn recovery_codes(&self, user: &str, json: bool) -> Outcome {
+        let count = self.config.policy.recovery_codes;
+        if count == 0 {
+            return Err(Refused(
+                "no recovery codes are handed out: [policy] recovery_codes is 0".to_owned(),
+            ));
         }
+        let token = self
+            .store
+            .active(user)?
+            .ok_or_else(|| Refused(format!("{user} has no active token")))?;
+        let codes = self.new_recovery_codes(user, token.id, count)?;
+        if json {
+            let shown: Vec<&str> = codes.iter().map(RecoveryCode::as_str).collect();
+            println!("{}", json!({ "user": user, "recovery_codes": shown }));
+        } else {
+            println!("New recovery codes of {user}; the old ones no longer work.");
+            print_recovery_codes(&codes);
+        }
+        Ok(())
     }
 
     fn confirm(&self, user: &str, json: bool) -> Outcome {
@@ -707,7 +771,7 @@ impl Ctx {
         } else {
             read_line()?
         };
-        let message = self.confirm_code(user, code.trim())?;
+        let confirmed = self.confirm_code(user, code.trim())?;
         if json {
             let active = self
                 .store
@@ -720,10 +784,16 @@ impl Ctx {
                     "state": active.state.as_str(),
                     "period": active.params.period,
                     "adapted": active.params.period != self.config.token.period,
+                    "recovery_codes": confirmed
+                        .recovery_codes
+                        .iter()
+                        .map(RecoveryCode::as_str)
+                        .collect::<Vec<_>>(),
                 })
             );
         } else {
-            println!("{message}");
+            println!("{}", confirmed.message);
+            print_recovery_codes(&confirmed.recovery_codes);
         }
         Ok(())
     }
@@ -772,6 +842,7 @@ impl Ctx {
         // The active token's failures since its last success, and its lock
         // while it lasts (as every node of a cluster sees them).
         let counters = self.store.counters(user)?;
+        let recovery_left = self.store.recovery_codes_left(user)?;
         let now = now();
         let failures = counters.as_ref().map(|c| c.failures);
         let locked_until = counters
@@ -783,6 +854,7 @@ impl Ctx {
             value["tokens"] = tokens.iter().map(enrolment_json).collect();
             value["failures"] = failures.into();
             value["locked_until"] = locked_until.map(rfc3339).into();
+            value["recovery_codes_left"] = recovery_left.into();
             println!("{value}");
         } else {
             for t in &tokens {
@@ -793,6 +865,9 @@ impl Ctx {
             }
             if let Some(t) = locked_until {
                 println!("Locked until: {} (otpctl unlock {user})", rfc3339(t));
+            }
+            if let Some(left) = recovery_left {
+                println!("Recovery codes left: {left}");
             }
         }
         Ok(())
@@ -1449,4 +1524,23 @@ fn current_uid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
+}
+
+/// A token just confirmed: what to tell, and its first recovery codes.
+struct Confirmed {
+    message: String,
+    recovery_codes: Vec<RecoveryCode>,
+}
+
+/// Prints recovery codes, shown this once, with what they are for.
+fn print_recovery_codes(codes: &[RecoveryCode]) {
+    if codes.is_empty() {
+        return;
+    }
+    println!();
+    println!("Recovery codes (each works once in place of a one-time password, for");
+    println!("when the phone is lost; shown only now: hand them to the user):");
+    for code in codes {
+        println!("  {}", code.as_str());
+    }
 }

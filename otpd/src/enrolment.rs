@@ -14,7 +14,7 @@ use std::time::Duration;
 use otpcore::enrol::{self, ActivationRefusal, State as EnrolState, WrongPassword};
 use otpcore::rules::UserId;
 use otpcore::totp::{self, TokenParams};
-use otpstore::{ActivationHash, AuditResult, Channel, Enrolment, FirstCode, Store};
+use otpstore::{ActivationHash, AuditResult, Channel, Enrolment, FirstCode, RecoveryCode, Store};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
@@ -176,6 +176,9 @@ pub enum Confirmed {
     Active {
         period: u64,
         adapted: bool,
+        /// The token's recovery codes, shown this once; empty when none
+        /// are handed out.
+        recovery_codes: Vec<RecoveryCode>,
     },
     /// Wrong code, or IDs that name no enrolment.
     Wrong,
@@ -470,12 +473,44 @@ fn confirm(daemon: &Daemon, store: &Store, a: &Attempt) -> Confirmed {
         a.record(daemon, &e.user, *result == AuditResult::Ok, reason);
     }
     match checked.outcome {
-        FirstCode::Active { period, adapted } => Confirmed::Active { period, adapted },
+        FirstCode::Active { period, adapted } => Confirmed::Active {
+            period,
+            adapted,
+            recovery_codes: recovery_codes(daemon, store, a, &e),
+        },
         FirstCode::Wrong => Confirmed::Wrong,
         FirstCode::NotActivated => match current_state(store, &e, a.now) {
             Activation::Internal => Confirmed::Internal,
             Activation::Gone(state) => Confirmed::Gone(state),
             _ => Confirmed::Wrong,
         },
+    }
+}
+
+/// The first set of recovery codes of the token `e`, just confirmed. A
+/// store failure leaves the token without codes (an administrator can
+/// hand out a set) rather than refusing a confirmation already made.
+fn recovery_codes(daemon: &Daemon, store: &Store, a: &Attempt, e: &Enrolment) -> Vec<RecoveryCode> {
+    let count = daemon.config.policy.recovery_codes;
+    if count == 0 {
+        return Vec::new();
+    }
+    match store.new_recovery_codes(e.id, count) {
+        Ok(Some(codes)) => {
+            let reason = format!("{} recovery codes issued", codes.len());
+            a.record(daemon, &e.user, true, &reason);
+            codes
+        }
+        Ok(None) => Vec::new(),
+        Err(err) => {
+            log::error!("http: cannot issue recovery codes: {err}");
+            a.record(
+                daemon,
+                &e.user,
+                false,
+                "recovery codes not issued: store error",
+            );
+            Vec::new()
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! Unix socket and RADIUS). A dedicated thread takes the waiting requests
 //! in batches and verifies each batch in one transaction of the store:
 //! every accepted step is committed before its answer goes out, and many
-//! logins share one commit (group commit).
+//! logins share one commit (group commit). Codes of recovery shape are
+//! checked as recovery codes, each in a transaction of its own.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -94,7 +95,7 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
                 peer: &job.peer,
             })
             .collect();
-        let outcomes = daemon.store().verify_batch(&requests, now, &policy);
+        let outcomes = daemon.store().verify_codes(&requests, now, &policy);
         drop(requests);
         let outcomes = outcomes.unwrap_or_else(|e| {
             log::error!(

@@ -104,6 +104,22 @@ pub(crate) trait Backend: Send + Sync {
     /// A writer of a copy into this database, inside one transaction that
     /// holds its tables against other writers.
     fn copy_writer(&self) -> Result<Box<dyn CopyWrite + '_>>;
+    /// Replaces the recovery codes of the enrolment `id` with `hashes`, in
+    /// one transaction; `false` (nothing changed) unless it is active.
+    fn replace_recovery_codes(&self, id: i64, hashes: &[Vec<u8>]) -> Result<bool>;
+    /// How many recovery codes the user's active token has left.
+    fn recovery_codes_left(&self, user: &str) -> Result<Option<u64>>;
+    /// Verifies the recovery code `digits` of `request.user` in one
+    /// transaction (the token read and locked, the code spent by a
+    /// conditional DELETE), the decision audited in it.
+    fn verify_recovery(
+        &self,
+        keys: &Keys,
+        request: &VerifyRequest<'_>,
+        digits: &str,
+        now: u64,
+        policy: &Policy,
+    ) -> Result<VerifyOutcome>;
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {

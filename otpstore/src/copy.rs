@@ -6,7 +6,8 @@
 //! ID), their sealed secrets as sealed bytes (bound to the user ID, so the
 //! same key file opens them on the target), replay state, failure counts,
 //! locks, drift and activation failures; the audit trail with its IDs and
-//! in its order; and `meta` with the key check value. The target keeps its
+//! in its order; the keyed hashes of unused recovery codes; and `meta`
+//! with the key check value. The target keeps its
 //! own schema, at this build's version; its ID sequences continue after the
 //! copied IDs.
 //!
@@ -240,6 +241,8 @@ pub struct Tally {
     pub drift_sum: i64,
     pub max_enrolment_id: i64,
     pub max_audit_id: i64,
+    /// Unused recovery codes of every token.
+    pub recovery_codes: u64,
 }
 
 /// The figures of [`Tally`] but the states, one row of ten integers in the
@@ -249,6 +252,23 @@ pub(crate) const TALLY_SQL: &str = "SELECT CAST(COALESCE(SUM(last_step), 0) AS B
      COUNT(locked_until), COUNT(last_wrong), CAST(COALESCE(SUM(drift), 0) AS BIGINT), COALESCE(MAX(id), 0), \
      (SELECT COUNT(*) FROM audit), (SELECT COALESCE(MAX(id), 0) FROM audit), (SELECT COUNT(*) FROM meta) \
      FROM enrolments";
+
+/// The recovery codes of [`Tally`]: one row of one integer.
+pub(crate) const RECOVERY_TALLY_SQL: &str = "SELECT COUNT(*) FROM recovery_codes";
+
+/// A stored recovery code: its enrolment and keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawRecoveryCode {
+    pub enrolment_id: i64,
+    pub hash: Vec<u8>,
+}
+
+impl RawRecoveryCode {
+    fn feed(&self, d: &mut Sha256) {
+        feed_int(d, self.enrolment_id);
+        feed_bytes(d, &self.hash);
+    }
+}
 
 /// Enrolments by state, as rows of state and count.
 pub(crate) const STATES_SQL: &str = "SELECT state, COUNT(*) FROM enrolments GROUP BY state";
@@ -274,6 +294,7 @@ impl Tally {
             drift_sum,
             max_enrolment_id,
             max_audit_id,
+            recovery_codes: 0,
         }
     }
 
@@ -283,7 +304,10 @@ impl Tally {
     }
 
     fn holds_data(&self) -> bool {
-        self.enrolments() > 0 || self.audit_rows > 0 || self.meta_rows > 0
+        self.enrolments() > 0
+            || self.audit_rows > 0
+            || self.meta_rows > 0
+            || self.recovery_codes > 0
     }
 
     /// The names and values of the figures, for a report.
@@ -317,6 +341,7 @@ impl Tally {
                 i128::from(self.max_enrolment_id),
             ),
             ("last audit id".to_owned(), i128::from(self.max_audit_id)),
+            ("recovery codes".to_owned(), i128::from(self.recovery_codes)),
         ]);
         figures
     }
@@ -358,6 +383,13 @@ pub(crate) trait CopyRead {
     fn enrolments(&mut self, after: i64, limit: usize) -> Result<Vec<RawEnrolment>>;
     /// Up to `limit` audit rows with an ID above `after`, by ID.
     fn audit(&mut self, after: i64, limit: usize) -> Result<Vec<RawAudit>>;
+    /// Up to `limit` recovery codes after `after` in the order of
+    /// enrolment and hash (from the start when `None`).
+    fn recovery_codes(
+        &mut self,
+        after: Option<&RawRecoveryCode>,
+        limit: usize,
+    ) -> Result<Vec<RawRecoveryCode>>;
 }
 
 /// Writes a copy into a database, inside one transaction that holds its
@@ -369,6 +401,7 @@ pub(crate) trait CopyWrite: CopyRead {
     fn write_enrolments(&mut self, rows: &[RawEnrolment]) -> Result<()>;
     /// Inserts the rows with their IDs.
     fn write_audit(&mut self, rows: &[RawAudit]) -> Result<()>;
+    fn write_recovery_codes(&mut self, rows: &[RawRecoveryCode]) -> Result<()>;
     /// Makes new IDs continue after the copied ones, and commits.
     fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -534,6 +567,13 @@ fn copy_between(source: &dyn Backend, target: &dyn Backend, shown: &str) -> Resu
             writer.write_audit(rows).map_err(&on_target)
         },
     )?;
+    recovery_in_chunks(
+        |after| reader.recovery_codes(after, CHUNK),
+        |rows| {
+            rows.iter().for_each(|r| r.feed(&mut digest));
+            writer.write_recovery_codes(rows).map_err(&on_target)
+        },
+    )?;
     let source_side = CopySide {
         backend: reader.backend(),
         schema_version: reader.schema_version()?,
@@ -565,6 +605,13 @@ fn read_side(reader: &mut dyn CopyWrite) -> Result<CopySide> {
     )?;
     in_chunks(
         |after| reader.audit(after, CHUNK),
+        |rows| {
+            rows.iter().for_each(|r| r.feed(&mut digest));
+            Ok(())
+        },
+    )?;
+    recovery_in_chunks(
+        |after| reader.recovery_codes(after, CHUNK),
         |rows| {
             rows.iter().for_each(|r| r.feed(&mut digest));
             Ok(())
@@ -618,6 +665,26 @@ fn in_chunks<T: Keyed>(
             return Ok(());
         };
         after = last.id();
+        each(&rows)?;
+        if rows.len() < CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the recovery codes in the order of enrolment and hash, `CHUNK`
+/// rows at a time, handing each chunk to `each`.
+fn recovery_in_chunks(
+    mut read: impl FnMut(Option<&RawRecoveryCode>) -> Result<Vec<RawRecoveryCode>>,
+    mut each: impl FnMut(&[RawRecoveryCode]) -> Result<()>,
+) -> Result<()> {
+    let mut after: Option<RawRecoveryCode> = None;
+    loop {
+        let rows = read(after.as_ref())?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = Some(last.clone());
         each(&rows)?;
         if rows.len() < CHUNK {
             return Ok(());

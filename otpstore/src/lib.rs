@@ -21,6 +21,7 @@ mod error;
 mod first_code;
 mod keyfile;
 mod postgres;
+mod recovery;
 mod seal;
 mod sqlite;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use copy::{CopyReport, CopySide, Tally, TargetSpec};
 pub use error::{StoreError, VerifyError};
 pub use first_code::{FirstCode, FirstCodeChecked};
 pub use postgres::url::UrlError;
+pub use recovery::RecoveryCode;
 
 use backend::Backend;
 use error::Result;
@@ -169,7 +171,8 @@ pub struct AuditEntry {
 }
 
 /// What a decision in the audit trail came to. Every program writes these
-/// three spellings: `ok`, `fail` and `error`.
+/// spellings: `ok`, `fail` and `error`, and `recovery` for a login with a
+/// recovery code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditResult {
     /// Done as asked: a code accepted, a token activated or issued, ...
@@ -178,15 +181,18 @@ pub enum AuditResult {
     Fail,
     /// Not decided: a record could not be read, a mail could not be sent.
     Error,
+    /// A recovery code accepted in place of a code (and spent).
+    Recovery,
 }
 
 impl AuditResult {
-    /// `ok`, `fail` or `error`: the stored and shown spelling.
+    /// `ok`, `fail`, `error` or `recovery`: the stored and shown spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditResult::Ok => "ok",
             AuditResult::Fail => "fail",
             AuditResult::Error => "error",
+            AuditResult::Recovery => "recovery",
         }
     }
 
@@ -197,6 +203,7 @@ impl AuditResult {
             "ok" => Some(AuditResult::Ok),
             "fail" | "reject" => Some(AuditResult::Fail),
             "error" => Some(AuditResult::Error),
+            "recovery" => Some(AuditResult::Recovery),
             _ => None,
         }
     }
@@ -226,6 +233,7 @@ pub struct ActivationFailure {
 }
 
 /// One code to verify, with what the audit trail records about its origin.
+#[derive(Clone, Copy)]
 pub struct VerifyRequest<'a> {
     pub user: &'a str,
     pub code: &'a str,

@@ -25,7 +25,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use otpcore::enrol::State;
 use otpcore::rules::UserId;
 use otpcore::totp::{Algorithm, TokenParams};
-use otpcore::verify::{self, Counters, Policy, ReplayMove};
+use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
 use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
@@ -35,6 +35,7 @@ use crate::backend::{
 };
 use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
+use crate::recovery::{audit_line, RecoveryAttempt, RecoveryRow};
 use crate::seal::Keys;
 use crate::{
     audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken,
@@ -93,6 +94,21 @@ CREATE INDEX audit_user_time ON audit(username, time);
 ALTER TABLE enrolments ADD COLUMN kind TEXT NOT NULL DEFAULT 'totp';
 ALTER TABLE enrolments ADD COLUMN serial TEXT;
 CREATE UNIQUE INDEX enrolments_serial ON enrolments(serial);
+"#,
+    r#"
+CREATE TABLE recovery_codes (
+    enrolment_id BIGINT NOT NULL REFERENCES enrolments(id) ON DELETE CASCADE,
+    hash         BYTEA NOT NULL,
+    PRIMARY KEY (enrolment_id, hash)
+);
+CREATE FUNCTION recovery_codes_leave_with_token() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM recovery_codes WHERE enrolment_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER recovery_codes_leave_with_token AFTER UPDATE OF state ON enrolments
+FOR EACH ROW WHEN (NEW.state <> 'active') EXECUTE FUNCTION recovery_codes_leave_with_token();
 "#,
 ];
 
@@ -1077,6 +1093,133 @@ impl Backend for Postgres {
 
     fn copy_writer(&self) -> Result<Box<dyn CopyWrite + '_>> {
         Ok(Box::new(self.copy_session_writer()?))
+    }
+
+    fn replace_recovery_codes(&self, id: i64, hashes: &[Vec<u8>]) -> Result<bool> {
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            let active = tx
+                .query_opt(
+                    "SELECT 1 FROM enrolments WHERE id = $1 AND state = 'active' FOR UPDATE",
+                    &[&id],
+                )
+                .await?;
+            if active.is_none() {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM recovery_codes WHERE enrolment_id = $1",
+                &[&id],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO recovery_codes (enrolment_id, hash) SELECT $1, h FROM unnest($2::BYTEA[]) AS h",
+                &[&id, &hashes],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    fn recovery_codes_left(&self, user: &str) -> Result<Option<u64>> {
+        self.run(async |c| {
+            c.query_opt(
+                "SELECT (SELECT COUNT(*) FROM recovery_codes WHERE enrolment_id = e.id) \
+                 FROM enrolments e WHERE username = $1 AND state = 'active'",
+                &[&user],
+            )
+            .await?
+            .map(|r| r.try_get::<_, i64>(0).map(to_u64))
+            .transpose()
+            .map_err(StoreError::from)
+        })
+    }
+
+    fn verify_recovery(
+        &self,
+        keys: &Keys,
+        request: &VerifyRequest<'_>,
+        digits: &str,
+        now: u64,
+        policy: &Policy,
+    ) -> Result<VerifyOutcome> {
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            let row = tx
+                .query_opt(
+                    "SELECT id, period, failures, locked_until, last_wrong, last_wrong_at \
+                     FROM enrolments WHERE username = $1 AND state = 'active' FOR UPDATE",
+                    &[&request.user],
+                )
+                .await?
+                .map(|r| -> Result<RecoveryRow> {
+                    Ok(RecoveryRow {
+                        id: r.try_get(0)?,
+                        period: r.try_get(1)?,
+                        failures: small(r.try_get(2)?),
+                        locked_until: r.try_get(3)?,
+                        last_wrong: r.try_get(4)?,
+                        last_wrong_at: r.try_get(5)?,
+                    })
+                })
+                .transpose()?;
+            let (outcome, left) = match row {
+                None => (VerifyOutcome::Reject(Refusal::NoToken), 0),
+                Some(row) => {
+                    let attempt = RecoveryAttempt::new(keys, row, digits)?;
+                    match attempt.refused_unseen(now, policy) {
+                        Some(refusal) => (VerifyOutcome::Reject(refusal), 0),
+                        None => {
+                            let spent = tx
+                                .execute(
+                                    "DELETE FROM recovery_codes WHERE enrolment_id = $1 AND hash = $2",
+                                    &[&attempt.id, &attempt.hash],
+                                )
+                                .await?
+                                == 1;
+                            let (outcome, counters) = attempt.settle(now, policy, spent);
+                            let (last_wrong, last_wrong_at) = last_wrong_columns(&counters);
+                            tx.execute(
+                                "UPDATE enrolments SET failures = $2, locked_until = $3, last_wrong = $4, \
+                                 last_wrong_at = $5 WHERE id = $1",
+                                &[
+                                    &attempt.id,
+                                    &i64::from(counters.failures),
+                                    &counters.locked_until.map(to_i64),
+                                    &last_wrong,
+                                    &last_wrong_at,
+                                ],
+                            )
+                            .await?;
+                            let left: i64 = tx
+                                .query_one(
+                                    "SELECT COUNT(*) FROM recovery_codes WHERE enrolment_id = $1",
+                                    &[&attempt.id],
+                                )
+                                .await?
+                                .try_get(0)?;
+                            (outcome, to_u64(left))
+                        }
+                    }
+                }
+            };
+            let (result, reason) = audit_line(&outcome, left);
+            insert_audit(
+                &tx,
+                now,
+                [
+                    &audit_text(request.user),
+                    request.channel.as_str(),
+                    &audit_text(request.peer),
+                    result.as_str(),
+                    &reason,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
     }
 
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {

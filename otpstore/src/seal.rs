@@ -27,6 +27,8 @@ pub(crate) struct Keys {
     cipher: Aes256Gcm,
     /// Keys the fingerprints of wrong codes.
     fingerprint_key: Zeroizing<Vec<u8>>,
+    /// Keys the stored hashes of recovery codes.
+    recovery_key: Zeroizing<Vec<u8>>,
 }
 
 impl Keys {
@@ -38,6 +40,7 @@ impl Keys {
         Ok(Some(Keys {
             cipher,
             fingerprint_key: hmac(key, &[b"otpd wrong-code fingerprint v1"])?,
+            recovery_key: hmac(key, &[b"otpd recovery code v1"])?,
         }))
     }
 
@@ -72,6 +75,15 @@ impl Keys {
         let mut fingerprint = [0u8; 16];
         fingerprint.copy_from_slice(&digest[..16]);
         Ok(fingerprint)
+    }
+}
+
+impl Keys {
+    /// The stored hash of the recovery code `digits` of the enrolment
+    /// `id`: a keyed hash, so the database alone gives no way to try the
+    /// ten billion codes.
+    pub(crate) fn recovery_hash(&self, id: i64, digits: &str) -> Result<Vec<u8>> {
+        Ok(hmac(&self.recovery_key, &[&id.to_be_bytes(), digits.as_bytes()])?.to_vec())
     }
 }
 

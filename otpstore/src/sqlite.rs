@@ -15,7 +15,7 @@ use std::time::Duration;
 use otpcore::enrol::State;
 use otpcore::rules::UserId;
 use otpcore::totp::{Algorithm, TokenParams};
-use otpcore::verify::{self, Counters, Policy, ReplayMove};
+use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::backend::{
@@ -23,11 +23,12 @@ use crate::backend::{
     spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
 };
 use crate::copy::{
-    column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, Tally, AUDIT_ROW, ENROLMENT_ROW,
-    STATES_SQL, TALLY_SQL,
+    column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, RawRecoveryCode, Tally, AUDIT_ROW,
+    ENROLMENT_ROW, RECOVERY_TALLY_SQL, STATES_SQL, TALLY_SQL,
 };
 use crate::error::{Result, StoreError};
 use crate::keyfile::io_error;
+use crate::recovery::{audit_line, RecoveryAttempt, RecoveryRow};
 use crate::seal::Keys;
 use crate::{
     audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken,
@@ -88,6 +89,18 @@ CREATE INDEX enrolments_user ON enrolments(user, state);
 ALTER TABLE enrolments ADD COLUMN kind TEXT NOT NULL DEFAULT 'totp';
 ALTER TABLE enrolments ADD COLUMN serial TEXT;
 CREATE UNIQUE INDEX enrolments_serial ON enrolments(serial);
+"#,
+    r#"
+CREATE TABLE recovery_codes (
+    enrolment_id INTEGER NOT NULL REFERENCES enrolments(id) ON DELETE CASCADE,
+    hash         BLOB NOT NULL,
+    PRIMARY KEY (enrolment_id, hash)
+);
+CREATE TRIGGER recovery_codes_leave_with_token AFTER UPDATE OF state ON enrolments
+WHEN NEW.state <> 'active'
+BEGIN
+    DELETE FROM recovery_codes WHERE enrolment_id = NEW.id;
+END;
 "#,
 ];
 
@@ -565,6 +578,119 @@ impl Backend for Sqlite {
         Ok(Box::new(SqliteCopy::begin(self.conn(), "BEGIN IMMEDIATE")?))
     }
 
+    fn replace_recovery_codes(&self, id: i64, hashes: &[Vec<u8>]) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let active: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM enrolments WHERE id = ?1 AND state = 'active')",
+            params![id],
+            |r| r.get(0),
+        )?;
+        if !active {
+            return Ok(false);
+        }
+        tx.execute(
+            "DELETE FROM recovery_codes WHERE enrolment_id = ?1",
+            params![id],
+        )?;
+        for hash in hashes {
+            tx.prepare_cached("INSERT INTO recovery_codes (enrolment_id, hash) VALUES (?1, ?2)")?
+                .execute(params![id, hash])?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn recovery_codes_left(&self, user: &str) -> Result<Option<u64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM recovery_codes WHERE enrolment_id = e.id) \
+                 FROM enrolments e WHERE user = ?1 AND state = 'active'",
+                params![user],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(to_u64))
+    }
+
+    fn verify_recovery(
+        &self,
+        keys: &Keys,
+        request: &VerifyRequest<'_>,
+        digits: &str,
+        now: u64,
+        policy: &Policy,
+    ) -> Result<VerifyOutcome> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let row = tx
+            .prepare_cached(
+                "SELECT id, period, failures, locked_until, last_wrong, last_wrong_at \
+                 FROM enrolments WHERE user = ?1 AND state = 'active'",
+            )?
+            .query_row(params![request.user], |r| {
+                Ok(RecoveryRow {
+                    id: r.get(0)?,
+                    period: r.get(1)?,
+                    failures: r.get(2)?,
+                    locked_until: r.get(3)?,
+                    last_wrong: r.get(4)?,
+                    last_wrong_at: r.get(5)?,
+                })
+            })
+            .optional()?;
+        let (outcome, left) = match row {
+            None => (VerifyOutcome::Reject(Refusal::NoToken), 0),
+            Some(row) => {
+                let attempt = RecoveryAttempt::new(keys, row, digits)?;
+                match attempt.refused_unseen(now, policy) {
+                    Some(refusal) => (VerifyOutcome::Reject(refusal), 0),
+                    None => {
+                        let spent = tx
+                            .prepare_cached(
+                                "DELETE FROM recovery_codes WHERE enrolment_id = ?1 AND hash = ?2",
+                            )?
+                            .execute(params![attempt.id, attempt.hash])?
+                            == 1;
+                        let (outcome, counters) = attempt.settle(now, policy, spent);
+                        let (last_wrong, last_wrong_at) = last_wrong_columns(&counters);
+                        tx.prepare_cached(
+                            "UPDATE enrolments SET failures = ?2, locked_until = ?3, last_wrong = ?4, last_wrong_at = ?5 WHERE id = ?1",
+                        )?
+                        .execute(params![
+                            attempt.id,
+                            counters.failures,
+                            counters.locked_until.map(to_i64),
+                            last_wrong,
+                            last_wrong_at,
+                        ])?;
+                        let left: i64 = tx.query_row(
+                            "SELECT COUNT(*) FROM recovery_codes WHERE enrolment_id = ?1",
+                            params![attempt.id],
+                            |r| r.get(0),
+                        )?;
+                        (outcome, to_u64(left))
+                    }
+                }
+            }
+        };
+        let (result, reason) = audit_line(&outcome, left);
+        tx.prepare_cached(
+            "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            to_i64(now),
+            audit_text(request.user),
+            request.channel.as_str(),
+            audit_text(request.peer),
+            result.as_str(),
+            reason
+        ])?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -634,7 +760,11 @@ impl CopyRead for SqliteCopy<'_> {
         let states = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(Tally::from_figures(figures, states))
+        let recovery_codes: i64 = self.conn.query_row(RECOVERY_TALLY_SQL, [], |r| r.get(0))?;
+        Ok(Tally {
+            recovery_codes: to_u64(recovery_codes),
+            ..Tally::from_figures(figures, states)
+        })
     }
 
     fn meta(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
@@ -700,6 +830,32 @@ impl CopyRead for SqliteCopy<'_> {
                 reason: r.get(6)?,
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn recovery_codes(
+        &mut self,
+        after: Option<&RawRecoveryCode>,
+        limit: usize,
+    ) -> Result<Vec<RawRecoveryCode>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT enrolment_id, hash FROM recovery_codes \
+             WHERE ?1 IS NULL OR enrolment_id > ?1 OR (enrolment_id = ?1 AND hash > ?2) \
+             ORDER BY enrolment_id, hash LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                after.map(|a| a.enrolment_id),
+                after.map(|a| a.hash.as_slice()),
+                to_i64(limit as u64)
+            ],
+            |r| {
+                Ok(RawRecoveryCode {
+                    enrolment_id: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
@@ -773,6 +929,16 @@ impl CopyWrite for SqliteCopy<'_> {
             stmt.execute(params![
                 a.id, a.time, a.user, a.channel, a.peer, a.result, a.reason
             ])?;
+        }
+        Ok(())
+    }
+
+    fn write_recovery_codes(&mut self, rows: &[RawRecoveryCode]) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO recovery_codes (enrolment_id, hash) VALUES (?1, ?2)")?;
+        for code in rows {
+            stmt.execute(params![code.enrolment_id, code.hash])?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use super::*;
 
 mod copy;
 mod hotp;
+mod recovery;
 
 const PARAMS: TokenParams = TokenParams {
     algorithm: Algorithm::Sha1,

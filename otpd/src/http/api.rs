@@ -179,11 +179,23 @@ fn activation_answer(activation: Activation) -> Response {
 
 fn confirmation_answer(confirmed: Confirmed) -> Response {
     match confirmed {
-        Confirmed::Active { period, adapted } => (
-            StatusCode::OK,
-            Json(json!({ "state": "active", "period": period, "adapted": adapted })),
-        )
-            .into_response(),
+        Confirmed::Active {
+            period,
+            adapted,
+            recovery_codes,
+        } => {
+            let codes: Vec<&str> = recovery_codes.iter().map(|c| c.as_str()).collect();
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "state": "active",
+                    "period": period,
+                    "adapted": adapted,
+                    "recovery_codes": codes,
+                })),
+            )
+                .into_response()
+        }
         Confirmed::Wrong => json_error(StatusCode::UNAUTHORIZED, WRONG_CODE),
         Confirmed::Gone(state) => json_error(
             StatusCode::GONE,

@@ -297,8 +297,16 @@ fn activation_page(shown: &Shown<'_>, activation: Activation) -> Response {
 fn confirmation_page(shown: &Shown<'_>, confirmed: Confirmed) -> Response {
     let Shown { ctx, sid, uid } = shown;
     match confirmed {
-        Confirmed::Active { period, adapted } => {
-            html(StatusCode::OK, render::confirmed(ctx, period, adapted))
+        Confirmed::Active {
+            period,
+            adapted,
+            recovery_codes,
+        } => {
+            let codes: Vec<&str> = recovery_codes.iter().map(|c| c.as_str()).collect();
+            html(
+                StatusCode::OK,
+                render::confirmed(ctx, period, adapted, &codes),
+            )
         }
         Confirmed::Wrong => html(
             StatusCode::UNAUTHORIZED,

@@ -86,7 +86,13 @@ color:#0b57a4;font-weight:600;text-decoration:none}\
 background:#f3f4f6;padding:.5rem;border-radius:.3rem;overflow-wrap:anywhere}\
 dl{margin:.5rem 0}dt{font-weight:600}dd{margin:0 0 .4rem;overflow-wrap:anywhere}\
 nav{text-align:center;font-size:.9rem;margin-top:1.5rem}\
-nav a{color:#0b57a4;margin:0 .5rem}";
+nav a{color:#0b57a4;margin:0 .5rem}\
+ol.codes{font-family:ui-monospace,\"SF Mono\",Menlo,Consolas,monospace;font-size:1.2rem;letter-spacing:.04em;\
+margin:.8rem 0;padding-left:2.4rem}\
+ol.codes li{margin:0 0 .3rem;white-space:nowrap;break-inside:avoid}\
+@media (min-width:30rem){ol.codes{columns:2;column-gap:2rem}}\
+@media print{body{background:#fff;color:#000}main{max-width:none;padding:0}\
+section{border:1px solid #000;break-inside:avoid}.msg{background:none;border:0;padding:0}nav{display:none}}";
 
 /// The frame around every page.
 fn layout(ctx: &Ctx<'_>, title: &str, content: &str, nav: &str) -> String {
@@ -385,7 +391,7 @@ pub fn confirm_form(ctx: &Ctx<'_>, service_id: &str, user_id: &str, notice: Noti
 }
 
 /// The end of the setup: the token is active.
-pub fn confirmed(ctx: &Ctx<'_>, period: u64, adapted: bool) -> String {
+pub fn confirmed(ctx: &Ctx<'_>, period: u64, adapted: bool, recovery_codes: &[&str]) -> String {
     let mut content = format!(
         "<p class=\"msg ok\">{}</p>\n<section>\n<p>{}</p>\n",
         esc(ctx.t(
@@ -418,7 +424,42 @@ pub fn confirmed(ctx: &Ctx<'_>, period: u64, adapted: bool) -> String {
             "携帯電話機の時刻設定が正しくない場合、正常に動作しませんのでご注意ください。",
         ))
     );
+    if !recovery_codes.is_empty() {
+        content.push_str(&recovery_section(ctx, recovery_codes));
+    }
     layout(ctx, ctx.t("Setup complete", "初期設定の完了"), &content, "")
+}
+
+/// The recovery codes, shown once after confirmation: what they are for,
+/// the codes, and that the page will not show them again. It prints on
+/// its own (the print style drops colours and navigation).
+fn recovery_section(ctx: &Ctx<'_>, codes: &[&str]) -> String {
+    let mut section = format!(
+        "<section class=\"recovery\">\n<h2>{}</h2>\n<p>{}</p>\n<ol class=\"codes\">\n",
+        esc(ctx.t("Recovery codes", "リカバリーコード")),
+        esc(ctx.t(
+            "If you lose your phone, type one of these codes instead of the one-time password to log in. \
+             Each code works once.",
+            "携帯電話機をなくした場合は、ワンタイムパスワードの代わりにこのコードを1つ入力してログインできます。\
+             各コードは1回だけ使えます。",
+        )),
+    );
+    for code in codes {
+        let _ = writeln!(section, "<li>{}</li>", esc(code));
+    }
+    let _ = write!(
+        section,
+        "</ol>\n<p class=\"msg note\">{}</p>\n<p>{}</p>\n</section>\n",
+        esc(ctx.t(
+            "These codes are shown only now. Print this page or write them down, and keep them apart from your phone.",
+            "このコードは今回しか表示されません。このページを印刷するか書き写して、携帯電話機とは別の場所に保管してください。",
+        )),
+        esc(ctx.t(
+            "After logging in with a recovery code, ask your administrator for a new token for your new phone.",
+            "リカバリーコードでログインした後は、新しい携帯電話機のために管理者にトークンの再発行を依頼してください。",
+        )),
+    );
+    section
 }
 
 /// A page with one message and no form.
@@ -626,8 +667,8 @@ mod tests {
         assert!(en.contains("changes every minute"));
         let en = token(&ctx(Language::En), &TokenView { period: 30, ..view });
         assert!(en.contains("changes every 30 seconds"));
-        assert!(confirmed(&ctx(Language::Ja), 30, true).contains("30秒ごとに"));
-        assert!(confirmed(&ctx(Language::En), 30, true)
+        assert!(confirmed(&ctx(Language::Ja), 30, true, &[]).contains("30秒ごとに"));
+        assert!(confirmed(&ctx(Language::En), 30, true, &[])
             .contains("app shows a new code every 30 seconds; that is fine"));
     }
 
@@ -635,5 +676,20 @@ mod tests {
     fn language_links_are_relative_and_keep_the_ids() {
         let page = setup_form(&ctx(Language::En), "EX AMPLE", "1234", None);
         assert!(page.contains("href=\"/setup?sid=EX%20AMPLE&amp;uid=1234&amp;lang=ja\""));
+    }
+
+    #[test]
+    fn recovery_codes_are_listed_with_what_they_are_for_only_when_there_are_some() {
+        let codes = ["12345-67890", "00000-11111"];
+        let ja = confirmed(&ctx(Language::Ja), 60, false, &codes);
+        assert!(ja.contains("<li>12345-67890</li>\n<li>00000-11111</li>"));
+        assert!(ja.contains("リカバリーコード"));
+        assert!(ja.contains("今回しか表示されません"));
+        let en = confirmed(&ctx(Language::En), 60, false, &codes);
+        assert!(en.contains("If you lose your phone"));
+        assert!(en.contains("shown only now"));
+        let none = confirmed(&ctx(Language::En), 60, false, &[]);
+        assert!(!none.contains("class=\"recovery\""));
+        assert!(!none.contains("<ol"));
     }
 }

@@ -467,8 +467,22 @@ async fn confirmation_at_the_token_period() {
         assert_eq!(v, json!({"error": WRONG_CODE}));
     }
     let code = e.params.code_at(&secret, unix_now());
-    let (status, v) = f.confirm(&e, &code).await;
+    let (status, mut v) = f.confirm(&e, &code).await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    let codes = v
+        .as_object_mut()
+        .and_then(|o| o.remove("recovery_codes"))
+        .expect("recovery_codes");
+    let codes: Vec<&str> = codes
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| c.as_str().expect("a string"))
+        .collect();
+    assert_eq!(codes.len(), 10, "the default [policy] recovery_codes");
+    assert!(codes
+        .iter()
+        .all(|c| c.len() == 11 && otpcore::recovery::digits(c).is_some()));
     assert_eq!(
         v,
         json!({"state": "active", "period": 60, "adapted": false})
@@ -499,13 +513,16 @@ fn thirty_second_code(secret: &[u8], params: &TokenParams) -> Zeroizing<String> 
 
 #[tokio::test]
 async fn thirty_second_apps_are_adapted_and_audited() {
-    let f = fixture();
+    let f = fixture_with(|c| c.policy.recovery_codes = 0);
     let e = f.issue("alice", 3600);
     let (_, v) = f.activate(&e, PASSWORD).await;
     let code = thirty_second_code(&secret_of(&v), &e.params);
     let (status, v) = f.confirm(&e, &code).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    assert_eq!(v, json!({"state": "active", "period": 30, "adapted": true}));
+    assert_eq!(
+        v,
+        json!({"state": "active", "period": 30, "adapted": true, "recovery_codes": []})
+    );
     assert_eq!(f.reload(&e).params.period, 30);
     let last = audit(&f).pop().expect("entry");
     assert_eq!(

@@ -15,10 +15,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
-use super::{migrate_in, to_i64, Client, Postgres};
+use super::{migrate_in, to_i64, to_u64, Client, Postgres};
 use crate::copy::{
-    column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, Tally, AUDIT_ROW, ENROLMENT_ROW,
-    STATES_SQL, TALLY_SQL,
+    column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, RawRecoveryCode, Tally, AUDIT_ROW,
+    ENROLMENT_ROW, RECOVERY_TALLY_SQL, STATES_SQL, TALLY_SQL,
 };
 use crate::error::{Result, StoreError};
 
@@ -84,7 +84,7 @@ impl Postgres {
         let mut session = self.copy_session("BEGIN")?;
         session.step(async |c| {
             migrate_in(c).await?;
-            c.batch_execute("LOCK TABLE meta, enrolments, audit IN EXCLUSIVE MODE")
+            c.batch_execute("LOCK TABLE meta, enrolments, audit, recovery_codes IN EXCLUSIVE MODE")
                 .await?;
             Ok(())
         })?;
@@ -300,7 +300,11 @@ impl CopyRead for PgCopy<'_> {
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<Result<_>>()?;
-            Ok(Tally::from_figures(figures, states))
+            let recovery_codes: i64 = c.query_one(RECOVERY_TALLY_SQL, &[]).await?.try_get(0)?;
+            Ok(Tally {
+                recovery_codes: to_u64(recovery_codes),
+                ..Tally::from_figures(figures, states)
+            })
         })
     }
 
@@ -323,6 +327,33 @@ impl CopyRead for PgCopy<'_> {
 
     fn audit(&mut self, after: i64, limit: usize) -> Result<Vec<RawAudit>> {
         self.rows_after("audit", &AUDIT_ROW, after, limit, raw_audit)
+    }
+
+    fn recovery_codes(
+        &mut self,
+        after: Option<&RawRecoveryCode>,
+        limit: usize,
+    ) -> Result<Vec<RawRecoveryCode>> {
+        let after_id = after.map(|a| a.enrolment_id);
+        let after_hash = after.map(|a| a.hash.clone());
+        let limit = to_i64(limit as u64);
+        self.step(async |c| {
+            c.query(
+                "SELECT enrolment_id, hash FROM recovery_codes \
+                 WHERE $1::BIGINT IS NULL OR enrolment_id > $1 OR (enrolment_id = $1 AND hash > $2) \
+                 ORDER BY enrolment_id, hash LIMIT $3",
+                &[&after_id, &after_hash, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RawRecoveryCode {
+                    enrolment_id: r.try_get(0)?,
+                    hash: r.try_get(1)?,
+                })
+            })
+            .collect()
+        })
     }
 }
 
@@ -352,6 +383,20 @@ impl CopyWrite for PgCopy<'_> {
 
     fn write_audit(&mut self, rows: &[RawAudit]) -> Result<()> {
         self.copy_in("audit", &AUDIT_ROW, &AUDIT_TYPES, rows, audit_values)
+    }
+
+    fn write_recovery_codes(&mut self, rows: &[RawRecoveryCode]) -> Result<()> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.enrolment_id).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
+        self.step(async |c| {
+            c.execute(
+                "INSERT INTO recovery_codes (enrolment_id, hash) \
+                 SELECT * FROM unnest($1::BIGINT[], $2::BYTEA[])",
+                &[&ids, &hashes],
+            )
+            .await?;
+            Ok(())
+        })
     }
 
     /// Sets the identity sequences to continue after the copied IDs, and

@@ -29,7 +29,7 @@ fn rows(store: &Store) -> Rows {
 /// Where a copy of the store in `dir` goes (`name` tells several apart): a
 /// new database on the test server with `OTPSTORE_TEST_POSTGRES`, else a
 /// new SQLite file; with the config that opens it under `dir`'s key file.
-fn target(dir: &Path, name: &str) -> (TargetSpec, Config) {
+pub(super) fn target(dir: &Path, name: &str) -> (TargetSpec, Config) {
     let state = dir.join(name);
     let mut config = Config::embedded_defaults(&state);
     config.store.key_file = Some(dir.join(KEY_FILE));
