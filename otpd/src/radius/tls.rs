@@ -347,6 +347,10 @@ impl Radsec {
                     let _ = tokio::time::timeout(DRAIN, own.acquire_many(all)).await;
                     return Ended::ByPeer;
                 }
+                Err(FrameError::Read(e)) => {
+                    log::debug!("radsec: {addr}: {e}");
+                    return Ended::Closed;
+                }
                 Err(e) => {
                     self.server.dropped(
                         addr,
