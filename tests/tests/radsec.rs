@@ -599,3 +599,79 @@ fn a_flood_of_bad_tls_connections_leaves_udp_and_the_socket_answering() {
         "{closed} of 40 connections from one address closed at once"
     );
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn unusable_radsec_files_stop_the_start_with_a_message_naming_them() {
+    require_root_and_peers();
+    let pki = Pki::new();
+    let secret = "Xq9-radsec-udp-SECRET";
+    fs::write(pki.path("garbage.pem"), "not a certificate\n").unwrap();
+    let missing = pki.path("missing.pem");
+    let cases = [
+        // (cert, key, ca, the file the message must name)
+        (
+            missing.clone(),
+            pki.path("server.key"),
+            pki.path("client-ca.pem"),
+            missing.clone(),
+        ),
+        (
+            pki.path("garbage.pem"),
+            pki.path("server.key"),
+            pki.path("client-ca.pem"),
+            pki.path("garbage.pem"),
+        ),
+        (
+            pki.path("server.crt"),
+            pki.path("client.key"),
+            pki.path("client-ca.pem"),
+            pki.path("client.key"),
+        ),
+        (
+            pki.path("server.crt"),
+            pki.path("server.key"),
+            missing.clone(),
+            missing.clone(),
+        ),
+        (
+            pki.path("server.crt"),
+            pki.path("server.key"),
+            pki.path("garbage.pem"),
+            pki.path("garbage.pem"),
+        ),
+    ];
+    for (n, (cert, key, ca, named)) in cases.into_iter().enumerate() {
+        let state = pki.path("state");
+        fs::create_dir_all(&state).unwrap();
+        let config = pki.path(&format!("otpd-{n}.toml"));
+        write_private_file(
+            &config,
+            &format!(
+                "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"{state}\"\n\n\
+                 [radius]\nlisten = \"127.0.0.1:{udp}\"\nradsec_listen = \"127.0.0.1:{tls}\"\n\
+                 radsec_cert = \"{cert}\"\nradsec_key = \"{key}\"\nradsec_ca = \"{ca}\"\n\n\
+                 [[radius.client]]\nname = \"nas\"\naddress = \"127.0.0.1\"\nsecret = \"{secret}\"\n",
+                state = state.display(),
+                udp = free_port(),
+                tls = free_port(),
+                cert = cert.display(),
+                key = key.display(),
+                ca = ca.display(),
+            ),
+        );
+        let output = e2e::run_with_input(
+            Command::new(e2e::otpd_bin()).arg("--config").arg(&config),
+            "",
+        );
+        let said = format!("{}{}", stdout(&output), e2e::stderr(&output));
+        assert!(!output.status.success(), "{named:?}: {}", describe(&output));
+        assert!(
+            said.contains(&named.display().to_string()) && said.contains("RadSec"),
+            "the message should name {}: {said}",
+            named.display()
+        );
+        assert!(!said.contains(secret), "{said}");
+        assert!(!said.contains("listening on"), "{said}");
+    }
+}
