@@ -252,10 +252,60 @@ pub struct RadiusConfig {
     pub require_message_authenticator: bool,
     #[serde(default)]
     pub client: Vec<RadiusClient>,
+    /// Where RADIUS over TLS (RFC 6614) is served; none when absent.
+    #[serde(default)]
+    pub radsec_listen: Option<SocketAddr>,
+    /// The RadSec server's certificate chain (PEM).
+    #[serde(default)]
+    pub radsec_cert: Option<PathBuf>,
+    /// The key of `radsec_cert` (PEM).
+    #[serde(default)]
+    pub radsec_key: Option<PathBuf>,
+    /// The CA (PEM) whose certificates RadSec clients must present.
+    #[serde(default)]
+    pub radsec_ca: Option<PathBuf>,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl RadiusConfig {
+    /// RadSec's address, certificate, key and client CA, when
+    /// `radsec_listen` is set (a parsed configuration has all four or none).
+    pub fn radsec(&self) -> Option<(SocketAddr, &Path, &Path, &Path)> {
+        Some((
+            self.radsec_listen?,
+            self.radsec_cert.as_deref()?,
+            self.radsec_key.as_deref()?,
+            self.radsec_ca.as_deref()?,
+        ))
+    }
+
+    /// RadSec needs its certificate, key and client CA, and they are
+    /// nothing without `radsec_listen`.
+    fn check_radsec(&self, text: &str) -> Result<(), String> {
+        let files = [
+            ("radsec_cert", self.radsec_cert.is_some()),
+            ("radsec_key", self.radsec_key.is_some()),
+            ("radsec_ca", self.radsec_ca.is_some()),
+        ];
+        for (key, set) in files {
+            if self.radsec_listen.is_some() && !set {
+                let line = key_line(text, "radius", "radsec_listen");
+                return Err(format!(
+                    "line {line}: radius.{key}: needed when `radsec_listen` is set"
+                ));
+            }
+            if self.radsec_listen.is_none() && set {
+                let line = key_line(text, "radius", key);
+                return Err(format!(
+                    "line {line}: radius.{key}: only used with `radsec_listen`; set it or remove {key}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[[radius.client]]`: one NAS or network of them.
@@ -1091,6 +1141,9 @@ impl Config {
                 }
             }
         }
+        if let Some(radius) = &config.radius {
+            radius.check_radsec(text).map_err(err)?;
+        }
         if let Some(http) = &config.http {
             if http.tls_cert.is_some() != http.tls_key.is_some() {
                 return Err(err(
@@ -1305,6 +1358,58 @@ mod tests {
                 "{to}: no line {line} in {message}"
             );
         }
+    }
+
+    /// The RadSec example shipped in `conf/radius/`, as written.
+    const RADSEC_EXAMPLE: &str = include_str!("../../conf/radius/otpd-radsec.toml");
+
+    #[test]
+    fn radsec_example_loads() {
+        let c = parse(RADSEC_EXAMPLE).expect("the RadSec example loads");
+        let radius = c.radius.as_ref().expect("radius section");
+        let (addr, cert, key, ca) = radius.radsec().expect("radsec");
+        assert_eq!(addr, "0.0.0.0:2083".parse().expect("addr"));
+        assert_eq!(cert, Path::new("/etc/otpd/radsec.crt"));
+        assert_eq!(key, Path::new("/etc/otpd/radsec.key"));
+        assert_eq!(ca, Path::new("/etc/otpd/radsec-clients-ca.crt"));
+        assert_eq!(radius.client.len(), 1);
+        assert!(parse(SHIPPED_EXAMPLE)
+            .expect("example")
+            .radius
+            .expect("radius")
+            .radsec()
+            .is_none());
+    }
+
+    #[test]
+    fn radsec_needs_its_three_files_and_they_need_radsec_listen() {
+        for key in ["radsec_cert", "radsec_key", "radsec_ca"] {
+            let text: String = RADSEC_EXAMPLE
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let message = parse(&text).expect_err(key);
+            let line = line_of(&text, "radsec_listen");
+            assert!(
+                message.contains(&format!("line {line}: radius.{key}: needed")),
+                "{message}"
+            );
+        }
+        let text: String = RADSEC_EXAMPLE
+            .lines()
+            .filter(|l| !l.starts_with("radsec_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let message = parse(&text).expect_err("files without radsec_listen");
+        let line = line_of(&text, "radsec_cert");
+        assert!(
+            message.contains(&format!("line {line}: radius.radsec_cert: only used with")),
+            "{message}"
+        );
+        let bad = RADSEC_EXAMPLE.replace("\"0.0.0.0:2083\"", "\"2083\"");
+        let message = parse(&bad).expect_err("bad address");
+        assert!(message.contains("radsec_listen"), "{message}");
     }
 
     #[test]

@@ -22,6 +22,20 @@ pub enum ListenError {
     /// `[radius].listen` cannot be bound.
     #[error("cannot listen for RADIUS on {addr}: {source}")]
     Radius { addr: SocketAddr, source: io::Error },
+    /// `[radius].radsec_listen` cannot be bound.
+    #[error("cannot listen for RadSec on {addr}: {source}")]
+    Radsec { addr: SocketAddr, source: io::Error },
+    /// `[radius].radsec_cert` and `radsec_key` do not make a TLS
+    /// configuration.
+    #[error("cannot load the RadSec certificate {cert} and key {key}: {source}")]
+    RadsecCertificate {
+        cert: PathBuf,
+        key: PathBuf,
+        source: TlsError,
+    },
+    /// `[radius].radsec_ca` holds no usable CA certificate.
+    #[error("cannot load the RadSec client CA {path}: {source}")]
+    RadsecCa { path: PathBuf, source: TlsError },
     /// `[radius].accounting_listen` cannot be bound.
     #[error("cannot listen for RADIUS accounting on {addr}: {source}")]
     RadiusAccounting { addr: SocketAddr, source: io::Error },
@@ -52,6 +66,12 @@ pub enum TlsError {
     /// The certificate file holds no certificate.
     #[error("no certificate in the file")]
     NoCertificate,
+    /// A CA file holds no certificate a client's chain could end in.
+    #[error("no usable CA certificate in the file")]
+    NoCa,
+    /// The CA certificates do not make a verifier of client certificates.
+    #[error(transparent)]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
     /// The certificate and key do not make a configuration (a key that
     /// does not match, say).
     #[error(transparent)]

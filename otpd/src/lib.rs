@@ -1,7 +1,7 @@
 //! `otpd`: the daemon as a library. It holds the store and serves the
 //! listeners that the configuration names: the activation page and its
 //! JSON API ([`http`]), the Unix socket of `pam_otp.so` ([`socket`]) and
-//! RADIUS ([`radius`]). Each listener takes an already-bound socket and one
+//! RADIUS over UDP and TLS ([`radius`]). Each listener takes an already-bound socket and one
 //! shared [`daemon::Daemon`], so tests bind port 0 and the listeners can
 //! stand side by side; the login channels verify codes through one
 //! [`verifier::Verifier`]. [`run`] is the whole daemon, as the `otpd`
@@ -189,6 +189,11 @@ async fn serve(config: Config) -> ExitCode {
                 otpcore::VERSION
             ),
             Some(Err(e)) => log::warn!("radius: cannot read the bound accounting address: {e}"),
+            None => {}
+        }
+        match listener.radsec_addr() {
+            Some(Ok(addr)) => println!("otpd {} listening on radsec:{addr}", otpcore::VERSION),
+            Some(Err(e)) => log::warn!("radsec: cannot read the bound address: {e}"),
             None => {}
         }
         let _ = std::io::stdout().flush();

@@ -9,9 +9,12 @@
 //! wins). Anything that is not a well-formed, authenticated request from a
 //! known client is dropped without an answer and counted: the first drop
 //! from each source in a minute is logged, up to a fixed number of lines,
-//! and a summary line counts the rest by reason (module `drops`).
+//! and a summary line counts the rest by reason (module `drops`). With
+//! `radsec_listen`, the same requests arrive over TLS too (module `tls`):
+//! the checks and answers below serve both transports.
 
 mod drops;
+mod tls;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -31,6 +34,7 @@ use crate::daemon::{printable, unix_now, Daemon, Decision, Shutdown};
 use crate::error::ListenError;
 use crate::verifier::Verifier;
 use drops::{DropLog, Reason, Source};
+use tls::{Connection, RadsecListener};
 
 /// How long an answer is kept for retransmissions.
 const DUPLICATE_TTL: Duration = Duration::from_secs(30);
@@ -50,6 +54,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 const REPLY_FAILED: &[u8] = b"Authentication failed";
 
 /// One `[[radius.client]]`, its secret read.
+#[derive(Clone)]
 struct Client {
     name: String,
     address: Cidr,
@@ -57,16 +62,19 @@ struct Client {
     require_message_authenticator: bool,
 }
 
-/// The UDP sockets, bound, and the clients with their secrets.
+/// The UDP sockets and the RadSec socket, bound, and the clients with
+/// their secrets.
 pub struct RadiusListener {
     socket: std::net::UdpSocket,
     accounting: Option<std::net::UdpSocket>,
+    radsec: Option<RadsecListener>,
     clients: Vec<Client>,
 }
 
 impl RadiusListener {
     /// Reads every client's secret (a missing or empty `secret_file` is
-    /// an error) and binds `[radius].listen` (and `accounting_listen`).
+    /// an error) and binds `[radius].listen` (and `accounting_listen`,
+    /// and `radsec_listen` with its certificates loaded).
     pub fn bind(config: &RadiusConfig) -> Result<RadiusListener, ListenError> {
         let mut clients = Vec::with_capacity(config.client.len());
         for client in &config.client {
@@ -125,9 +133,11 @@ impl RadiusListener {
             }
             None => None,
         };
+        let radsec = RadsecListener::bind(config)?;
         Ok(RadiusListener {
             socket,
             accounting,
+            radsec,
             clients,
         })
     }
@@ -144,6 +154,11 @@ impl RadiusListener {
             .map(std::net::UdpSocket::local_addr)
     }
 
+    /// The bound RadSec address, if there is one.
+    pub fn radsec_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.radsec.as_ref().map(RadsecListener::local_addr)
+    }
+
     /// Answers requests until `shutdown`; then waits a little for the
     /// requests being verified, so their answers still go out.
     pub async fn serve(
@@ -157,15 +172,28 @@ impl RadiusListener {
             Some(s) => Some(UdpSocket::from_std(s)?),
             None => None,
         };
+        let radsec_clients = self
+            .clients
+            .iter()
+            .map(|c| Client {
+                secret: Zeroizing::new(tls::SECRET.to_vec()),
+                ..c.clone()
+            })
+            .collect();
         let server = Arc::new(Server {
             daemon,
             verifier,
             socket: Arc::clone(&socket),
             clients: self.clients,
+            radsec_clients,
+            accounting: accounting.is_some(),
             duplicates: Mutex::new(Duplicates::default()),
             drops: Mutex::new(DropLog::new(Instant::now())),
         });
         let mut tasks = JoinSet::new();
+        if let Some(radsec) = self.radsec {
+            tasks.spawn(radsec.serve(Arc::clone(&server), shutdown.clone()));
+        }
         // One byte more than the largest packet, to see oversized ones.
         let mut buffer = vec![0u8; radius::MAX_PACKET + 1];
         let mut accounting_buffer = vec![0u8; radius::MAX_PACKET + 1];
@@ -237,9 +265,43 @@ async fn receive_from(
     }
 }
 
-/// Key of the duplicate cache: client address and port, identifier,
+/// Key of the duplicate cache: where the request came from (for UDP the
+/// client's address and port, for RadSec its connection), identifier,
 /// request authenticator.
-type RequestKey = (SocketAddr, u8, [u8; 16]);
+type RequestKey = (Conversation, u8, [u8; 16]);
+
+/// Where requests come from, as the duplicate cache tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Conversation {
+    Udp(SocketAddr),
+    /// A RadSec connection, numbered in the order they were accepted.
+    Tls(u64),
+}
+
+/// Where a request came from, so where its answer goes and which secret
+/// signs it: the client's own over UDP, `radsec` over TLS.
+#[derive(Clone)]
+enum Peer {
+    Udp(SocketAddr),
+    Tls(Arc<Connection>),
+}
+
+impl Peer {
+    /// The client's address and port.
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Udp(addr) => *addr,
+            Peer::Tls(connection) => connection.addr,
+        }
+    }
+
+    fn conversation(&self) -> Conversation {
+        match self {
+            Peer::Udp(addr) => Conversation::Udp(*addr),
+            Peer::Tls(connection) => Conversation::Tls(connection.id),
+        }
+    }
+}
 
 enum Cached {
     /// Being verified: a retransmission is dropped, the answer follows.
@@ -297,7 +359,12 @@ struct Server {
     daemon: Arc<Daemon>,
     verifier: Verifier,
     socket: Arc<UdpSocket>,
+    /// The clients as they are over UDP, and the same over RadSec, where
+    /// every secret is `radsec`: a client has the same index in both.
     clients: Vec<Client>,
+    radsec_clients: Vec<Client>,
+    /// Whether Accounting-Requests are answered (`accounting_listen`).
+    accounting: bool,
     duplicates: Mutex<Duplicates>,
     drops: Mutex<DropLog>,
 }
@@ -305,6 +372,7 @@ struct Server {
 /// An authenticated Access-Request to verify.
 struct Work {
     key: RequestKey,
+    peer: Peer,
     client: usize,
     user: String,
     password: Option<Zeroizing<String>>,
@@ -335,7 +403,7 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner())
             .record(source, reason);
         if logged {
-            log::warn!("radius: dropped a datagram from {from}: {why} (further drops from {source} are counted in the next summary)");
+            log::warn!("radius: dropped a packet from {from}: {why} (further drops from {source} are counted in the next summary)");
         }
     }
 
@@ -351,9 +419,27 @@ impl Server {
         }
     }
 
-    fn send(&self, bytes: &[u8], to: SocketAddr) {
-        if let Err(e) = self.socket.try_send_to(bytes, to) {
-            log::warn!("radius: cannot answer {to}: {e}");
+    /// The clients as `peer`'s transport sees them.
+    fn clients(&self, peer: &Peer) -> &[Client] {
+        match peer {
+            Peer::Udp(_) => &self.clients,
+            Peer::Tls(_) => &self.radsec_clients,
+        }
+    }
+
+    /// The index of the first client whose address block holds `ip`.
+    fn client_of(&self, ip: IpAddr) -> Option<usize> {
+        self.clients.iter().position(|c| c.address.contains(ip))
+    }
+
+    fn send(&self, bytes: &[u8], to: &Peer) {
+        match to {
+            Peer::Udp(to) => {
+                if let Err(e) = self.socket.try_send_to(bytes, *to) {
+                    log::warn!("radius: cannot answer {to}: {e}");
+                }
+            }
+            Peer::Tls(connection) => connection.send(bytes),
         }
     }
 
@@ -361,7 +447,7 @@ impl Server {
     /// Accounting-Response to send, or `None` (dropped, and logged).
     fn account(&self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         let from = canonical(from);
-        let Some(client) = self.clients.iter().find(|c| c.address.contains(from.ip())) else {
+        let Some(index) = self.client_of(from.ip()) else {
             self.dropped(
                 from,
                 Reason::NotAClient,
@@ -369,6 +455,15 @@ impl Server {
             );
             return None;
         };
+        self.accounting_request(datagram, &Peer::Udp(from), index)
+    }
+
+    /// Checks an Accounting-Request from client `index` of `peer`'s
+    /// transport; returns the Accounting-Response to send, or `None`
+    /// (dropped, and logged).
+    fn accounting_request(&self, datagram: &[u8], peer: &Peer, index: usize) -> Option<Vec<u8>> {
+        let from = peer.addr();
+        let client = self.clients(peer).get(index)?;
         let packet = match Packet::decode(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -448,11 +543,7 @@ impl Server {
     /// Server, duplicates) and returns the Access-Requests to verify.
     fn receive(&self, datagram: &[u8], from: SocketAddr) -> Option<Work> {
         let from = canonical(from);
-        let Some(index) = self
-            .clients
-            .iter()
-            .position(|c| c.address.contains(from.ip()))
-        else {
+        let Some(index) = self.client_of(from.ip()) else {
             self.dropped(
                 from,
                 Reason::NotAClient,
@@ -460,7 +551,15 @@ impl Server {
             );
             return None;
         };
-        let client = self.clients.get(index)?;
+        self.request(datagram, Peer::Udp(from), index)
+    }
+
+    /// Checks one packet from client `index` of `peer`'s transport;
+    /// answers what needs no verification (Status-Server, duplicates) and
+    /// returns the Access-Requests to verify.
+    fn request(&self, datagram: &[u8], peer: Peer, index: usize) -> Option<Work> {
+        let from = peer.addr();
+        let client = self.clients(&peer).get(index)?;
         let packet = match Packet::decode(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -512,13 +611,13 @@ impl Server {
                 &[],
                 &client.secret,
             ) {
-                Ok(bytes) => self.send(&bytes, from),
+                Ok(bytes) => self.send(&bytes, &peer),
                 Err(e) => log::error!("radius: cannot encode a Status-Server answer: {e}"),
             }
             return None;
         }
 
-        let key = (from, packet.identifier, packet.authenticator);
+        let key = (peer.conversation(), packet.identifier, packet.authenticator);
         let now = Instant::now();
         {
             let mut duplicates = self.duplicates.lock().unwrap_or_else(|e| e.into_inner());
@@ -527,7 +626,7 @@ impl Server {
                     log::debug!("radius: retransmission from {from}: cached answer sent");
                     let bytes = bytes.clone();
                     drop(duplicates);
-                    self.send(&bytes, from);
+                    self.send(&bytes, &peer);
                     return None;
                 }
                 Some(Cached::Pending) => {
@@ -549,6 +648,7 @@ impl Server {
         };
         Some(Work {
             key,
+            peer,
             client: index,
             user,
             password,
@@ -559,10 +659,10 @@ impl Server {
 
     /// Verifies one Access-Request and answers it.
     async fn answer(self: Arc<Self>, work: Work) {
-        let Some(client) = self.clients.get(work.client) else {
+        let Some(client) = self.clients(&work.peer).get(work.client) else {
             return;
         };
-        let from = work.key.0;
+        let from = work.peer.addr();
         let peer = format!("nas={} addr={from}", client.name);
         let valid_user = !work.user.is_empty()
             && work.user.len() <= 253
@@ -642,7 +742,7 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .answer(&work.key, bytes.clone());
-        self.send(&bytes, from);
+        self.send(&bytes, &work.peer);
     }
 }
 
@@ -652,7 +752,11 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> RequestKey {
-        ("127.0.0.1:1000".parse().unwrap(), n, [n; 16])
+        (
+            Conversation::Udp("127.0.0.1:1000".parse().unwrap()),
+            n,
+            [n; 16],
+        )
     }
 
     #[test]
@@ -668,7 +772,7 @@ mod tests {
         assert!(d.entries.is_empty() && d.order.is_empty());
         for i in 0..(DUPLICATE_CAPACITY + 10) {
             let k = (
-                "127.0.0.1:1".parse().unwrap(),
+                Conversation::Udp("127.0.0.1:1".parse().unwrap()),
                 0,
                 [
                     (i % 256) as u8,

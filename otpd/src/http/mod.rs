@@ -182,7 +182,7 @@ impl HttpListener {
 }
 
 /// Binds `addr` with room for [`LISTEN_BACKLOG`] waiting connections.
-fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -200,8 +200,17 @@ fn connection_cap(open_files: u64) -> usize {
         .clamp(1, MAX_CONNECTIONS)
 }
 
-/// The TLS configuration from PEM files: the certificate chain and its key.
-fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// A certificate chain and its key, read from PEM files.
+pub(crate) fn certificate_and_key(
+    cert: &Path,
+    key: &Path,
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    TlsError,
+> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(cert)
@@ -210,6 +219,12 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsE
         return Err(TlsError::NoCertificate);
     }
     let key = PrivateKeyDer::from_pem_file(key)?;
+    Ok((chain, key))
+}
+
+/// The TLS configuration from PEM files: the certificate chain and its key.
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (chain, key) = certificate_and_key(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -27,16 +27,23 @@ pub(super) enum Reason {
     NoMessageAuthenticator,
     NotServed,
     Overloaded,
+    /// A RadSec connection whose TLS handshake failed or took too long
+    /// (no certificate from the client CA, say).
+    Handshake,
+    /// A RadSec connection from an address that has too many open.
+    TooManyConnections,
 }
 
 impl Reason {
-    const ALL: [Reason; 6] = [
+    const ALL: [Reason; 8] = [
         Reason::NotAClient,
         Reason::Malformed,
         Reason::BadAuthenticator,
         Reason::NoMessageAuthenticator,
         Reason::NotServed,
         Reason::Overloaded,
+        Reason::Handshake,
+        Reason::TooManyConnections,
     ];
 
     fn label(self) -> &'static str {
@@ -47,6 +54,8 @@ impl Reason {
             Reason::NoMessageAuthenticator => "no Message-Authenticator",
             Reason::NotServed => "code not served",
             Reason::Overloaded => "too many requests in verification",
+            Reason::Handshake => "RadSec handshake failed",
+            Reason::TooManyConnections => "too many RadSec connections",
         }
     }
 }

@@ -36,6 +36,10 @@ fn radius_config(accounting: bool, secret_file: Option<std::path::PathBuf>) -> R
             secret_file,
             require_message_authenticator: None,
         }],
+        radsec_listen: None,
+        radsec_cert: None,
+        radsec_key: None,
+        radsec_ca: None,
     }
 }
 
