@@ -421,3 +421,75 @@ fn the_same_code_from_the_same_client_is_reaccepted_within_reauth_seconds() {
         reasons(&env, "alice")
     );
 }
+
+/// An `/etc/pam.d` service whose only auth module is Debian's
+/// pam_radius_auth with the server file `conf`; removed on drop.
+struct RadiusPamService {
+    name: String,
+    path: std::path::PathBuf,
+}
+
+impl RadiusPamService {
+    fn new(conf: &std::path::Path) -> RadiusPamService {
+        let name = format!("otpd-e2e-vpn-{}", std::process::id());
+        let path = std::path::Path::new("/etc/pam.d").join(&name);
+        std::fs::write(
+            &path,
+            format!(
+                "auth required pam_radius_auth.so conf={}\naccount required pam_permit.so\n",
+                conf.display()
+            ),
+        )
+        .expect("write the /etc/pam.d service file");
+        RadiusPamService { name, path }
+    }
+}
+
+impl Drop for RadiusPamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn pam_radius_auth_prompts_for_the_code_of_the_challenge() {
+    require_root_and_peers();
+    let module = std::path::Path::new("/lib/x86_64-linux-gnu/security/pam_radius_auth.so");
+    assert!(module.exists(), "libpam-radius-auth is not installed");
+    let slapd = PrivateSlapd::shared();
+    // pam_radius_auth 2.0 sends no Message-Authenticator.
+    let (env, port) = vpn_env(
+        slapd,
+        "challenge = true\nrequire_message_authenticator = false",
+    );
+    let secret = env.enrol_active("alice");
+    let conf = env.root().join("pam_radius_auth.conf");
+    e2e::write_private_file(&conf, &format!("127.0.0.1:{port} {SECRET} 5\n"));
+    let service = RadiusPamService::new(&conf);
+    let password = slapd.password(User::Alice);
+    wait_for_fresh_step(60);
+    let code = oathtool_code(&secret, 60);
+    let output = e2e::run_with_input(
+        Command::new("pamtester").args(["-v", &service.name, "alice", "authenticate"]),
+        &format!("{password}\n{code}\n"),
+    );
+    let shown = format!("{}{}", stdout(&output), e2e::stderr(&output));
+    assert!(
+        output.status.success() && shown.contains("successfully authenticated"),
+        "{shown}\n{}",
+        env.otpd_log()
+    );
+    assert!(shown.contains("One-time password:"), "{shown}");
+    let results: Vec<String> = reasons(&env, "alice").into_iter().map(|(r, _)| r).collect();
+    assert_eq!(results, ["ok"], "{:?}", reasons(&env, "alice"));
+    // A wrong code after the right password: refused.
+    let wrong = format!("{password}\n{}\n", wrong_code(&secret));
+    let output = e2e::run_with_input(
+        Command::new("pamtester").args([service.name.as_str(), "alice", "authenticate"]),
+        &wrong,
+    );
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let results: Vec<String> = reasons(&env, "alice").into_iter().map(|(r, _)| r).collect();
+    assert_eq!(results, ["ok", "fail"], "{:?}", reasons(&env, "alice"));
+}
