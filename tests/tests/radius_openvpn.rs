@@ -521,7 +521,12 @@ require_message_authenticator = false
     .expect("radiusplugin.cnf");
     fs::write(
         dir.join("server.conf"),
-        server_conf(&dir).replace("reneg-sec 0", &format!("reneg-sec {RENEG_SECONDS}")),
+        // `cd`: the plugin writes the client's config file into the
+        // server's working directory.
+        server_conf(&dir).replace(
+            "reneg-sec 0",
+            &format!("reneg-sec {RENEG_SECONDS}\ncd {}", dir.display()),
+        ),
     )
     .expect("server.conf");
     fs::write(dir.join("client.conf"), client_conf(&dir)).expect("client.conf");
