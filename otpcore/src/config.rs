@@ -264,13 +264,87 @@ pub struct RadiusConfig {
     /// The CA (PEM) whose certificates RadSec clients must present.
     #[serde(default)]
     pub radsec_ca: Option<PathBuf>,
+    /// What comes before the code: nothing, or the directory password.
+    #[serde(default)]
+    pub first_factor: FirstFactor,
+    /// Ask for the code in a second request (Access-Challenge) instead of
+    /// taking password and code in one field; needs a first factor.
+    #[serde(default)]
+    pub challenge: bool,
+    /// How long after a code's Accept the same code from the same client
+    /// is accepted again (a VPN renegotiating); 0: never.
+    #[serde(default, deserialize_with = "reauth_seconds")]
+    pub reauth_seconds: u64,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// `[radius] first_factor`: what a RADIUS user proves before the code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstFactor {
+    /// The code alone.
+    #[default]
+    None,
+    /// The user's directory password (`[ldap]`), then the code.
+    Ldap,
+}
+
+/// `[radius] reauth_seconds`: at most one day.
+pub const REAUTH_SECONDS: Bounds = Bounds::new(0, 86_400, "seconds");
+
+fn reauth_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    REAUTH_SECONDS.read(d)
+}
+
 impl RadiusConfig {
+    /// The first factor of the client at `index`: its own, or the global one.
+    pub fn first_factor_of(&self, index: usize) -> FirstFactor {
+        self.client
+            .get(index)
+            .and_then(|c| c.first_factor)
+            .unwrap_or(self.first_factor)
+    }
+
+    /// Refuses a first factor without `[ldap]` and a challenge without a
+    /// first factor, naming the key and its line.
+    fn check_factors(&self, text: &str, has_ldap: bool) -> Result<(), String> {
+        if !has_ldap {
+            if self.first_factor == FirstFactor::Ldap {
+                let line = key_line(text, "radius", "first_factor");
+                return Err(format!(
+                    "line {line}: radius.first_factor: \"ldap\" needs an [ldap] section"
+                ));
+            }
+            if let Some(i) = self
+                .client
+                .iter()
+                .position(|c| c.first_factor == Some(FirstFactor::Ldap))
+            {
+                let line = client_line(text, i);
+                return Err(format!(
+                    "line {line}: radius.client[{i}].first_factor: \"ldap\" needs an [ldap] section"
+                ));
+            }
+        }
+        if self.challenge && self.first_factor == FirstFactor::None {
+            let line = key_line(text, "radius", "challenge");
+            return Err(format!(
+                "line {line}: radius.challenge: needs a first factor (first_factor = \"ldap\")"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The renegotiation window of the client at `index`, in seconds.
+    pub fn reauth_seconds_of(&self, index: usize) -> u64 {
+        self.client
+            .get(index)
+            .and_then(|c| c.reauth_seconds)
+            .unwrap_or(self.reauth_seconds)
+    }
     /// RadSec's address, certificate, key and client CA, when
     /// `radsec_listen` is set (a parsed configuration has all four or none).
     pub fn radsec(&self) -> Option<(SocketAddr, &Path, &Path, &Path)> {
@@ -318,6 +392,15 @@ pub struct RadiusClient {
     pub secret: Option<String>,
     pub secret_file: Option<PathBuf>,
     pub require_message_authenticator: Option<bool>,
+    /// Overrides `[radius] first_factor` for this client.
+    pub first_factor: Option<FirstFactor>,
+    /// Overrides `[radius] reauth_seconds` for this client.
+    #[serde(default, deserialize_with = "optional_reauth_seconds")]
+    pub reauth_seconds: Option<u64>,
+}
+
+fn optional_reauth_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    REAUTH_SECONDS.read(d).map(Some)
 }
 
 /// An address block: `192.0.2.10/32`, `2001:db8::/32`, or a bare address.
@@ -1143,6 +1226,9 @@ impl Config {
         }
         if let Some(radius) = &config.radius {
             radius.check_radsec(text).map_err(err)?;
+            radius
+                .check_factors(text, config.ldap.is_some())
+                .map_err(err)?;
         }
         if let Some(http) = &config.http {
             if http.tls_cert.is_some() != http.tls_key.is_some() {
@@ -2221,5 +2307,125 @@ mod tests {
         assert!(parse(&missing_url)
             .expect_err("no url")
             .contains("missing field `url`"));
+    }
+
+    /// A minimal configuration with `[radius]` holding `radius`, one client
+    /// holding `client`, and `[ldap]` when `ldap`.
+    fn with_radius(radius: &[&str], client: &[&str], ldap: bool) -> String {
+        let ldap = if ldap {
+            format!("[ldap]\nurl = \"ldap://127.0.0.1\"\n{LDAP_DN}\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n\n{ldap}\n[radius]\nlisten = \"127.0.0.1:1812\"\n{}\n\n[[radius.client]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"/etc/otpd/s\"\n{}\n",
+            radius.join("\n"),
+            client.join("\n")
+        )
+    }
+
+    #[test]
+    fn radius_factors_default_to_the_code_alone() {
+        let c = parse(&with_radius(&[], &[], false)).expect("loads");
+        let radius = c.radius.expect("radius");
+        assert_eq!(radius.first_factor_of(0), FirstFactor::None);
+        assert!(!radius.challenge);
+        assert_eq!(radius.reauth_seconds_of(0), 0);
+    }
+
+    #[test]
+    fn radius_clients_override_first_factor_and_reauth() {
+        let text = with_radius(
+            &["first_factor = \"ldap\"", "reauth_seconds = 60"],
+            &["first_factor = \"none\"", "reauth_seconds = 3600"],
+            true,
+        );
+        let radius = parse(&text).expect("loads").radius.expect("radius");
+        assert_eq!(radius.first_factor, FirstFactor::Ldap);
+        assert_eq!(radius.first_factor_of(0), FirstFactor::None);
+        assert_eq!(radius.reauth_seconds_of(0), 3600);
+        assert_eq!(radius.first_factor_of(1), FirstFactor::Ldap);
+        assert_eq!(radius.reauth_seconds_of(1), 60);
+    }
+
+    #[test]
+    fn a_first_factor_needs_ldap_and_a_challenge_needs_a_first_factor() {
+        let global = with_radius(&["first_factor = \"ldap\""], &[], false);
+        let message = parse(&global).expect_err("no [ldap]");
+        assert!(message.contains("radius.first_factor"), "{message}");
+        assert!(
+            message.contains(&format!("line {}", line_of(&global, "first_factor"))),
+            "{message}"
+        );
+        let client = with_radius(&[], &["first_factor = \"ldap\""], false);
+        let message = parse(&client).expect_err("no [ldap]");
+        assert!(
+            message.contains(&format!(
+                "line {}: radius.client[0].first_factor",
+                line_of(&client, "[[radius.client]]")
+            )),
+            "{message}"
+        );
+        let challenge = with_radius(&["challenge = true"], &[], true);
+        let message = parse(&challenge).expect_err("no first factor");
+        assert!(
+            message.contains(&format!(
+                "line {}: radius.challenge",
+                line_of(&challenge, "challenge")
+            )),
+            "{message}"
+        );
+        let fine = with_radius(&["first_factor = \"ldap\"", "challenge = true"], &[], true);
+        assert!(
+            parse(&fine)
+                .expect("loads")
+                .radius
+                .expect("radius")
+                .challenge
+        );
+    }
+
+    #[test]
+    fn radius_factor_values_are_checked() {
+        for (line, key) in [
+            ("first_factor = \"kerberos\"", "radius.first_factor"),
+            ("reauth_seconds = -1", "radius.reauth_seconds"),
+            ("reauth_seconds = 86401", "radius.reauth_seconds"),
+        ] {
+            let text = with_radius(&[line], &[], true);
+            let message = parse(&text).expect_err(line);
+            assert!(message.contains(key), "{line}: {message}");
+        }
+        let text = with_radius(&[], &["reauth_seconds = 100000"], true);
+        let message = parse(&text).expect_err("client reauth");
+        assert!(message.contains("reauth_seconds"), "{message}");
+    }
+
+    /// The RADIUS examples shipped in `conf/radius/`, as written.
+    const RADIUS_EXAMPLES: [(&str, &str); 3] = [
+        (
+            "password-and-code.toml",
+            include_str!("../../conf/radius/password-and-code.toml"),
+        ),
+        (
+            "challenge.toml",
+            include_str!("../../conf/radius/challenge.toml"),
+        ),
+        ("reauth.toml", include_str!("../../conf/radius/reauth.toml")),
+    ];
+
+    #[test]
+    fn the_shipped_radius_examples_load_in_their_modes() {
+        for (name, text) in RADIUS_EXAMPLES {
+            let c = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let radius = c.radius.expect("radius section");
+            assert!(c.ldap.is_some(), "{name}");
+            assert_eq!(radius.first_factor_of(0), FirstFactor::Ldap, "{name}");
+            match name {
+                "challenge.toml" => assert!(radius.challenge),
+                "reauth.toml" => assert!(radius.reauth_seconds_of(0) > 0),
+                _ => assert!(!radius.challenge && radius.reauth_seconds_of(0) == 0),
+            }
+        }
     }
 }

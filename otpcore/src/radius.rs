@@ -43,6 +43,7 @@ pub mod attr {
     pub const CHAP_PASSWORD: u8 = 3;
     pub const NAS_IP_ADDRESS: u8 = 4;
     pub const REPLY_MESSAGE: u8 = 18;
+    pub const STATE: u8 = 24;
     pub const NAS_IDENTIFIER: u8 = 32;
     pub const ACCT_STATUS_TYPE: u8 = 40;
     pub const ACCT_SESSION_ID: u8 = 44;

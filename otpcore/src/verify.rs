@@ -51,6 +51,9 @@ pub enum Refusal {
     Malformed,
     /// A recovery code that is not one of the token's unused ones.
     WrongRecoveryCode,
+    /// The first factor (the directory password before the code) was
+    /// wrong; the code was not looked at.
+    WrongFirstFactor,
 }
 
 impl Refusal {
@@ -64,6 +67,7 @@ impl Refusal {
             Refusal::RepeatedWrongCode => "same wrong code again (not counted)",
             Refusal::Malformed => "not a code",
             Refusal::WrongRecoveryCode => "wrong or used recovery code",
+            Refusal::WrongFirstFactor => "wrong first factor",
         }
     }
 }
@@ -126,6 +130,25 @@ fn failed(counters: &Counters, policy: &Policy, now: u64, fingerprint: [u8; 16])
         last_wrong: Some((fingerprint, now)),
         ..*counters
     }
+}
+
+/// The verdict on a login whose first factor was wrong: refused, without a
+/// look at the code, and counted like a wrong code (the last wrong code's
+/// fingerprint stays); not counted again while the token is locked.
+pub fn wrong_first_factor(now: u64, policy: &Policy, counters: &Counters) -> Verdict {
+    let update = counters
+        .locked_until
+        .is_none_or(|t| t <= now)
+        .then(|| Counters {
+            last_wrong: counters.last_wrong,
+            ..failed(counters, policy, now, [0; 16])
+        });
+    let refusal = if update.is_some() {
+        Refusal::WrongFirstFactor
+    } else {
+        Refusal::Locked
+    };
+    Verdict::Reject { refusal, update }
 }
 
 /// A code's circumstances: when it came, the limits, what the store keeps
@@ -345,6 +368,39 @@ mod tests {
 
     fn now_step() -> u64 {
         PARAMS.step_at(NOW)
+    }
+
+    #[test]
+    fn a_wrong_first_factor_counts_and_locks_but_keeps_the_last_wrong_code() {
+        let mut c = Counters {
+            last_wrong: Some((FP_A, NOW - 5)),
+            ..Counters::default()
+        };
+        for n in 1..=POLICY.max_failures {
+            let Verdict::Reject {
+                refusal: Refusal::WrongFirstFactor,
+                update: Some(next),
+            } = wrong_first_factor(NOW, &POLICY, &c)
+            else {
+                panic!("counted");
+            };
+            assert_eq!(next.failures, n);
+            assert_eq!(next.last_wrong, Some((FP_A, NOW - 5)));
+            c = next;
+        }
+        assert_eq!(c.locked_until, Some(NOW + POLICY.lockout_seconds));
+        assert_eq!(
+            wrong_first_factor(NOW + 1, &POLICY, &c),
+            Verdict::Reject {
+                refusal: Refusal::Locked,
+                update: None
+            }
+        );
+        let after = NOW + POLICY.lockout_seconds;
+        assert!(matches!(
+            wrong_first_factor(after, &POLICY, &c),
+            Verdict::Reject { refusal: Refusal::WrongFirstFactor, update: Some(n) } if n.failures == 1
+        ));
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub enum ListenError {
     /// A `[[radius.client]]` `secret_file` holds nothing but line ends.
     #[error("radius.client {client:?}: secret_file {path} is empty")]
     EmptySecretFile { client: String, path: PathBuf },
+    /// `[ldap]`, the RADIUS first factor, cannot be loaded (its CA or
+    /// password file).
+    #[error("cannot load the directory of radius.first_factor: {0}")]
+    Directory(#[from] otpldap::LdapError),
 }
 
 /// What is wrong with the TLS certificate and key files.

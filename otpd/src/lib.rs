@@ -90,11 +90,10 @@ impl Listeners {
             .as_ref()
             .map(SocketListener::bind)
             .transpose()?;
-        let radius = config
-            .radius
-            .as_ref()
-            .map(RadiusListener::bind)
-            .transpose()?;
+        let radius = match &config.radius {
+            Some(r) => Some(RadiusListener::bind(r)?.with_directory(r, config.ldap.as_ref())?),
+            None => None,
+        };
         Ok(Listeners {
             http,
             socket,

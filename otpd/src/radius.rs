@@ -9,12 +9,17 @@
 //! wins). Anything that is not a well-formed, authenticated request from a
 //! known client is dropped without an answer and counted: the first drop
 //! from each source in a minute is logged, up to a fixed number of lines,
-//! and a summary line counts the rest by reason (module `drops`). With
-//! `radsec_listen`, the same requests arrive over TLS too (module `tls`):
-//! the checks and answers below serve both transports.
+//! and a summary line counts the rest by reason (module `drops`). What an
+//! Access-Request gets is decided in `login`: the code alone, or with the
+//! directory password first (`factor`), in one field or in two steps
+//! (`challenge`). With `radsec_listen`, the same requests arrive over TLS
+//! too (module `tls`): the checks and answers below serve both transports.
 
+mod challenge;
 mod drops;
 mod tls;
+mod factor;
+mod login;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -23,18 +28,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use otpcore::config::{Cidr, RadiusConfig};
+use otpcore::config::{Cidr, FirstFactor, LdapConfig, RadiusConfig};
 use otpcore::radius::{self, attr, code, MessageAuthenticator, Packet};
-use otpstore::{Channel, VerifyOutcome};
+use otpldap::Directory;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
-use crate::daemon::{printable, unix_now, Daemon, Decision, Shutdown};
+use crate::daemon::{printable, Daemon, Shutdown};
 use crate::error::ListenError;
 use crate::verifier::Verifier;
 use drops::{DropLog, Reason, Source};
 use tls::{Connection, RadsecListener};
+use login::Outcome;
 
 /// How long an answer is kept for retransmissions.
 const DUPLICATE_TTL: Duration = Duration::from_secs(30);
@@ -69,6 +75,7 @@ pub struct RadiusListener {
     accounting: Option<std::net::UdpSocket>,
     radsec: Option<RadsecListener>,
     clients: Vec<Client>,
+    directory: Option<Directory>,
 }
 
 impl RadiusListener {
@@ -139,7 +146,24 @@ impl RadiusListener {
             accounting,
             radsec,
             clients,
+            directory: None,
         })
+    }
+
+    /// Opens `[ldap]` when a client's first factor is the directory (its
+    /// CA and password files are read now; nothing goes over the network).
+    pub fn with_directory(
+        mut self,
+        config: &RadiusConfig,
+        ldap: Option<&LdapConfig>,
+    ) -> Result<RadiusListener, ListenError> {
+        let needed = (0..config.client.len())
+            .any(|i| config.first_factor_of(i) == FirstFactor::Ldap)
+            || config.first_factor == FirstFactor::Ldap;
+        if let (true, Some(ldap)) = (needed, ldap) {
+            self.directory = Some(Directory::open(ldap)?);
+        }
+        Ok(self)
     }
 
     /// The bound address (port 0 resolved).
@@ -187,6 +211,7 @@ impl RadiusListener {
             clients: self.clients,
             radsec_clients,
             accounting: accounting.is_some(),
+            directory: self.directory,
             duplicates: Mutex::new(Duplicates::default()),
             drops: Mutex::new(DropLog::new(Instant::now())),
         });
@@ -365,6 +390,7 @@ struct Server {
     radsec_clients: Vec<Client>,
     /// Whether Accounting-Requests are answered (`accounting_listen`).
     accounting: bool,
+    directory: Option<Directory>,
     duplicates: Mutex<Duplicates>,
     drops: Mutex<DropLog>,
 }
@@ -376,6 +402,8 @@ struct Work {
     client: usize,
     user: String,
     password: Option<Zeroizing<String>>,
+    /// The State attribute, when the request answers a challenge.
+    state: Option<Vec<u8>>,
     identifier: u8,
     authenticator: [u8; 16],
 }
@@ -652,6 +680,7 @@ impl Server {
             client: index,
             user,
             password,
+            state: packet.attribute(attr::STATE).map(<[u8]>::to_vec),
             identifier: packet.identifier,
             authenticator: packet.authenticator,
         })
@@ -664,72 +693,41 @@ impl Server {
         };
         let from = work.peer.addr();
         let peer = format!("nas={} addr={from}", client.name);
-        let valid_user = !work.user.is_empty()
-            && work.user.len() <= 253
-            && !work.user.chars().any(char::is_control);
-        let accepted = match work.password {
-            Some(code) if valid_user => {
-                match self
-                    .verifier
-                    .verify(work.user.clone(), code, Channel::Radius, peer)
-                    .await
-                {
-                    VerifyOutcome::Accept => true,
-                    VerifyOutcome::Reject(_) => false,
-                    // The store could not decide (database down or slow, a
-                    // damaged record): no answer at all, so the gateway asks
-                    // its next server; a retransmission is decided afresh.
-                    VerifyOutcome::Error(_) => {
-                        self.duplicates
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .forget(&work.key);
-                        return;
-                    }
-                }
-            }
-            _ => {
-                let reason = if valid_user {
-                    "radius: no User-Password (PAP) in the request"
-                } else {
-                    "radius: missing or unusable User-Name"
-                };
-                let user = if valid_user {
-                    work.user.clone()
-                } else {
-                    "-".to_owned()
-                };
-                let daemon = Arc::clone(&self.daemon);
-                let _ = tokio::task::spawn_blocking(move || {
-                    daemon.record(&Decision {
-                        channel: Channel::Radius,
-                        peer: &peer,
-                        user: &user,
-                        ok: false,
-                        reason,
-                        time: unix_now(),
-                    });
-                })
-                .await;
-                false
-            }
-        };
-        let encoded = if accepted {
-            radius::encode_response(
+        let encoded = match self.decide(&work, client, peer).await {
+            Outcome::Accept => radius::encode_response(
                 code::ACCESS_ACCEPT,
                 work.identifier,
                 &work.authenticator,
                 &[],
                 &client.secret,
-            )
-        } else {
-            radius::encode_response(
+            ),
+            Outcome::Reject => radius::encode_response(
                 code::ACCESS_REJECT,
                 work.identifier,
                 &work.authenticator,
                 &[(attr::REPLY_MESSAGE, REPLY_FAILED)],
                 &client.secret,
-            )
+            ),
+            Outcome::Challenge(state) => radius::encode_response(
+                code::ACCESS_CHALLENGE,
+                work.identifier,
+                &work.authenticator,
+                &[
+                    (attr::STATE, &state),
+                    (attr::REPLY_MESSAGE, challenge::PROMPT),
+                ],
+                &client.secret,
+            ),
+            // The store or the directory could not decide: no answer at
+            // all, so the gateway asks its next server; a retransmission is
+            // decided afresh.
+            Outcome::Silence => {
+                self.duplicates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(&work.key);
+                return;
+            }
         };
         let bytes = match encoded {
             Ok(b) => b,

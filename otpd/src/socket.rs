@@ -261,7 +261,7 @@ impl Connection {
             .verify(request.user, otp, Channel::Pam, who)
             .await
         {
-            VerifyOutcome::Accept => Answer::Accept,
+            VerifyOutcome::Accept | VerifyOutcome::Reauth => Answer::Accept,
             VerifyOutcome::Reject(Refusal::NoToken) if request.nullok => Answer::Ignore,
             VerifyOutcome::Reject(_) => Answer::Reject,
             VerifyOutcome::Error(_) => Fault::Internal.into(),

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use otpcore::verify::Policy;
-use otpstore::{Channel, VerifyError, VerifyOutcome, VerifyRequest};
+use otpstore::{Channel, Reauth, VerifyError, VerifyOutcome, VerifyRequest};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
@@ -24,7 +24,18 @@ pub struct Job {
     pub code: Zeroizing<String>,
     pub channel: Channel,
     pub peer: String,
+    pub radius: RadiusFacts,
     pub reply: oneshot::Sender<VerifyOutcome>,
+}
+
+/// What a RADIUS login adds to its code; the default for other channels.
+#[derive(Debug, Clone, Default)]
+pub struct RadiusFacts {
+    /// The client's name and its renegotiation window in seconds.
+    pub reauth: Option<(String, u64)>,
+    /// The first factor before the code was wrong: the code is not looked
+    /// at, and the failure is counted.
+    pub first_factor_wrong: bool,
 }
 
 /// The handle listeners use; cloning is cheap.
@@ -52,12 +63,26 @@ impl Verifier {
         channel: Channel,
         peer: String,
     ) -> VerifyOutcome {
+        self.verify_radius(user, code, channel, peer, RadiusFacts::default())
+            .await
+    }
+
+    /// [`Verifier::verify`] with what a RADIUS login adds.
+    pub async fn verify_radius(
+        &self,
+        user: String,
+        code: Zeroizing<String>,
+        channel: Channel,
+        peer: String,
+        radius: RadiusFacts,
+    ) -> VerifyOutcome {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             user,
             code,
             channel,
             peer,
+            radius,
             reply,
         };
         if self.jobs.send(job).is_err() {
@@ -93,6 +118,11 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
                 code: &job.code,
                 channel: job.channel,
                 peer: &job.peer,
+                reauth: job.radius.reauth.as_ref().map(|(client, seconds)| Reauth {
+                    client,
+                    seconds: *seconds,
+                }),
+                first_factor_wrong: job.radius.first_factor_wrong,
             })
             .collect();
         let outcomes = daemon.store().verify_codes(&requests, now, &policy);
@@ -107,6 +137,7 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let reason = match &outcome {
                 VerifyOutcome::Accept => "code accepted",
+                VerifyOutcome::Reauth => "code accepted again within the renegotiation window",
                 VerifyOutcome::Reject(refusal) => refusal.as_str(),
                 VerifyOutcome::Error(_) => "internal error",
             };
@@ -114,7 +145,7 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
                 channel: job.channel,
                 peer: &job.peer,
                 user: &job.user,
-                ok: outcome == VerifyOutcome::Accept,
+                ok: matches!(outcome, VerifyOutcome::Accept | VerifyOutcome::Reauth),
                 reason,
                 time: now,
             });

@@ -86,6 +86,20 @@ pub(crate) trait Backend: Send + Sync {
         policy: &Policy,
     ) -> Result<Vec<VerifyOutcome>>;
     fn unlock(&self, user: &str) -> Result<bool>;
+    /// Records an open challenge by the digest of its State, and removes
+    /// the expired ones.
+    fn open_challenge(
+        &self,
+        digest: &[u8; 32],
+        user: &str,
+        client: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()>;
+    /// Deletes the challenge of `digest`; true when it was open for `user`
+    /// through `client` at `now`.
+    fn take_challenge(&self, digest: &[u8; 32], user: &str, client: &str, now: u64)
+        -> Result<bool>;
     /// Records a learnt `drift` and the second code's `step` on the active
     /// enrolment `id`, if the replay state allows it (`now_step` is the
     /// current step, `window` how far ahead of it a used step may lie).
@@ -312,6 +326,9 @@ pub(crate) struct TokenRow {
     pub last_wrong_at: Option<i64>,
     pub drift: i64,
     pub kind: String,
+    /// The fingerprint of the last accepted code, the RADIUS client that
+    /// sent it and when, for the renegotiation window.
+    pub reauth: Option<(Vec<u8>, String, i64)>,
 }
 
 /// What a verification writes.
@@ -338,7 +355,12 @@ pub(crate) fn plan_verification(
     policy: &Policy,
 ) -> Result<Plan> {
     let Some(row) = row else {
-        return Ok(Plan::Answer(VerifyOutcome::Reject(Refusal::NoToken)));
+        let refusal = if request.first_factor_wrong {
+            Refusal::WrongFirstFactor
+        } else {
+            Refusal::NoToken
+        };
+        return Ok(Plan::Answer(VerifyOutcome::Reject(refusal)));
     };
     let (Some(secret), Some(algorithm), Some(kind)) = (
         keys.unseal(&row.sealed, row.user_id.as_bytes()),
@@ -365,7 +387,13 @@ pub(crate) fn plan_verification(
         drift: row.drift,
     };
     let fingerprint = keys.fingerprint(row.id, request.code)?;
+    if !request.first_factor_wrong
+        && reauthorised(row.reauth.as_ref(), request, &counters, fingerprint, now)
+    {
+        return Ok(Plan::Answer(VerifyOutcome::Reauth));
+    }
     let verdict = match kind {
+        _ if request.first_factor_wrong => verify::wrong_first_factor(now, policy, &counters),
         TokenKind::Totp => verify::decide(
             &secret,
             &params,
@@ -409,6 +437,46 @@ pub(crate) fn plan_verification(
     })
 }
 
+/// Whether `request` presents again the code accepted last, through the
+/// same RADIUS client, within that client's renegotiation window (ending
+/// `seconds` after the Accept), while the token is not locked.
+fn reauthorised(
+    accepted: Option<&(Vec<u8>, String, i64)>,
+    request: &VerifyRequest<'_>,
+    counters: &Counters,
+    fingerprint: [u8; 16],
+    now: u64,
+) -> bool {
+    let (Some(reauth), Some((accepted, client, at))) = (request.reauth, accepted) else {
+        return false;
+    };
+    reauth.seconds > 0
+        && counters.locked_until.is_none_or(|t| t <= now)
+        && client == reauth.client
+        && now < to_u64(*at).saturating_add(reauth.seconds)
+        && bool::from(accepted.as_slice().ct_eq(&fingerprint))
+}
+
+/// What an accepted `request` leaves for the renegotiation window: the
+/// code's fingerprint, the RADIUS client and the time; `None` (nothing to
+/// reaccept) for the other channels.
+pub(crate) fn reauth_after_accept(
+    keys: &Keys,
+    id: i64,
+    request: &VerifyRequest<'_>,
+    now: u64,
+) -> Result<Option<(Vec<u8>, String, i64)>> {
+    let Some(reauth) = request.reauth else {
+        return Ok(None);
+    };
+    let fingerprint = keys.fingerprint(id, request.code)?;
+    Ok(Some((
+        fingerprint.to_vec(),
+        reauth.client.to_owned(),
+        to_i64(now),
+    )))
+}
+
 /// The outcome of an [`Plan::Advance`]: whether its conditional UPDATE won.
 pub(crate) fn advanced(won: bool) -> VerifyOutcome {
     if won {
@@ -422,6 +490,10 @@ pub(crate) fn advanced(won: bool) -> VerifyOutcome {
 pub(crate) fn audit_result(outcome: &VerifyOutcome) -> (AuditResult, &'static str) {
     match outcome {
         VerifyOutcome::Accept => (AuditResult::Ok, "code accepted"),
+        VerifyOutcome::Reauth => (
+            AuditResult::Reauth,
+            "code accepted again within the renegotiation window",
+        ),
         VerifyOutcome::Reject(refusal) => (AuditResult::Fail, refusal.as_str()),
         VerifyOutcome::Error(_) => (AuditResult::Error, "token record unreadable"),
     }

@@ -171,8 +171,9 @@ pub struct AuditEntry {
 }
 
 /// What a decision in the audit trail came to. Every program writes these
-/// spellings: `ok`, `fail` and `error`, and `recovery` for a login with a
-/// recovery code.
+/// spellings: `ok`, `fail` and `error`, `recovery` for a login with a
+/// recovery code, and `reauth` for a code accepted again within a RADIUS
+/// client's renegotiation window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditResult {
     /// Done as asked: a code accepted, a token activated or issued, ...
@@ -183,16 +184,20 @@ pub enum AuditResult {
     Error,
     /// A recovery code accepted in place of a code (and spent).
     Recovery,
+    /// A code accepted again: the same code through the same RADIUS client
+    /// within its renegotiation window.
+    Reauth,
 }
 
 impl AuditResult {
-    /// `ok`, `fail`, `error` or `recovery`: the stored and shown spelling.
+    /// `ok`, `fail`, `error`, `recovery` or `reauth`: the stored and shown spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditResult::Ok => "ok",
             AuditResult::Fail => "fail",
             AuditResult::Error => "error",
             AuditResult::Recovery => "recovery",
+            AuditResult::Reauth => "reauth",
         }
     }
 
@@ -204,6 +209,7 @@ impl AuditResult {
             "fail" | "reject" => Some(AuditResult::Fail),
             "error" => Some(AuditResult::Error),
             "recovery" => Some(AuditResult::Recovery),
+            "reauth" => Some(AuditResult::Reauth),
             _ => None,
         }
     }
@@ -241,12 +247,31 @@ pub struct VerifyRequest<'a> {
     /// Who asked: `uid=0 pid=123 service=sshd rhost=203.0.113.5`, a NAS
     /// address, … (never the code).
     pub peer: &'a str,
+    /// The RADIUS client that asked and its renegotiation window; `None`
+    /// for every other channel, which never gets a code accepted twice.
+    pub reauth: Option<Reauth<'a>>,
+    /// The first factor before the code (the directory password) was
+    /// wrong: the code is not looked at, and the failure is counted.
+    pub first_factor_wrong: bool,
+}
+
+/// Where a RADIUS code came from, for the renegotiation window.
+#[derive(Debug, Clone, Copy)]
+pub struct Reauth<'a> {
+    /// The client's name (`[[radius.client]] name`).
+    pub client: &'a str,
+    /// How long after its Accept the same code from the same client is
+    /// accepted again; 0: never.
+    pub seconds: u64,
 }
 
 /// The answer to one [`VerifyRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
     Accept,
+    /// Accepted again: the code accepted last, from the same RADIUS client,
+    /// within its renegotiation window. Nothing about the token changes.
+    Reauth,
     Reject(Refusal),
     /// Neither: the code could not be verified, and nobody gets in.
     Error(VerifyError),
@@ -279,6 +304,16 @@ pub enum Resync {
     Spent,
     /// The user has no active token (or it was replaced meanwhile).
     NoToken,
+}
+
+/// The length of a challenge's State: 256 random bits.
+pub const CHALLENGE_STATE_LEN: usize = 32;
+
+/// What the store keeps of a challenge's State: its SHA-256 digest. The
+/// State is a random bearer token; the digest answers it without being it.
+fn challenge_digest(state: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(state).into()
 }
 
 /// A text as the audit trail keeps it: control, format and separator
@@ -576,6 +611,33 @@ impl Store {
         policy: &Policy,
     ) -> Result<Vec<VerifyOutcome>> {
         self.db.verify_batch(&self.keys, requests, now, policy)
+    }
+
+    /// Opens a RADIUS challenge for `user` through `client` until
+    /// `expires_at`, and returns its State: [`CHALLENGE_STATE_LEN`] random
+    /// bytes, a bearer token the store keeps only a digest of. Expired
+    /// challenges are removed on the way.
+    pub fn open_challenge(
+        &self,
+        user: &str,
+        client: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<[u8; CHALLENGE_STATE_LEN]> {
+        let mut state = [0u8; CHALLENGE_STATE_LEN];
+        OsRng.fill_bytes(&mut state);
+        self.db
+            .open_challenge(&challenge_digest(&state), user, client, now, expires_at)?;
+        Ok(state)
+    }
+
+    /// Takes the challenge that `state` answers: true when one was open for
+    /// `user` through `client` and had not expired at `now`. A State is
+    /// taken once, whoever presents it: a second use, concurrent or not,
+    /// finds nothing.
+    pub fn take_challenge(&self, state: &[u8], user: &str, client: &str, now: u64) -> Result<bool> {
+        self.db
+            .take_challenge(&challenge_digest(state), user, client, now)
     }
 
     /// Lifts the lock and clears the failures of the user's active token.

@@ -30,8 +30,9 @@ use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    advanced, assignable, audit_result, last_wrong_columns, plan_verification, refuse_existing,
-    spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
+    advanced, assignable, audit_result, last_wrong_columns, plan_verification, reauth_after_accept,
+    refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow,
+    TokenRow,
 };
 use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
@@ -109,6 +110,18 @@ END
 $$;
 CREATE TRIGGER recovery_codes_leave_with_token AFTER UPDATE OF state ON enrolments
 FOR EACH ROW WHEN (NEW.state <> 'active') EXECUTE FUNCTION recovery_codes_leave_with_token();
+"#,
+    r#"
+ALTER TABLE enrolments ADD COLUMN reauth_fp BYTEA;
+ALTER TABLE enrolments ADD COLUMN reauth_client TEXT;
+ALTER TABLE enrolments ADD COLUMN reauth_at BIGINT;
+CREATE TABLE radius_challenges (
+    digest     BYTEA PRIMARY KEY,
+    username   TEXT NOT NULL,
+    client     TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX radius_challenges_expiry ON radius_challenges(expires_at);
 "#,
 ];
 
@@ -432,7 +445,7 @@ async fn verify_all(
     let select = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, username, kind FROM enrolments \
+             last_wrong, last_wrong_at, drift, username, kind, reauth_fp, reauth_client, reauth_at FROM enrolments \
              WHERE username = ANY($1) AND state = 'active' ORDER BY username FOR UPDATE",
         )
         .await?;
@@ -452,6 +465,10 @@ async fn verify_all(
             last_wrong_at: r.try_get(10)?,
             drift: r.try_get(11)?,
             kind: r.try_get(13)?,
+            reauth: match (r.try_get(14)?, r.try_get(15)?, r.try_get(16)?) {
+                (Some(fp), Some(client), Some(at)) => Some((fp, client, at)),
+                _ => None,
+            },
         };
         let read_step = row.last_step;
         tokens.insert(
@@ -479,6 +496,19 @@ async fn verify_all(
                         last_wrong: None,
                         drift: token.row.drift,
                     });
+                    let reauth = reauth_after_accept(keys, token.row.id, request, now)?;
+                    if token.row.reauth.is_some() || reauth.is_some() {
+                        let (fp, client, at) = match &reauth {
+                            Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
+                            None => (None, None, None),
+                        };
+                        tx.execute(
+                            "UPDATE enrolments SET reauth_fp = $2, reauth_client = $3, reauth_at = $4 WHERE id = $1",
+                            &[&token.row.id, &fp, &client, &at],
+                        )
+                        .await?;
+                        token.row.reauth = reauth;
+                    }
                 }
                 advanced(won)
             }
@@ -986,6 +1016,56 @@ impl Backend for Postgres {
             let outcomes = verify_all(&tx, keys, requests, now, policy).await?;
             tx.commit().await?;
             Ok(outcomes)
+        })
+    }
+
+    fn open_challenge(
+        &self,
+        digest: &[u8; 32],
+        user: &str,
+        client: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()> {
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            tx.execute(
+                "DELETE FROM radius_challenges WHERE expires_at <= $1",
+                &[&to_i64(now)],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO radius_challenges (digest, username, client, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&&digest[..], &user, &client, &to_i64(expires_at)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn take_challenge(
+        &self,
+        digest: &[u8; 32],
+        user: &str,
+        client: &str,
+        now: u64,
+    ) -> Result<bool> {
+        self.run(async |c| {
+            let taken = c
+                .query_opt(
+                    "DELETE FROM radius_challenges WHERE digest = $1 RETURNING username, client, expires_at",
+                    &[&&digest[..]],
+                )
+                .await?;
+            Ok(match taken {
+                Some(r) => {
+                    let (u, c, expires_at): (String, String, i64) =
+                        (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                    u == user && c == client && now < to_u64(expires_at)
+                }
+                None => false,
+            })
         })
     }
 

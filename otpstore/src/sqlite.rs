@@ -19,8 +19,9 @@ use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::backend::{
-    advanced, assignable, audit_result, last_wrong_columns, plan_verification, refuse_existing,
-    spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow, TokenRow,
+    advanced, assignable, audit_result, last_wrong_columns, plan_verification, reauth_after_accept,
+    refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow,
+    TokenRow,
 };
 use crate::copy::{
     column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, RawRecoveryCode, Tally, AUDIT_ROW,
@@ -101,6 +102,18 @@ WHEN NEW.state <> 'active'
 BEGIN
     DELETE FROM recovery_codes WHERE enrolment_id = NEW.id;
 END;
+"#,
+    r#"
+ALTER TABLE enrolments ADD COLUMN reauth_fp BLOB;
+ALTER TABLE enrolments ADD COLUMN reauth_client TEXT;
+ALTER TABLE enrolments ADD COLUMN reauth_at INTEGER;
+CREATE TABLE radius_challenges (
+    digest     BLOB PRIMARY KEY,
+    user       TEXT NOT NULL,
+    client     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX radius_challenges_expiry ON radius_challenges(expires_at);
 "#,
 ];
 
@@ -466,6 +479,44 @@ impl Backend for Sqlite {
         }
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn open_challenge(
+        &self,
+        digest: &[u8; 32],
+        user: &str,
+        client: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        tx.prepare_cached("DELETE FROM radius_challenges WHERE expires_at <= ?1")?
+            .execute(params![to_i64(now)])?;
+        tx.prepare_cached(
+            "INSERT INTO radius_challenges (digest, user, client, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![&digest[..], user, client, to_i64(expires_at)])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn take_challenge(
+        &self,
+        digest: &[u8; 32],
+        user: &str,
+        client: &str,
+        now: u64,
+    ) -> Result<bool> {
+        let taken: Option<(String, String, i64)> = self
+            .conn()
+            .prepare_cached(
+                "DELETE FROM radius_challenges WHERE digest = ?1 RETURNING user, client, expires_at",
+            )?
+            .query_row(params![&digest[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(taken
+            .is_some_and(|(u, c, expires_at)| u == user && c == client && now < to_u64(expires_at)))
     }
 
     fn unlock(&self, user: &str) -> Result<bool> {
@@ -1041,7 +1092,8 @@ fn verify_one(
     let row = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, kind FROM enrolments WHERE user = ?1 AND state = 'active'",
+             last_wrong, last_wrong_at, drift, kind, reauth_fp, reauth_client, reauth_at \
+             FROM enrolments WHERE user = ?1 AND state = 'active'",
         )?
         .query_row(params![request.user], |r| {
             Ok(TokenRow {
@@ -1058,9 +1110,14 @@ fn verify_one(
                 last_wrong_at: r.get(10)?,
                 drift: r.get(11)?,
                 kind: r.get(12)?,
+                reauth: match (r.get(13)?, r.get(14)?, r.get(15)?) {
+                    (Some(fp), Some(client), Some(at)) => Some((fp, client, at)),
+                    _ => None,
+                },
             })
         })
         .optional()?;
+    let had_reauth = row.as_ref().is_some_and(|r| r.reauth.is_some());
     match plan_verification(keys, row, request, now, policy)? {
         Plan::Answer(outcome) => Ok(outcome),
         Plan::Advance { id, step } => {
@@ -1070,6 +1127,17 @@ fn verify_one(
                      last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
                 )?
                 .execute(params![id, to_i64(step)])?;
+            let reauth = reauth_after_accept(keys, id, request, now)?;
+            if won == 1 && (had_reauth || reauth.is_some()) {
+                let (fp, client, at) = match reauth {
+                    Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
+                    None => (None, None, None),
+                };
+                tx.prepare_cached(
+                    "UPDATE enrolments SET reauth_fp = ?2, reauth_client = ?3, reauth_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, fp, client, at])?;
+            }
             Ok(advanced(won == 1))
         }
         Plan::Fail {

@@ -355,6 +355,8 @@ fn verify(store: &Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
         code,
         channel: Channel::Pam,
         peer: "uid=0",
+        reauth: None,
+        first_factor_wrong: false,
     };
     store
         .verify_batch(&[request], now, &POLICY)
@@ -407,6 +409,8 @@ fn one_batch_decides_in_order_and_audits_every_request() {
         code,
         channel: Channel::Radius,
         peer: "nas=gw",
+        reauth: None,
+        first_factor_wrong: false,
     };
     let batch = [
         request("zed", &code),
@@ -442,6 +446,7 @@ fn one_batch_decides_in_order_and_audits_every_request() {
         .map(|(r, o)| {
             let reason = match o {
                 VerifyOutcome::Accept => "code accepted",
+                VerifyOutcome::Reauth => "code accepted again within the renegotiation window",
                 VerifyOutcome::Reject(refusal) => refusal.as_str(),
                 VerifyOutcome::Error(_) => "token record unreadable",
             };
@@ -855,6 +860,8 @@ fn audit_texts_are_stored_escaped() {
         code: "123456",
         channel: Channel::Pam,
         peer: "uid=0 service=sshd\u{200b}",
+        reauth: None,
+        first_factor_wrong: false,
     };
     store
         .verify_batch(&[request], NOW, &POLICY)
@@ -1125,4 +1132,233 @@ fn a_write_blocked_beyond_the_wait_is_told_apart_as_busy() {
     drop(tx);
     assert!(!store.unlock("alice").expect("free again"));
     assert!(!StoreError::Corrupt(1).is_busy());
+}
+
+/// Verifies `code` for `user` as RADIUS client `client` with a renegotiation
+/// window of `seconds`, the first factor right or wrong.
+fn verify_radius(
+    store: &Store,
+    user: &str,
+    code: &str,
+    client: &str,
+    seconds: u64,
+    first_factor_wrong: bool,
+    now: u64,
+) -> VerifyOutcome {
+    let request = VerifyRequest {
+        user,
+        code,
+        channel: Channel::Radius,
+        peer: "nas=vpn",
+        reauth: Some(Reauth { client, seconds }),
+        first_factor_wrong,
+    };
+    store
+        .verify_batch(&[request], now, &POLICY)
+        .expect("verify")
+        .remove(0)
+}
+
+#[test]
+fn the_same_code_from_the_same_client_is_reaccepted_within_the_window_only() {
+    let (_dir, store) = fresh();
+    let secret = active_token(&store, "alice");
+    let code = PARAMS.code_at(&secret, NOW);
+    let radius = |code: &str, client, seconds, now| {
+        verify_radius(&store, "alice", code, client, seconds, false, now)
+    };
+    let refused = |outcome| matches!(outcome, VerifyOutcome::Reject(_));
+    assert_eq!(radius(&code, "gw1", 30, NOW), VerifyOutcome::Accept);
+    assert!(refused(radius(&code, "gw2", 30, NOW + 1)));
+    assert!(refused(radius(&code, "gw1", 0, NOW + 2)));
+    assert_eq!(radius(&code, "gw1", 30, NOW + 3), VerifyOutcome::Reauth);
+    assert_eq!(radius(&code, "gw1", 30, NOW + 29), VerifyOutcome::Reauth);
+    assert!(refused(radius(&code, "gw1", 30, NOW + 30)));
+    let entries = store.audit_entries(Some("alice"), 0).expect("audit");
+    let reauths = entries
+        .iter()
+        .filter(|e| e.result == AuditResult::Reauth)
+        .count();
+    assert_eq!(reauths, 2, "{entries:?}");
+    // A later code moves the window to itself: the earlier one is a replay.
+    store.unlock("alice").expect("unlock");
+    let next = PARAMS.code_at(&secret, NOW + 60);
+    assert_eq!(radius(&next, "gw1", 600, NOW + 60), VerifyOutcome::Accept);
+    assert!(refused(radius(&code, "gw1", 600, NOW + 61)));
+    // The other channels never reaccept.
+    assert!(refused(verify(&store, "alice", &next, NOW + 61)));
+    assert_eq!(radius(&next, "gw1", 600, NOW + 62), VerifyOutcome::Reauth);
+    // A PAM login of a later code leaves nothing to reaccept.
+    let pam = PARAMS.code_at(&secret, NOW + 120);
+    assert_eq!(
+        verify(&store, "alice", &pam, NOW + 120),
+        VerifyOutcome::Accept
+    );
+    assert!(refused(radius(&next, "gw1", 600, NOW + 121)));
+    // Another user's accepted code is not this user's.
+    let bob = active_token(&store, "bob");
+    let bobs = PARAMS.code_at(&bob, NOW + 180);
+    assert_eq!(
+        verify_radius(&store, "bob", &bobs, "gw1", 600, false, NOW + 180),
+        VerifyOutcome::Accept
+    );
+    assert!(refused(radius(&bobs, "gw1", 600, NOW + 181)));
+}
+
+#[test]
+fn a_locked_token_is_not_reaccepted() {
+    let (_dir, store) = fresh();
+    let secret = active_token(&store, "alice");
+    let code = PARAMS.code_at(&secret, NOW);
+    assert_eq!(
+        verify_radius(&store, "alice", &code, "gw1", 600, false, NOW),
+        VerifyOutcome::Accept
+    );
+    for n in 0..POLICY.max_failures {
+        verify_radius(
+            &store,
+            "alice",
+            &code,
+            "gw1",
+            600,
+            true,
+            NOW + 1 + u64::from(n),
+        );
+    }
+    assert_eq!(
+        verify_radius(&store, "alice", &code, "gw1", 600, false, NOW + 10),
+        VerifyOutcome::Reject(Refusal::Locked)
+    );
+}
+
+#[test]
+fn a_wrong_first_factor_keeps_the_code_and_counts_toward_the_lock() {
+    let (_dir, store) = fresh();
+    let secret = active_token(&store, "alice");
+    let code = PARAMS.code_at(&secret, NOW);
+    assert_eq!(
+        verify_radius(&store, "alice", &code, "gw1", 0, true, NOW),
+        VerifyOutcome::Reject(Refusal::WrongFirstFactor)
+    );
+    assert_eq!(
+        store
+            .counters("alice")
+            .expect("counters")
+            .map(|c| c.failures),
+        Some(1)
+    );
+    // The code's step was not consumed.
+    assert_eq!(
+        verify_radius(&store, "alice", &code, "gw1", 0, false, NOW + 1),
+        VerifyOutcome::Accept
+    );
+    for n in 0..POLICY.max_failures {
+        assert_eq!(
+            verify_radius(
+                &store,
+                "alice",
+                "000000",
+                "gw1",
+                0,
+                true,
+                NOW + 2 + u64::from(n)
+            ),
+            VerifyOutcome::Reject(Refusal::WrongFirstFactor)
+        );
+    }
+    let counters = store.counters("alice").expect("counters").expect("token");
+    assert!(counters.locked_until.is_some(), "{counters:?}");
+    let entries = store.audit_entries(Some("alice"), 0).expect("audit");
+    assert!(entries
+        .iter()
+        .any(|e| e.reason == "wrong first factor" && e.result == AuditResult::Fail));
+    assert!(entries.iter().all(|e| !e.reason.contains(code.as_str())));
+}
+
+#[test]
+fn a_challenge_is_taken_once_by_its_user_and_client_before_it_expires() {
+    let (_dir, store) = fresh();
+    let open = || {
+        store
+            .open_challenge("alice", "gw1", NOW, NOW + 120)
+            .expect("open")
+    };
+    let state = open();
+    assert_ne!(open(), state, "fresh random States");
+    assert!(store
+        .take_challenge(&state, "alice", "gw1", NOW + 1)
+        .expect("take"));
+    assert!(!store
+        .take_challenge(&state, "alice", "gw1", NOW + 2)
+        .expect("taken once"));
+    for (user, client, at) in [
+        ("bob", "gw1", NOW),
+        ("alice", "gw2", NOW),
+        ("alice", "gw1", NOW + 120),
+    ] {
+        let state = open();
+        assert!(
+            !store
+                .take_challenge(&state, user, client, at)
+                .expect("take"),
+            "{user} {client} {at}"
+        );
+        // Refused once, the State is gone even for its own user.
+        assert!(!store
+            .take_challenge(&state, "alice", "gw1", NOW + 1)
+            .expect("take"));
+    }
+    let mut forged = open();
+    forged[0] ^= 1;
+    assert!(!store
+        .take_challenge(&forged, "alice", "gw1", NOW)
+        .expect("forged"));
+    assert!(!store
+        .take_challenge(&forged[..16], "alice", "gw1", NOW)
+        .expect("short"));
+}
+
+#[test]
+fn concurrent_takes_of_one_challenge_succeed_once() {
+    let (dir, store) = fresh();
+    let state = store
+        .open_challenge("alice", "gw1", NOW, NOW + 120)
+        .expect("open");
+    let taken = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let own = open(dir.path()).expect("open");
+            let taken = &taken;
+            s.spawn(move || {
+                if own
+                    .take_challenge(&state, "alice", "gw1", NOW)
+                    .expect("take")
+                {
+                    taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(taken.into_inner(), 1);
+}
+
+#[test]
+fn expired_challenges_are_removed_when_a_new_one_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .open_challenge("alice", "gw1", NOW, NOW + 120)
+        .expect("open");
+    let state = store
+        .open_challenge("bob", "gw1", NOW + 120, NOW + 240)
+        .expect("open");
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("db");
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM radius_challenges", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows, 1);
+    let stored: Vec<u8> = conn
+        .query_row("SELECT digest FROM radius_challenges", [], |r| r.get(0))
+        .expect("digest");
+    assert_ne!(stored, state.to_vec(), "the State itself is not stored");
 }

@@ -466,3 +466,139 @@ require_message_authenticator = false
     // otpd decided twice, for "alice" from the namespace's 127.0.0.1.
     e2e::assert_radius_decisions(&env, "alice", 2, "nas=openvpn addr=127.0.0.1:");
 }
+
+/// How often the server renegotiates in the renegotiation tests.
+const RENEG_SECONDS: u64 = 8;
+
+/// Brings a tunnel up through otpd (in a lab as above) with the server
+/// renegotiating every [`RENEG_SECONDS`] and `[radius] reauth_seconds =
+/// reauth`, and watches it for three renegotiation periods. Returns the
+/// number of logins the plugin saw accepted, whether the client saw
+/// AUTH_FAILED, otpd's RADIUS audit results, and the logs.
+fn renegotiations(reauth: u64) -> (usize, bool, Vec<String>, String) {
+    let mut env = TestEnv::start();
+    let secret = env.enrol_active("alice");
+    env.stop_otpd();
+    let mut config = OpenOptions::new()
+        .append(true)
+        .open(&env.config)
+        .expect("otpd.toml");
+    write!(
+        config,
+        r#"
+[radius]
+listen = "127.0.0.1:1812"
+accounting_listen = "127.0.0.1:1813"
+reauth_seconds = {reauth}
+
+[[radius.client]]
+name = "openvpn"
+address = "127.0.0.1/32"
+secret = "{SECRET}"
+require_message_authenticator = false
+"#
+    )
+    .expect("append [radius]");
+    drop(config);
+    let root = env.root().to_owned();
+    let dir = root.join("openvpn");
+    fs::create_dir(&dir).expect("openvpn dir");
+    let _ = fs::rename(root.join("otpd.log"), root.join("otpd-host.log"));
+    let mut lab = Lab::new(&dir);
+    let config_path = env.config.display().to_string();
+    let otpd_path = otpd_bin().display().to_string();
+    lab.spawn(
+        Path::new(&otpd_path),
+        &["--config", &config_path],
+        &root.join("otpd.log"),
+    );
+    env.wait_for_socket();
+    make_pki(&dir);
+    fs::write(
+        dir.join("radiusplugin.cnf"),
+        shipped_plugin_conf(&dir.join("server.conf")),
+    )
+    .expect("radiusplugin.cnf");
+    fs::write(
+        dir.join("server.conf"),
+        // `cd`: the plugin writes the client's config file into the
+        // server's working directory.
+        server_conf(&dir).replace(
+            "reneg-sec 0",
+            &format!("reneg-sec {RENEG_SECONDS}\ncd {}", dir.display()),
+        ),
+    )
+    .expect("server.conf");
+    fs::write(dir.join("client.conf"), client_conf(&dir)).expect("client.conf");
+    let server_conf_path = dir.join("server.conf").display().to_string();
+    let server = lab.spawn(
+        Path::new("/usr/sbin/openvpn"),
+        &["--config", &server_conf_path],
+        &dir.join("server.log"),
+    );
+    assert!(lab
+        .wait_for(
+            server,
+            "server.log",
+            &["Initialization Sequence Completed"],
+            VPN_TIMEOUT
+        )
+        .is_some());
+    wait_for_fresh_step(60);
+    write_private(
+        &dir.join("client.auth"),
+        &format!("alice\n{}\n", oathtool_code(&secret, 60)),
+    );
+    let client_conf_path = dir.join("client.conf").display().to_string();
+    let (_client, seen) = lab.connect(
+        Path::new("/usr/sbin/openvpn"),
+        &client_conf_path,
+        "client.log",
+    );
+    assert_eq!(
+        seen.as_deref(),
+        Some("Initialization Sequence Completed"),
+        "{}\n{}",
+        lab.log("client.log"),
+        lab.log("server.log")
+    );
+    std::thread::sleep(Duration::from_secs(3 * RENEG_SECONDS + 4));
+    let server_log = lab.log("server.log");
+    let accepted = server_log
+        .matches("radiusplugin.so/PLUGIN_AUTH_USER_PASS_VERIFY status=0")
+        .count();
+    let failed = lab.log("client.log").contains("AUTH_FAILED")
+        || server_log.contains("radiusplugin.so/PLUGIN_AUTH_USER_PASS_VERIFY status=1");
+    let results = e2e::radius_audit(&env)
+        .iter()
+        .map(|e| e["result"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let logs = format!(
+        "--- server ---\n{server_log}\n--- client ---\n{}\n--- otpd ---\n{}",
+        lab.log("client.log"),
+        env.otpd_log()
+    );
+    (accepted, failed, results, logs)
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn a_tunnel_survives_renegotiations_within_reauth_seconds_and_not_without() {
+    require_root_and_peers();
+    assert!(Path::new(PLUGIN).is_file(), "apt-get install {PACKAGES}");
+    let (accepted, failed, results, logs) = renegotiations(600);
+    assert!(accepted >= 3 && !failed, "{results:?}\n{logs}");
+    assert_eq!(results.first().map(String::as_str), Some("ok"), "{logs}");
+    assert!(
+        results.iter().skip(1).filter(|r| *r == "reauth").count() >= 2,
+        "{results:?}\n{logs}"
+    );
+    assert!(
+        results.iter().all(|r| r == "ok" || r == "reauth"),
+        "{results:?}"
+    );
+
+    let (accepted, failed, results, logs) = renegotiations(0);
+    assert!(accepted == 1 && failed, "{results:?}\n{logs}");
+    assert!(results.iter().skip(1).all(|r| r == "fail"), "{results:?}");
+}

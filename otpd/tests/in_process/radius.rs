@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpcore::config::{Cidr, Config, RadiusClient, RadiusConfig};
+use otpcore::config::{Cidr, Config, FirstFactor, RadiusClient, RadiusConfig};
 use otpcore::radius::{self, attr, code, Packet};
 use otpd::daemon::{unix_now, Daemon};
 use otpd::error::ListenError;
@@ -35,11 +35,16 @@ fn radius_config(accounting: bool, secret_file: Option<std::path::PathBuf>) -> R
             secret,
             secret_file,
             require_message_authenticator: None,
+            first_factor: None,
+            reauth_seconds: None,
         }],
         radsec_listen: None,
         radsec_cert: None,
         radsec_key: None,
         radsec_ca: None,
+        first_factor: FirstFactor::None,
+        challenge: false,
+        reauth_seconds: 0,
     }
 }
 
