@@ -6,6 +6,7 @@
 
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use otpcore::verify::Policy;
 use otpstore::{Channel, VerifyError, VerifyOutcome, VerifyRequest};
@@ -24,6 +25,8 @@ pub struct Job {
     pub channel: Channel,
     pub peer: String,
     pub reply: oneshot::Sender<VerifyOutcome>,
+    /// When the job was queued.
+    pub queued: Instant,
 }
 
 /// The handle listeners use; cloning is cheap.
@@ -58,6 +61,7 @@ impl Verifier {
             channel,
             peer,
             reply,
+            queued: Instant::now(),
         };
         if self.jobs.send(job).is_err() {
             return VerifyOutcome::Error(VerifyError::Stopped);
@@ -95,7 +99,10 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
             .collect();
         let outcomes = daemon.store().verify_batch(&requests, now, &policy);
         drop(requests);
+        let metrics = daemon.metrics();
+        metrics.batch(batch.len());
         let outcomes = outcomes.unwrap_or_else(|e| {
+            metrics.store_error();
             log::error!(
                 "verification failed, refusing {} request(s): {e}",
                 batch.len()
@@ -108,14 +115,20 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
                 VerifyOutcome::Reject(refusal) => refusal.as_str(),
                 VerifyOutcome::Error(_) => "internal error",
             };
-            daemon.log(&Decision {
+            let decision = Decision {
                 channel: job.channel,
                 peer: &job.peer,
                 user: &job.user,
                 ok: outcome == VerifyOutcome::Accept,
                 reason,
                 time: now,
-            });
+            };
+            if matches!(outcome, VerifyOutcome::Error(_)) {
+                daemon.log_undecided(&decision);
+            } else {
+                daemon.log(&decision);
+            }
+            metrics.verified(job.queued.elapsed());
             let _ = job.reply.send(outcome);
         }
     }

@@ -44,7 +44,8 @@ use crate::{
 pub(crate) use url::DatabaseUrl;
 
 /// The forward migrations; entry N takes schema N to N+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -87,7 +88,11 @@ CREATE TABLE audit (
     reason   TEXT NOT NULL
 );
 CREATE INDEX audit_user_time ON audit(username, time);
-"#];
+"#,
+    r#"
+CREATE INDEX audit_time ON audit(time);
+"#,
+];
 
 /// What an import may take per token beyond the deadline of a call.
 const IMPORT_MS_PER_TOKEN: u64 = 20;
@@ -1014,6 +1019,23 @@ impl Backend for Postgres {
                         reason: r.try_get(5)?,
                     })
                 })
+                .collect()
+        })
+    }
+
+    fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {
+        self.execute(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < $1 LIMIT $2)",
+            &[&to_i64(before), &to_i64(limit)],
+        )
+    }
+
+    fn token_states(&self) -> Result<Vec<(String, u64)>> {
+        self.run(async |c| {
+            c.query("SELECT state, COUNT(*) FROM enrolments GROUP BY state", &[])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, to_u64(r.try_get(1)?))))
                 .collect()
         })
     }

@@ -84,6 +84,9 @@ ALTER TABLE enrolments ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
     r#"
 CREATE INDEX enrolments_user ON enrolments(user, state);
 "#,
+    r#"
+CREATE INDEX audit_time ON audit(time);
+"#,
 ];
 
 const ENROLMENT_COLUMNS: &str =
@@ -516,6 +519,21 @@ impl Backend for Sqlite {
                 reason: r.get(5)?,
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {
+        let deleted = self.conn().execute(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 LIMIT ?2)",
+            params![to_i64(before), to_i64(limit)],
+        )?;
+        Ok(deleted as u64)
+    }
+
+    fn token_states(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM enrolments GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, to_u64(r.get(1)?))))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -8,5 +8,6 @@
 mod common;
 mod http;
 mod http_proptests;
+mod metrics;
 mod radius;
 mod socket_proptests;
