@@ -10,4 +10,5 @@ mod http;
 mod http_proptests;
 mod metrics;
 mod radius;
+mod retention;
 mod socket_proptests;
