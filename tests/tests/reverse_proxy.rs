@@ -265,3 +265,179 @@ fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
     let (status, text) = request(local, metrics, "GET", "/healthz", &[], "");
     assert_eq!(status, 200, "{text}");
 }
+
+/// A private Prometheus that scrapes `target` every second, killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: SocketAddr) -> Prometheus {
+        fs::create_dir_all(dir.join("data")).expect("prometheus dir");
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: otpd\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("prometheus.yml");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("prometheus.log")).expect("log"))
+            .spawn()
+            .expect("start prometheus");
+        Prometheus { child, port }
+    }
+
+    /// The value of the series of `metric` whose labels include `labels`,
+    /// as Prometheus answers `/api/v1/query?query=METRIC`; None while
+    /// it has none.
+    fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let path = format!("/api/v1/query?query={metric}");
+        let answer = e2e::http_request(self.port, "GET", &path, None, b"").ok()?;
+        let answer: Value = serde_json::from_slice(&answer.body).ok()?;
+        answer["data"]["result"]
+            .as_array()?
+            .iter()
+            .find(|series| {
+                labels
+                    .iter()
+                    .all(|(name, value)| series["metric"][name] == *value)
+            })
+            .and_then(|series| series["value"][1].as_str()?.parse().ok())
+    }
+
+    /// Waits until the series reaches `at_least`.
+    fn wait_for(&self, metric: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let value = self.value(metric, labels);
+            if value.is_some_and(|v| v >= at_least) {
+                return value.unwrap_or_default();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus has {metric}{labels:?} = {value:?}, not {at_least}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/healthz` on `port`: its status, within a bound that a hung store
+/// must not stretch.
+fn health(port: u16) -> u16 {
+    let asked = Instant::now();
+    let status = e2e::http_request(port, "GET", "/healthz", None, b"")
+        .map(|r| r.status)
+        .unwrap_or(0);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "/healthz took {:?}",
+        asked.elapsed()
+    );
+    status
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn prometheus_reads_the_decisions_and_healthz_follows_the_store() {
+    require_root_and_peers();
+    require_tools(&[
+        ("prometheus", "prometheus"),
+        ("radclient", "freeradius-utils"),
+    ]);
+    let pg = e2e::postgres::PrivatePostgres::start();
+    let db = pg.create_database("otpd_metrics");
+    let metrics_port = free_port();
+    let radius_port = free_port();
+    let secret = "metrics-secret";
+    let env = TestEnv::start_with(EnvOptions {
+        extra_toml: format!(
+            "[store]\nbackend = \"postgresql\"\nurl = \"{}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n{}",
+            db.socket_url,
+            e2e::cluster::radius_toml(radius_port, "gw", secret)
+        ),
+        ..EnvOptions::default()
+    });
+    let seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let csv = env.root().join("tokens.csv");
+    fs::write(
+        &csv,
+        format!("alice,{seed},30,6,SHA1\nbob,{seed},30,6,SHA1\n"),
+    )
+    .expect("csv");
+    let csv = csv.to_string_lossy().into_owned();
+    let output = env.otpctl(&["import", "--format", "csv", &csv], "");
+    e2e::assert_success(&output, "otpctl import");
+    let prometheus = Prometheus::start(
+        &env.root().join("prometheus"),
+        SocketAddr::from(([127, 0, 0, 1], metrics_port)),
+    );
+
+    // One login over the socket, one over RADIUS, one wrong code.
+    let code = e2e::oathtool_code(seed, 30);
+    assert!(env.otpctl_test("alice", &code), "{}", env.otpd_log());
+    assert!(!env.otpctl_test("alice", "000000"));
+    let output = e2e::run_with_input(
+        Command::new("radclient")
+            .args(["-x", "-r", "1", "-t", "3"])
+            .arg(format!("127.0.0.1:{radius_port}"))
+            .arg("auth")
+            .arg(secret),
+        &format!("User-Name = \"bob\"\nUser-Password = \"{code}\"\nMessage-Authenticator = 0x00\n"),
+    );
+    assert!(
+        e2e::stdout(&output).contains("Access-Accept"),
+        "{}",
+        e2e::describe(&output)
+    );
+    let decisions = "otpd_decisions_total";
+    prometheus.wait_for(decisions, &[("channel", "pam"), ("result", "ok")], 1.0);
+    prometheus.wait_for(decisions, &[("channel", "pam"), ("result", "fail")], 1.0);
+    prometheus.wait_for(decisions, &[("channel", "radius"), ("result", "ok")], 1.0);
+    prometheus.wait_for("otpd_tokens", &[("state", "active")], 2.0);
+    prometheus.wait_for("otpd_verify_duration_seconds_count", &[], 3.0);
+    prometheus.wait_for("otpd_build_info", &[("job", "otpd")], 1.0);
+
+    // The store goes away: 503, quickly; it comes back: 200.
+    assert_eq!(health(metrics_port), 200);
+    pg.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(metrics_port) != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz stays 200 without PostgreSQL"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pg.start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health(metrics_port) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz stays unhealthy after PostgreSQL is back\n{}",
+            env.otpd_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    prometheus.wait_for("otpd_store_errors_total", &[], 1.0);
+}
