@@ -55,6 +55,15 @@ pub struct Config {
     /// Where enrolments live; without `[store]`, SQLite in `state_dir`.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The Prometheus metrics and health listener; none when absent.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: `/metrics` (Prometheus text format) and `/healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
 }
 
 /// `[store]`: the database behind otpd, and the key that seals secrets.
@@ -178,6 +187,9 @@ pub struct PolicyConfig {
     /// Recovery codes handed out at confirmation; 0: none.
     #[serde(deserialize_with = "recovery_codes")]
     pub recovery_codes: u32,
+    /// Days the audit trail keeps an entry; 0 keeps every entry.
+    #[serde(deserialize_with = "audit_retention_days")]
+    pub audit_retention_days: u64,
 }
 
 impl Default for PolicyConfig {
@@ -188,11 +200,19 @@ impl Default for PolicyConfig {
             activation_attempts: 5,
             link_ttl_hours: 72,
             recovery_codes: 10,
+            audit_retention_days: 400,
         }
     }
 }
 
 impl PolicyConfig {
+    /// Audit entries written before this time are pruned at `now`; none
+    /// when entries are kept forever.
+    pub fn audit_cutoff(&self, now: u64) -> Option<u64> {
+        (self.audit_retention_days > 0)
+            .then(|| now.saturating_sub(self.audit_retention_days.saturating_mul(86_400)))
+    }
+
     /// When a setup link issued (or sent again) at `now` expires.
     pub fn link_expires_at(&self, now: u64) -> u64 {
         now.saturating_add(self.link_ttl_hours.saturating_mul(3600))
@@ -234,6 +254,9 @@ pub struct HttpConfig {
     /// minute; further ones get 429.
     #[serde(default = "default_rate_limit", deserialize_with = "rate_limit")]
     pub rate_limit_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    #[serde(default, deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 fn default_rate_limit() -> u32 {
@@ -908,6 +931,8 @@ pub const ACTIVATION_ATTEMPTS: Bounds = Bounds::new(1, 100, "attempts");
 pub const LINK_TTL_HOURS: Bounds = Bounds::new(1, 720, "hours");
 /// `[policy] recovery_codes`: codes per set; 0 hands out none.
 pub const RECOVERY_CODES: Bounds = Bounds::new(0, 50, "codes");
+/// `[policy] audit_retention_days`: 0 (keep forever) to 100 years.
+pub const AUDIT_RETENTION_DAYS: Bounds = Bounds::new(0, 36_500, "days");
 /// `[socket] allowed_uids`: a user ID; 4294967295 is (uid_t)-1, nobody.
 pub const UID: Bounds = Bounds::new(0, 4_294_967_294, "a user ID");
 /// `[http] rate_limit_per_minute`.
@@ -983,6 +1008,7 @@ bounded! {
     activation_attempts: u32 = ACTIVATION_ATTEMPTS;
     link_ttl_hours: u64 = LINK_TTL_HOURS;
     recovery_codes: u32 = RECOVERY_CODES;
+    audit_retention_days: u64 = AUDIT_RETENTION_DAYS;
     rate_limit: u32 = RATE_LIMIT_PER_MINUTE;
     smtp_port: u16 = SMTP_PORT;
     smtp_timeout: u64 = SMTP_TIMEOUT_SECONDS;
@@ -1034,6 +1060,19 @@ fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
     let s = String::deserialize(d)?;
     Cidr::parse(&s).ok_or_else(|| invalid("must be an IP address or CIDR block"))
+}
+
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    struct Block(Cidr);
+    impl<'de> Deserialize<'de> for Block {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Block, D::Error> {
+            cidr(d).map(Block)
+        }
+    }
+    Ok(Vec::<Block>::deserialize(d)?
+        .into_iter()
+        .map(|block| block.0)
+        .collect())
 }
 
 /// Finds the 1-based line of `[[radius.client]]` number `index` in `text`.
@@ -1277,6 +1316,7 @@ impl Config {
                 tls_cert: None,
                 tls_key: None,
                 rate_limit_per_minute: default_rate_limit(),
+                trusted_proxies: Vec::new(),
             }),
             radius: None,
             ldap: None,
@@ -1295,6 +1335,7 @@ impl Config {
                 template_dir: None,
                 language: Language::En,
             }),
+            metrics: None,
         }
     }
 }
@@ -1343,6 +1384,7 @@ mod tests {
         assert!(c.token.adapt_period);
         assert_eq!(c.sqlite_synchronous, Synchronous::Normal);
         assert_eq!(c.policy.link_ttl_hours, 72);
+        assert_eq!(c.policy.audit_retention_days, 400);
         assert!(c.http.is_none() && c.radius.is_none() && c.socket.is_none() && c.mail.is_none());
     }
 
@@ -1962,6 +2004,37 @@ mod tests {
             .expect("cidr")
             .contains("8.8.8.8".parse().expect("ip")));
         assert!(Cidr::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn metrics_and_trusted_proxies_are_read_and_checked() {
+        let base = "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n";
+        let c = parse(base).expect("loads");
+        assert!(c.metrics.is_none());
+        let c = parse(&format!(
+            "{base}[metrics]\nlisten = \"127.0.0.1:9105\"\n\
+             [http]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://o.example\"\n\
+             trusted_proxies = [\"127.0.0.1/32\", \"2001:db8::1\"]\n"
+        ))
+        .expect("loads");
+        assert_eq!(
+            c.metrics.map(|m| m.listen),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9105)))
+        );
+        let proxies = c.http.map(|h| h.trusted_proxies).unwrap_or_default();
+        assert_eq!(proxies.len(), 2);
+        assert!(proxies[0].contains("127.0.0.1".parse().expect("ip")));
+        assert!(proxies[1].contains("2001:db8::1".parse().expect("ip")));
+        let message = parse(&format!(
+            "{base}[http]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://o.example\"\n\
+             trusted_proxies = [\"127.0.0.1/33\"]\n"
+        ))
+        .expect_err("bad block");
+        assert!(message.contains("http.trusted_proxies"), "{message}");
+        assert!(message.contains("CIDR"), "{message}");
+        let message =
+            parse(&format!("{base}[metrics]\nlisten = \"nowhere\"\n")).expect_err("bad address");
+        assert!(message.contains("metrics.listen"), "{message}");
     }
 
     /// A minimal configuration with `[ldap]` holding `lines`.

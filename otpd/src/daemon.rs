@@ -9,6 +9,7 @@ use otpstore::{AuditEntry, AuditResult, Channel, Store};
 use tokio::sync::watch;
 
 use crate::logging::{connect_syslog, SyslogLogger};
+use crate::metrics::Metrics;
 
 /// What every listener shares: the configuration, the store and the
 /// decision log.
@@ -16,6 +17,7 @@ pub struct Daemon {
     pub config: Config,
     store: Store,
     syslog: Option<Mutex<SyslogLogger>>,
+    metrics: Metrics,
 }
 
 /// One decision about a user, as written to the audit table and the logs.
@@ -43,13 +45,19 @@ impl Decision<'_> {
 impl Daemon {
     /// A daemon over `store`; `syslog` connects to the local syslog for
     /// decisions (without it, decisions go to the log facade only).
-    pub fn new(config: Config, store: Store, syslog: bool) -> Daemon {
+    pub fn new(config: Config, store: Store, syslog: bool) -> prometheus::Result<Daemon> {
         let syslog = if syslog { connect_syslog() } else { None };
-        Daemon {
+        Ok(Daemon {
             config,
             store,
             syslog: syslog.map(Mutex::new),
-        }
+            metrics: Metrics::new()?,
+        })
+    }
+
+    /// What the daemon counts, for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store. Its calls block: make them from blocking threads only.
@@ -69,6 +77,7 @@ impl Daemon {
             reason: d.reason.to_owned(),
         };
         if let Err(e) = self.store.audit(&entry) {
+            self.metrics.store_error();
             log::error!("cannot write the audit table: {e}");
         }
     }
@@ -76,6 +85,17 @@ impl Daemon {
     /// Logs a decision to the log facade and syslog (authpriv) only, for
     /// decisions the store has audited itself.
     pub fn log(&self, d: &Decision<'_>) {
+        self.log_as(d, d.result());
+    }
+
+    /// Logs a refusal that was no decision (the store failed): counted as
+    /// an error, logged as [`Daemon::log`] does.
+    pub fn log_undecided(&self, d: &Decision<'_>) {
+        self.log_as(d, AuditResult::Error);
+    }
+
+    fn log_as(&self, d: &Decision<'_>, counted: AuditResult) {
+        self.metrics.decided(d.channel, counted);
         let result = d.result();
         let line = format!(
             "{} {result} user={} peer={}: {}",

@@ -19,6 +19,9 @@ pub enum ListenError {
         key: PathBuf,
         source: TlsError,
     },
+    /// `[metrics].listen` cannot be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
     /// `[radius].listen` cannot be bound.
     #[error("cannot listen for RADIUS on {addr}: {source}")]
     Radius { addr: SocketAddr, source: io::Error },

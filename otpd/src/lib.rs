@@ -13,7 +13,9 @@ mod enrolment;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod radius;
+pub mod retention;
 pub mod socket;
 #[cfg(test)]
 mod testing;
@@ -30,6 +32,7 @@ use tokio::task::JoinSet;
 
 use daemon::{Daemon, Shutdown};
 use http::HttpListener;
+use metrics::MetricsListener;
 use radius::RadiusListener;
 use socket::SocketListener;
 
@@ -75,6 +78,7 @@ struct Listeners {
     http: Option<HttpListener>,
     socket: Option<SocketListener>,
     radius: Option<RadiusListener>,
+    metrics: Option<MetricsListener>,
 }
 
 impl Listeners {
@@ -94,10 +98,16 @@ impl Listeners {
             Some(r) => Some(RadiusListener::bind(r)?.with_directory(r, config.ldap.as_ref())?),
             None => None,
         };
+        let metrics = config
+            .metrics
+            .as_ref()
+            .map(MetricsListener::bind)
+            .transpose()?;
         Ok(Listeners {
             http,
             socket,
             radius,
+            metrics,
         })
     }
 }
@@ -140,6 +150,7 @@ async fn serve(config: Config) -> ExitCode {
         http,
         socket,
         radius,
+        metrics,
     } = match Listeners::bind(&config).await {
         Ok(bound) => bound,
         Err(e) => {
@@ -148,7 +159,13 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
 
-    let daemon = Arc::new(Daemon::new(config, store, true));
+    let daemon = match Daemon::new(config, store, true) {
+        Ok(daemon) => Arc::new(daemon),
+        Err(e) => {
+            eprintln!("otpd: cannot set up the metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (stop, shutdown) = Shutdown::new();
     let mut listeners = JoinSet::new();
     if let Some(listener) = http {
@@ -198,6 +215,21 @@ async fn serve(config: Config) -> ExitCode {
         let _ = std::io::stdout().flush();
         listeners.spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown.clone()));
     }
+
+    if let Some(listener) = metrics {
+        match listener.local_addr() {
+            Ok(addr) => println!("otpd {} listening on metrics:{addr}", otpcore::VERSION),
+            Err(e) => log::warn!("metrics: cannot read the bound address: {e}"),
+        }
+        let _ = std::io::stdout().flush();
+        listeners.spawn(listener.serve(Arc::clone(&daemon), shutdown.clone()));
+    }
+
+    // Off the listeners' set: its end is no reason to stop.
+    tokio::spawn(retention::prune_audit(
+        Arc::clone(&daemon),
+        shutdown.clone(),
+    ));
 
     let (mut term, mut int) = signals;
     let mut code = ExitCode::SUCCESS;

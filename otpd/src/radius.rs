@@ -424,6 +424,7 @@ impl Server {
     /// first from its source in this window and the window still has room
     /// for a line.
     fn dropped(&self, from: SocketAddr, reason: Reason, why: fmt::Arguments<'_>) {
+        self.daemon.metrics().radius_dropped(reason.name());
         let source = Source::of(from.ip());
         let logged = self
             .drops

@@ -336,7 +336,7 @@ mod tests {
         let path = socket.path.clone();
         let listener = SocketListener::bind(socket).expect("bind");
         let store = Store::open(dir.path()).expect("store");
-        let daemon = Arc::new(Daemon::new(config, store, false));
+        let daemon = Arc::new(Daemon::new(config, store, false).expect("daemon"));
         let verifier = Verifier::start(Arc::clone(&daemon)).expect("verifier");
         let (stop, shutdown) = Shutdown::new();
         tokio::spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown));

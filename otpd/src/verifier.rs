@@ -7,6 +7,7 @@
 
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use otpcore::verify::Policy;
 use otpstore::{Channel, Reauth, VerifyError, VerifyOutcome, VerifyRequest};
@@ -26,6 +27,8 @@ pub struct Job {
     pub peer: String,
     pub radius: RadiusFacts,
     pub reply: oneshot::Sender<VerifyOutcome>,
+    /// When the job was queued.
+    pub queued: Instant,
 }
 
 /// What a RADIUS login adds to its code; the default for other channels.
@@ -84,6 +87,7 @@ impl Verifier {
             peer,
             radius,
             reply,
+            queued: Instant::now(),
         };
         if self.jobs.send(job).is_err() {
             return VerifyOutcome::Error(VerifyError::Stopped);
@@ -127,7 +131,10 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
             .collect();
         let outcomes = daemon.store().verify_codes(&requests, now, &policy);
         drop(requests);
+        let metrics = daemon.metrics();
+        metrics.batch(batch.len());
         let outcomes = outcomes.unwrap_or_else(|e| {
+            metrics.store_error();
             log::error!(
                 "verification failed, refusing {} request(s): {e}",
                 batch.len()
@@ -141,14 +148,20 @@ fn run(daemon: &Daemon, queue: &mpsc::Receiver<Job>) {
                 VerifyOutcome::Reject(refusal) => refusal.as_str(),
                 VerifyOutcome::Error(_) => "internal error",
             };
-            daemon.log(&Decision {
+            let decision = Decision {
                 channel: job.channel,
                 peer: &job.peer,
                 user: &job.user,
                 ok: matches!(outcome, VerifyOutcome::Accept | VerifyOutcome::Reauth),
                 reason,
                 time: now,
-            });
+            };
+            if matches!(outcome, VerifyOutcome::Error(_)) {
+                daemon.log_undecided(&decision);
+            } else {
+                daemon.log(&decision);
+            }
+            metrics.verified(job.queued.elapsed());
             let _ = job.reply.send(outcome);
         }
     }

@@ -134,6 +134,10 @@ pub(crate) trait Backend: Send + Sync {
         now: u64,
         policy: &Policy,
     ) -> Result<VerifyOutcome>;
+    /// How many enrolments are in each state, by state name.
+    fn token_states(&self) -> Result<Vec<(String, u64)>>;
+    /// Deletes at most `limit` audit entries older than `before`; how many.
+    fn prune_audit(&self, before: u64, limit: u64) -> Result<u64>;
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {

@@ -750,4 +750,22 @@ impl Store {
     pub fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
         self.db.audit_entries(user, since)
     }
+
+    /// Whether the database answers: one read of a single row.
+    pub fn ping(&self) -> Result<()> {
+        self.db.key_check().map(|_| ())
+    }
+
+    /// How many enrolments are in each state (`active`, `issued`, ...),
+    /// by state name; states without enrolments are absent.
+    pub fn token_states(&self) -> Result<Vec<(String, u64)>> {
+        self.db.token_states()
+    }
+
+    /// Deletes at most `limit` audit entries written before `before`, in
+    /// one short statement; how many it deleted. Pruning a long trail is
+    /// many such calls, so that logins are never held up for long.
+    pub fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {
+        self.db.prune_audit(before, limit)
+    }
 }

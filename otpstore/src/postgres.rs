@@ -123,6 +123,9 @@ CREATE TABLE radius_challenges (
 );
 CREATE INDEX radius_challenges_expiry ON radius_challenges(expires_at);
 "#,
+    r#"
+CREATE INDEX audit_time ON audit(time);
+"#,
 ];
 
 /// What an import may take per token beyond the deadline of a call.
@@ -1324,6 +1327,23 @@ impl Backend for Postgres {
                         reason: r.try_get(5)?,
                     })
                 })
+                .collect()
+        })
+    }
+
+    fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {
+        self.execute(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < $1 LIMIT $2)",
+            &[&to_i64(before), &to_i64(limit)],
+        )
+    }
+
+    fn token_states(&self) -> Result<Vec<(String, u64)>> {
+        self.run(async |c| {
+            c.query("SELECT state, COUNT(*) FROM enrolments GROUP BY state", &[])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, to_u64(r.try_get(1)?))))
                 .collect()
         })
     }

@@ -115,6 +115,9 @@ CREATE TABLE radius_challenges (
 );
 CREATE INDEX radius_challenges_expiry ON radius_challenges(expires_at);
 "#,
+    r#"
+CREATE INDEX audit_time ON audit(time);
+"#,
 ];
 
 const ENROLMENT_COLUMNS: &str =
@@ -759,6 +762,21 @@ impl Backend for Sqlite {
                 reason: r.get(5)?,
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {
+        let deleted = self.conn().execute(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 LIMIT ?2)",
+            params![to_i64(before), to_i64(limit)],
+        )?;
+        Ok(deleted as u64)
+    }
+
+    fn token_states(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM enrolments GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, to_u64(r.get(1)?))))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -788,6 +788,38 @@ fn audit_round_trip() {
 }
 
 #[test]
+fn pruning_the_audit_trail_deletes_old_entries_in_bounded_batches() {
+    let (_dir, store) = fresh();
+    for t in (0..25).map(|i| NOW - 100 + i * 10) {
+        store
+            .audit(&AuditEntry {
+                time: t,
+                user: "alice".to_owned(),
+                channel: Channel::Pam.as_str().to_owned(),
+                peer: "uid=0".to_owned(),
+                result: AuditResult::Fail,
+                reason: "wrong code".to_owned(),
+            })
+            .expect("audit");
+    }
+    // Ten entries are older than NOW: at most four go per call.
+    assert_eq!(store.prune_audit(NOW, 4).expect("prune"), 4);
+    assert_eq!(store.prune_audit(NOW, 4).expect("prune"), 4);
+    assert_eq!(store.prune_audit(NOW, 4).expect("prune"), 2);
+    assert_eq!(store.prune_audit(NOW, 4).expect("prune"), 0);
+    let kept: Vec<u64> = store
+        .audit_entries(None, 0)
+        .expect("all")
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(
+        kept,
+        (10..25).map(|i| NOW - 100 + i * 10).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn audit_results_read_in_one_spelling_old_ones_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");

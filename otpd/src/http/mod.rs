@@ -8,7 +8,9 @@
 //! - `GET /healthz` answers `ok`.
 //!
 //! Activation and confirmation requests, page and API alike, count towards
-//! a per-address limit (`[http].rate_limit_per_minute`, module `rate`);
+//! a per-address limit (`[http].rate_limit_per_minute`, module `rate`),
+//! by the client address that a trusted reverse proxy names (module
+//! `forwarded`) or else the peer's;
 //! both run the one enrolment workflow: the JSON API in `api`, the pages in
 //! `pages` (rendered by `render`).
 //!
@@ -22,6 +24,7 @@
 //! to close after 5 minutes.
 
 mod api;
+mod forwarded;
 mod pages;
 mod rate;
 mod render;
@@ -156,29 +159,69 @@ impl HttpListener {
     /// Serves until `shutdown`, then lets requests in flight finish (for
     /// 10 seconds at most).
     pub async fn serve(self, daemon: Arc<Daemon>, shutdown: Shutdown) -> io::Result<()> {
-        let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        let server = Arc::new(Server::new(router(daemon), self.tls));
-        // Each connection holds a slot until it ends: waiting for a slot
-        // leaves further connections in the listen queue, where they cost
-        // otpd no descriptor.
-        let slots = Arc::new(Semaphore::new(self.max_connections));
-        let stop = pin!(shutdown.clone().wait());
-        accept_bounded("http", &listener, &slots, stop, |(stream, peer), slot| {
-            let server = Arc::clone(&server);
-            tokio::spawn(server.connection(stream, peer, shutdown.clone(), slot));
-        })
-        .await;
-        drop(listener);
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let grace = SHUTDOWN_GRACE + Duration::from_secs(1);
-        if tokio::time::timeout(grace, slots.acquire_many(all))
-            .await
-            .is_err()
-        {
-            log::warn!("http: connections still open after {grace:?} are dropped");
-        }
-        Ok(())
+        let server = Server::new(router(daemon), self.tls);
+        serve_with(
+            "http",
+            self.listener,
+            server,
+            self.max_connections,
+            shutdown,
+        )
+        .await
     }
+}
+
+/// Serves `router` over plain HTTP on `listener` with the limits of the
+/// activation listener, `max_connections` connections at once, until
+/// `shutdown`; `name` names the listener in the log.
+pub(crate) async fn serve_plain(
+    name: &'static str,
+    listener: std::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    serve_with(
+        name,
+        listener,
+        Server::new(router, None),
+        max_connections,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `server` on `listener` until `shutdown`, then lets requests in
+/// flight finish (for 10 seconds at most).
+async fn serve_with(
+    name: &'static str,
+    listener: std::net::TcpListener,
+    server: Server,
+    max_connections: usize,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let server = Arc::new(server);
+    // Each connection holds a slot until it ends: waiting for a slot
+    // leaves further connections in the listen queue, where they cost
+    // otpd no descriptor.
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let stop = pin!(shutdown.clone().wait());
+    accept_bounded(name, &listener, &slots, stop, |(stream, peer), slot| {
+        let server = Arc::clone(&server);
+        tokio::spawn(server.connection(stream, peer, shutdown.clone(), slot));
+    })
+    .await;
+    drop(listener);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let grace = SHUTDOWN_GRACE + Duration::from_secs(1);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        log::warn!("{name}: connections still open after {grace:?} are dropped");
+    }
+    Ok(())
 }
 
 /// Binds `addr` with room for [`LISTEN_BACKLOG`] waiting connections.
@@ -452,13 +495,17 @@ pub fn router_with(daemon: Arc<Daemon>, checks: PasswordChecks) -> Router {
     let http = daemon.config.http.as_ref();
     let limit = http.map(|h| h.rate_limit_per_minute).unwrap_or(20);
     let base = base_path(http.map(|h| h.public_url.as_str()).unwrap_or(""));
+    let trusted: Arc<[otpcore::config::Cidr]> = http
+        .map(|h| h.trusted_proxies.as_slice())
+        .unwrap_or(&[])
+        .into();
     let state = Arc::new(Http {
         limiter: RateLimiter::new(limit, RATE_WINDOW),
         enrolment: Workflow::new(Arc::clone(&daemon), checks),
         daemon,
         base,
     });
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/setup", get(pages::setup_page).post(pages::activate))
         .route("/setup/confirm", post(pages::confirm))
@@ -467,7 +514,15 @@ pub fn router_with(daemon: Arc<Daemon>, checks: PasswordChecks) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(read_body_in_time))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+        .with_state(state);
+    if trusted.is_empty() {
+        routes
+    } else {
+        routes.layer(axum::middleware::from_fn_with_state(
+            trusted,
+            forwarded::from_trusted_proxy,
+        ))
+    }
 }
 
 async fn healthz() -> &'static str {

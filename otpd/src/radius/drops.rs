@@ -46,6 +46,18 @@ impl Reason {
         Reason::TooManyConnections,
     ];
 
+    /// The reason as a metric label: `not_a_client`, `malformed`, ...
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Reason::NotAClient => "not_a_client",
+            Reason::Malformed => "malformed",
+            Reason::BadAuthenticator => "bad_authenticator",
+            Reason::NoMessageAuthenticator => "no_message_authenticator",
+            Reason::NotServed => "not_served",
+            Reason::Overloaded => "overloaded",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Reason::NotAClient => "not a configured client",

@@ -24,7 +24,10 @@ pub fn daemon_with(edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<Da
     let mut config = Config::embedded_defaults(&dir.path().join("state"));
     edit(&mut config);
     let store = Store::open(&config.state_dir).expect("store");
-    (dir, Arc::new(Daemon::new(config, store, false)))
+    (
+        dir,
+        Arc::new(Daemon::new(config, store, false).expect("daemon")),
+    )
 }
 
 /// Issues a token for `user` with [`PASSWORD`] that expires `ttl` seconds

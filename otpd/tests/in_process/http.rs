@@ -832,6 +832,7 @@ async fn tls_listener_from_config() {
         tls_cert: Some(cert),
         tls_key: Some(key.clone()),
         rate_limit_per_minute: 20,
+        trusted_proxies: Vec::new(),
     };
     let listener = HttpListener::bind(&config).await.expect("bind");
     let url = listener.url();
@@ -889,4 +890,58 @@ async fn tls_listener_from_config() {
         message.starts_with(&format!("cannot listen on {addr}: ")),
         "{message}"
     );
+}
+
+/// A request to `path` from `peer` that claims, in `X-Forwarded-For`, to
+/// come from `forwarded_for`.
+fn forwarded(path: &str, peer: [u8; 4], forwarded_for: &str) -> Request<Body> {
+    let mut req = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-forwarded-for", forwarded_for)
+        .body(Body::from("{}"))
+        .expect("request");
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+    req
+}
+
+#[tokio::test]
+async fn rate_limit_counts_the_client_that_a_trusted_proxy_names() {
+    let f = fixture_with(|c| {
+        if let Some(h) = c.http.as_mut() {
+            h.rate_limit_per_minute = 3;
+            h.trusted_proxies = vec![otpcore::config::Cidr::parse("127.0.0.1/32").expect("cidr")];
+        }
+    });
+    let proxy = [127, 0, 0, 1];
+    let path = "/api/v1/activate";
+    for _ in 0..3 {
+        let req = forwarded(path, proxy, "198.51.100.1, 203.0.113.1");
+        assert_eq!(f.send(req).await.0, StatusCode::BAD_REQUEST);
+    }
+    let req = forwarded(path, proxy, "198.51.100.2, 203.0.113.1");
+    assert_eq!(f.send(req).await.0, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not held up.
+    let req = forwarded(path, proxy, "203.0.113.2");
+    assert_eq!(f.send(req).await.0, StatusCode::BAD_REQUEST);
+    // An untrusted peer's claim is ignored: it counts by its own address.
+    for _ in 0..3 {
+        let req = forwarded(path, [192, 0, 2, 9], "203.0.113.3");
+        assert_eq!(f.send(req).await.0, StatusCode::BAD_REQUEST);
+    }
+    let req = forwarded(path, [192, 0, 2, 9], "203.0.113.4");
+    assert_eq!(f.send(req).await.0, StatusCode::TOO_MANY_REQUESTS);
+    let req = forwarded(path, proxy, "203.0.113.3");
+    assert_eq!(f.send(req).await.0, StatusCode::BAD_REQUEST);
+    // A header that is no list of addresses counts by the proxy itself.
+    let req = forwarded(path, proxy, "203.0.113.5, <script>");
+    assert_eq!(f.send(req).await.0, StatusCode::BAD_REQUEST);
+    // The audit trail names the client, not the proxy.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let peers: Vec<String> = audit(&f)
+        .into_iter()
+        .filter(|a| a.reason.contains("rate limit"))
+        .map(|a| a.peer)
+        .collect();
+    assert_eq!(peers, ["203.0.113.1", "192.0.2.9"]);
 }

@@ -8,5 +8,7 @@
 mod common;
 mod http;
 mod http_proptests;
+mod metrics;
 mod radius;
+mod retention;
 mod socket_proptests;
