@@ -126,7 +126,9 @@ impl RecoveryAttempt {
 /// `left` is how many codes the token has after it.
 pub(crate) fn audit_line(outcome: &VerifyOutcome, left: u64) -> (AuditResult, String) {
     match outcome {
-        VerifyOutcome::Accept => (
+        // A recovery code is spent when accepted, so it never comes back as
+        // a renegotiation; both mean it let the user in.
+        VerifyOutcome::Accept | VerifyOutcome::Reauth => (
             AuditResult::Recovery,
             format!("recovery code accepted; {left} left"),
         ),
