@@ -40,7 +40,13 @@ const MAX_CONNECTIONS: usize = 16;
 /// The channels decisions are counted by, in the order of [`channel_index`].
 const CHANNELS: [Channel; 4] = [Channel::Pam, Channel::Radius, Channel::Http, Channel::Cli];
 /// The results decisions are counted by, in the order of [`result_index`].
-const RESULTS: [AuditResult; 3] = [AuditResult::Ok, AuditResult::Fail, AuditResult::Error];
+const RESULTS: [AuditResult; 5] = [
+    AuditResult::Ok,
+    AuditResult::Fail,
+    AuditResult::Error,
+    AuditResult::Recovery,
+    AuditResult::Reauth,
+];
 
 fn channel_index(channel: Channel) -> usize {
     match channel {
@@ -56,6 +62,8 @@ fn result_index(result: AuditResult) -> usize {
         AuditResult::Ok => 0,
         AuditResult::Fail => 1,
         AuditResult::Error => 2,
+        AuditResult::Recovery => 3,
+        AuditResult::Reauth => 4,
     }
 }
 
@@ -78,7 +86,7 @@ impl Metrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "otpd_decisions_total",
-                "Decisions about users, by channel (pam, radius, http, cli) and result (ok, fail, error).",
+                "Decisions about users, by channel (pam, radius, http, cli) and result (ok, fail, error, recovery, reauth).",
             ),
             &["channel", "result"],
         )?;

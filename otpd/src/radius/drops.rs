@@ -55,6 +55,8 @@ impl Reason {
             Reason::NoMessageAuthenticator => "no_message_authenticator",
             Reason::NotServed => "not_served",
             Reason::Overloaded => "overloaded",
+            Reason::Handshake => "handshake",
+            Reason::TooManyConnections => "too_many_connections",
         }
     }
 
