@@ -1623,7 +1623,7 @@ mod tests {
     }
 
     /// Every integer of the configuration with its documented bounds.
-    const NUMERIC: [Numeric; 12] = [
+    const NUMERIC: [Numeric; 13] = [
         Numeric {
             table: "token",
             key: "period",

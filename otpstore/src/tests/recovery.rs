@@ -12,6 +12,8 @@ fn request<'a>(user: &'a str, code: &'a str) -> VerifyRequest<'a> {
         code,
         channel: Channel::Radius,
         peer: "nas=192.0.2.1",
+        reauth: None,
+        first_factor_wrong: false,
     }
 }
 
