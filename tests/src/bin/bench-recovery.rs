@@ -80,6 +80,7 @@ fn main() {
         window: 1,
         max_failures: 1_000_000,
         lockout_seconds: 1,
+        hotp_window: otpcore::hotp::DEFAULT_WINDOW,
     };
     let now = e2e::now_unix();
     let time_one = |user: &str, code: &str, expect_accept: bool| -> Duration {
@@ -88,6 +89,8 @@ fn main() {
             code,
             channel: Channel::Pam,
             peer: "bench",
+            reauth: None,
+            first_factor_wrong: false,
         };
         let start = Instant::now();
         let outcome = store
