@@ -113,13 +113,14 @@ fn start_otpd(pki: &Pki, clients: &str) -> (TestEnv, u16, u16) {
     let (udp, tls) = (free_port(), free_port());
     let env = TestEnv::start_with(EnvOptions {
         extra_toml: format!(
-            "\n[radius]\nlisten = \"127.0.0.1:{udp}\"\n\
+            "\n[radius]\nlisten = \"127.0.0.1:{udp}\"\naccounting_listen = \"127.0.0.1:{accounting}\"\n\
              radsec_listen = \"127.0.0.1:{tls}\"\n\
              radsec_cert = \"{cert}\"\nradsec_key = \"{key}\"\nradsec_ca = \"{ca}\"\n\n\
              [[radius.client]]\nname = \"radsec\"\naddress = \"{clients}\"\nsecret = \"{NAS_SECRET}\"\n",
             cert = pki.path("server.crt").display(),
             key = pki.path("server.key").display(),
             ca = pki.path("client-ca.pem").display(),
+            accounting = free_port(),
         ),
         ..EnvOptions::default()
     });
@@ -422,6 +423,19 @@ fn a_tls_client_gets_status_cached_answers_and_is_closed_on_a_bad_length() {
     assert_eq!(first, second, "a retransmission gets the cached answer");
     assert_eq!(e2e::radius_audit(&env).len(), 1, "one decision");
 
+    // With accounting_listen, an Accounting-Request gets its response.
+    let accounting = radius::encode_accounting_request(
+        4,
+        &[(radius::attr::ACCT_STATUS_TYPE, &[0, 0, 0, 1])],
+        RADSEC_SECRET,
+        false,
+    )
+    .unwrap();
+    tls.write_all(&accounting).unwrap();
+    let answer = read_packet(&mut tls).expect("Accounting-Response");
+    assert_eq!(answer[0], code::ACCOUNTING_RESPONSE);
+    assert_eq!(answer[1], 4);
+
     // A request signed with another secret gets nothing; the connection
     // stays.
     let wrong = radius::access_request(3, &[3; 16], b"carol", b"123456", b"other", true).unwrap();
@@ -674,4 +688,40 @@ fn unusable_radsec_files_stop_the_start_with_a_message_naming_them() {
         assert!(!said.contains(secret), "{said}");
         assert!(!said.contains("listening on"), "{said}");
     }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn a_client_that_does_not_read_its_answers_is_disconnected() {
+    require_root_and_peers();
+    let pki = Pki::new();
+    let (env, _, port) = start_otpd(&pki, "127.0.0.1/32");
+    let config = client_config(&pki, Some("client"));
+    let mut tls = tls_connect(&config, Ipv4Addr::LOCALHOST, port).expect("handshake");
+    let status =
+        radius::encode_request(code::STATUS_SERVER, 1, &[1; 16], &[], RADSEC_SECRET, true).unwrap();
+    // Status-Servers without reading a single answer, until otpd gives up.
+    let batch = status.repeat(1000);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let cut = loop {
+        if let Err(e) = tls.write_all(&batch).and_then(|()| tls.flush()) {
+            break e;
+        }
+        sent += 1000;
+        assert!(
+            sent < 2_000_000 && started.elapsed() < Duration::from_secs(60),
+            "otpd still reads after {sent} unread answers:\n{}",
+            env.otpd_log()
+        );
+    };
+    let log = env.otpd_log();
+    assert!(log.contains("does not read its answers"), "{cut}: {log}");
+    // Others are still served.
+    let mut other = tls_connect(&config, Ipv4Addr::LOCALHOST, port).expect("handshake");
+    other.write_all(&status).unwrap();
+    assert_eq!(
+        read_packet(&mut other).expect("answer")[0],
+        code::ACCESS_ACCEPT
+    );
 }
