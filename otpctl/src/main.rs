@@ -889,7 +889,10 @@ impl Ctx {
                     e.user,
                     e.state.as_str(),
                     e.user_id.to_string(),
-                    e.params.period,
+                    match e.kind {
+                        TokenKind::Totp => e.params.period.to_string(),
+                        TokenKind::Hotp => "hotp".to_owned(),
+                    },
                     rfc3339(e.expires_at)
                 );
             }

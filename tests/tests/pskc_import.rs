@@ -483,4 +483,11 @@ fn hostile_seed_files_and_bad_assignments_change_nothing() {
     let shown = stdout_json(&env.otpctl(&["show", "alice", "--json"], ""));
     assert_eq!(shown["serial"], "987654322", "{shown}");
     assert!(unassigned(&env).is_empty());
+    let listed = stdout(&env.otpctl(&["list"], ""));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("alice ") && l.contains(" active ") && l.contains(" hotp ")),
+        "{listed}"
+    );
 }
