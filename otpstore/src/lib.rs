@@ -532,7 +532,8 @@ impl Store {
         self.db.active(user)
     }
 
-    /// The user's most recent enrolment in any state.
+    /// The user's most recent enrolment in any state (a hardware token loaded
+    /// but not assigned belongs to nobody).
     pub fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
         self.db.latest(user)
     }

@@ -889,7 +889,7 @@ impl Backend for Postgres {
     }
 
     fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
-        self.query_one("username = $1", &user)
+        self.query_one("username = $1 AND state <> 'unassigned'", &user)
     }
 
     fn list(&self) -> Result<Vec<Enrolment>> {

@@ -364,7 +364,7 @@ impl Backend for Sqlite {
     }
 
     fn latest(&self, user: &str) -> Result<Option<Enrolment>> {
-        self.query_one("user = ?1", &user)
+        self.query_one("user = ?1 AND state <> 'unassigned'", &user)
     }
 
     fn list(&self) -> Result<Vec<Enrolment>> {

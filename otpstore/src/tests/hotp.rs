@@ -64,6 +64,10 @@ fn hardware_tokens_load_unassigned_and_are_assigned_once() {
         .iter()
         .all(|e| e.state == State::Unassigned && e.kind == TokenKind::Hotp && e.user.is_empty()));
     assert!(store.list().expect("list").is_empty(), "nobody has a token");
+    assert!(
+        store.latest("").expect("latest").is_none(),
+        "an unassigned token is nobody's, not the empty name's"
+    );
 
     // A serial already stored refuses the whole load.
     let again = store.import_hardware(
