@@ -19,71 +19,11 @@ use serde_json::Value;
 const RADIUS_SECRET: &str = "hotp-e2e-secret";
 
 /// RFC 6030 figure 3: a plain HOTP key, RFC 4226's test secret, 8 digits.
-const FIGURE_3: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<KeyContainer Version="1.0" Id="exampleID1" xmlns="urn:ietf:params:xml:ns:keyprov:pskc">
-  <KeyPackage>
-    <DeviceInfo><Manufacturer>Manufacturer</Manufacturer><SerialNo>987654321</SerialNo>
-      <UserId>DC=example-bank,DC=net</UserId></DeviceInfo>
-    <CryptoModuleInfo><Id>CM_ID_001</Id></CryptoModuleInfo>
-    <Key Id="12345678" Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:hotp"><Issuer>Issuer</Issuer>
-      <AlgorithmParameters><ResponseFormat Length="8" Encoding="DECIMAL"/></AlgorithmParameters>
-      <Data>
-        <Secret><PlainValue>MTIzNDU2Nzg5MDEyMzQ1Njc4OTA=
-          </PlainValue></Secret>
-        <Counter><PlainValue>0</PlainValue></Counter>
-      </Data>
-      <UserId>UID=jsmith,DC=example-bank,DC=net</UserId>
-    </Key>
-  </KeyPackage>
-</KeyContainer>"#;
+const FIGURE_3: &str = include_str!("../../otpcore/src/pskc/rfc6030-figure3.xml");
 
 /// RFC 6030 figure 6: the same token, its secret and MAC key encrypted
 /// with the pre-shared key [`FIGURE_6_PSK`].
-const FIGURE_6: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<KeyContainer Version="1.0"
-    xmlns="urn:ietf:params:xml:ns:keyprov:pskc"
-    xmlns:ds="http://www.w3.org/2000/09/xmldsig#"
-    xmlns:xenc="http://www.w3.org/2001/04/xmlenc#">
-  <EncryptionKey><ds:KeyName>Pre-shared-key</ds:KeyName></EncryptionKey>
-  <MACMethod Algorithm="http://www.w3.org/2000/09/xmldsig#hmac-sha1">
-    <MACKey>
-      <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
-      <xenc:CipherData>
-        <xenc:CipherValue>
-ESIzRFVmd4iZABEiM0RVZgKn6WjLaTC1sbeBMSvIhRejN9vJa2BOlSaMrR7I5wSX
-        </xenc:CipherValue>
-      </xenc:CipherData>
-    </MACKey>
-  </MACMethod>
-  <KeyPackage>
-    <DeviceInfo>
-      <Manufacturer>Manufacturer</Manufacturer>
-      <SerialNo>987654321</SerialNo>
-    </DeviceInfo>
-    <CryptoModuleInfo><Id>CM_ID_001</Id></CryptoModuleInfo>
-    <Key Id="12345678" Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:hotp">
-      <Issuer>Issuer</Issuer>
-      <AlgorithmParameters>
-        <ResponseFormat Length="8" Encoding="DECIMAL"/>
-      </AlgorithmParameters>
-      <Data>
-        <Secret>
-          <EncryptedValue>
-            <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
-            <xenc:CipherData>
-              <xenc:CipherValue>
-AAECAwQFBgcICQoLDA0OD+cIHItlB3Wra1DUpxVvOx2lef1VmNPCMl8jwZqIUqGv
-              </xenc:CipherValue>
-            </xenc:CipherData>
-          </EncryptedValue>
-          <ValueMAC>Su+NvtQfmvfJzF6bmQiJqoLRExc=
-          </ValueMAC>
-        </Secret>
-        <Counter><PlainValue>0</PlainValue></Counter>
-      </Data>
-    </Key>
-  </KeyPackage>
-</KeyContainer>"#;
+const FIGURE_6: &str = include_str!("../../otpcore/src/pskc/rfc6030-figure6.xml");
 const FIGURE_6_PSK: &str = "12345678901234567890123456789012";
 /// The secret of both figures, in hex.
 const FIGURE_SECRET: &str = "3132333435363738393031323334353637383930";
