@@ -66,6 +66,8 @@ fn verify_all(
                 code,
                 channel: Channel::Pam,
                 peer: "bench",
+                reauth: None,
+                first_factor_wrong: false,
             })
             .collect();
         let outcomes = store.verify_batch(&requests, now, &POLICY).expect("verify");
