@@ -75,7 +75,7 @@ fn verify_all(
             match outcome {
                 VerifyOutcome::Accept => {}
                 VerifyOutcome::Reject(_) => *refused += 1,
-                VerifyOutcome::Error(e) => panic!("{e:?}"),
+                other => panic!("{other:?}"),
             }
         }
     }
