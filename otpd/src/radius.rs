@@ -17,9 +17,9 @@
 
 mod challenge;
 mod drops;
-mod tls;
 mod factor;
 mod login;
+mod tls;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -39,8 +39,8 @@ use crate::daemon::{printable, Daemon, Shutdown};
 use crate::error::ListenError;
 use crate::verifier::Verifier;
 use drops::{DropLog, Reason, Source};
-use tls::{Connection, RadsecListener};
 use login::Outcome;
+use tls::{Connection, RadsecListener};
 
 /// How long an answer is kept for retransmissions.
 const DUPLICATE_TTL: Duration = Duration::from_secs(30);
