@@ -72,7 +72,7 @@ fn bad_configs_are_refused_naming_key_and_line() {
     let cases = [
         (
             "unknown key",
-            good.replace("window = 1", "window = 1\nwindoww = 1"),
+            good.replace("\nwindow = 1", "\nwindow = 1\nwindoww = 1"),
             "windoww",
             0o600,
         ),
