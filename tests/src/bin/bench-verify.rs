@@ -66,6 +66,8 @@ fn verify_all(
                 code,
                 channel: Channel::Pam,
                 peer: "bench",
+                reauth: None,
+                first_factor_wrong: false,
             })
             .collect();
         let outcomes = store.verify_batch(&requests, now, &POLICY).expect("verify");
@@ -74,6 +76,7 @@ fn verify_all(
                 VerifyOutcome::Accept => {}
                 VerifyOutcome::Reject(_) => *refused += 1,
                 VerifyOutcome::Error(e) => panic!("{e:?}"),
+                VerifyOutcome::Reauth => panic!("a renegotiation without a RADIUS client"),
             }
         }
     }
