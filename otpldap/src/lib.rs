@@ -5,10 +5,20 @@
 //! [`Directory::open`] reads `[ldap]` once: it checks the rules of the
 //! section, loads the CA certificates and the search account's password
 //! file, so that a broken setup fails at start. [`Directory::check_password`]
-//! then opens one connection per check (TLS from the first byte for
-//! `ldaps://`, StartTLS before anything else for `ldap://` with
-//! `starttls`), finds the user's DN (the `bind_dn` template, or one search),
-//! binds as it with the password, and closes.
+//! then takes a connection (TLS from the first byte for `ldaps://`,
+//! StartTLS before anything else for `ldap://` with `starttls`), finds the
+//! user's DN (the `bind_dn` template, or one search), and binds as it with
+//! the password.
+//!
+//! Connections are kept for the next check, at most [`POOL_SIZE`] idle
+//! ones, once a check on them ended cleanly: the user's bind answered
+//! success or `invalidCredentials`, or the search answered that no entry
+//! matches. After any other answer, an error or a timeout the connection is
+//! closed. A reused connection is still bound as the last user: in
+//! search-then-bind mode it binds again as the search account, or
+//! anonymously, before it searches. When a reused connection fails (the
+//! server closed it while idle, or restarted), the check runs once more on a
+//! new connection, within the same `timeout_ms`.
 //!
 //! - An empty password, one holding NUL, one that is not UTF-8 and an empty
 //!   user name are [`Verdict::Wrong`] before any traffic: a simple bind with
@@ -36,7 +46,7 @@ mod tls;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ldap3::asn1::{StructureTag, PL};
@@ -64,6 +74,9 @@ pub enum Step {
     Tls,
     /// The bind as `search_bind_dn`.
     SearchAccountBind,
+    /// The anonymous bind that undoes a previous user's bind on a reused
+    /// connection, before an anonymous search.
+    AnonymousBind,
     Searching,
     /// The bind as the user.
     UserBind,
@@ -75,6 +88,7 @@ impl fmt::Display for Step {
             Step::Connecting => "connecting",
             Step::Tls => "setting up TLS",
             Step::SearchAccountBind => "binding as search_bind_dn",
+            Step::AnonymousBind => "binding anonymously",
             Step::Searching => "searching for the user",
             Step::UserBind => "binding as the user",
         })
@@ -183,6 +197,8 @@ pub struct Directory {
     tls: Option<Arc<rustls::ClientConfig>>,
     find: Find,
     timeout_ms: u64,
+    /// Idle connections that ended their last check cleanly, newest last.
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl fmt::Debug for Directory {
@@ -210,6 +226,9 @@ impl fmt::Debug for Directory {
 /// The result codes of a bind that mean the directory refused this user
 /// and password; see the crate's description.
 const REFUSED_USER: [u32; 5] = [49, 32, 48, 50, 53];
+/// `invalidCredentials`: a wrong password, after which the connection is
+/// still fit for another check.
+const INVALID_CREDENTIALS: u32 = 49;
 /// `sizeLimitExceeded`: a search that found more entries than it asked for.
 const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
@@ -226,6 +245,7 @@ impl Progress {
             Step::Connecting,
             Step::Tls,
             Step::SearchAccountBind,
+            Step::AnonymousBind,
             Step::Searching,
             Step::UserBind,
         ]
@@ -235,6 +255,9 @@ impl Progress {
     }
 }
 
+/// How many idle connections a [`Directory`] keeps for later checks.
+pub const POOL_SIZE: usize = 4;
+
 /// The task that drives one connection; aborted, and the connection
 /// closed, when this is dropped.
 struct Driver(tokio::task::JoinHandle<()>);
@@ -242,6 +265,29 @@ struct Driver(tokio::task::JoinHandle<()>);
 impl Drop for Driver {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// One connection to the directory, TLS set up, and the task driving it.
+struct Connection {
+    ldap: ldap3::Ldap,
+    _driver: Driver,
+}
+
+/// The outcome of one check on one connection.
+struct Outcome {
+    verdict: Result<Verdict, LdapError>,
+    /// Whether the last answer was one after which the connection may serve
+    /// another check.
+    clean: bool,
+}
+
+impl Outcome {
+    fn failed(e: LdapError) -> Outcome {
+        Outcome {
+            verdict: Err(e),
+            clean: false,
+        }
     }
 }
 
@@ -300,6 +346,7 @@ impl Directory {
             tls,
             find,
             timeout_ms: config.timeout_ms,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -322,13 +369,73 @@ impl Directory {
         }
     }
 
-    /// Connects, finds the DN, binds; the connection closes on return.
+    /// Runs the check on an idle connection, and on a new one when there
+    /// is none or the idle one fails; keeps the connection when the check
+    /// ended cleanly.
     async fn exchange(
         &self,
         user: &str,
         password: &str,
         progress: &Progress,
     ) -> Result<Verdict, LdapError> {
+        if let Some(mut connection) = self.take_idle() {
+            let outcome = self
+                .bind_user(&mut connection.ldap, user, password, progress, true)
+                .await;
+            match outcome.verdict {
+                Ok(verdict) if outcome.clean => {
+                    self.keep(connection);
+                    return Ok(verdict);
+                }
+                Ok(verdict) => {
+                    Self::close(connection).await;
+                    return Ok(verdict);
+                }
+                Err(e) => log::debug!("ldap: a reused connection failed, trying a new one: {e}"),
+            }
+        }
+        progress.set(Step::Connecting);
+        let mut connection = self.connect(progress).await?;
+        let outcome = self
+            .bind_user(&mut connection.ldap, user, password, progress, false)
+            .await;
+        if outcome.clean {
+            self.keep(connection);
+        } else {
+            Self::close(connection).await;
+        }
+        outcome.verdict
+    }
+
+    /// The newest idle connection the server has not closed; the closed
+    /// ones are dropped.
+    fn take_idle(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut connection) = idle.pop() {
+            if !connection.ldap.is_closed() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// Keeps `connection` for a later check, unless [`POOL_SIZE`] are
+    /// kept already.
+    fn keep(&self, connection: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(connection);
+        }
+    }
+
+    /// Says goodbye on `connection`, which closes when dropped.
+    async fn close(mut connection: Connection) {
+        // The verdict stands whatever the goodbye does.
+        let _ = connection.ldap.unbind().await;
+    }
+
+    /// Connects and sets up TLS.
+    async fn connect(&self, progress: &Progress) -> Result<Connection, LdapError> {
         let url = self.url.to_string();
         let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
             .await
@@ -344,18 +451,18 @@ impl Directory {
                 .set_config(Arc::clone(tls))
                 .set_starttls(self.transport == LdapTransport::StartTls);
         }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &url)
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &url)
             .await
             .map_err(|e| self.connect_error(e))?;
-        let _driver = Driver(tokio::spawn(async move {
+        let driver = Driver(tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 log::debug!("ldap: the connection ended: {e}");
             }
         }));
-        let verdict = self.bind_user(&mut ldap, user, password, progress).await;
-        // The verdict stands whatever the goodbye does.
-        let _ = ldap.unbind().await;
-        verdict
+        Ok(Connection {
+            ldap,
+            _driver: driver,
+        })
     }
 
     /// What a failed connection set-up means, by the step it failed at.
@@ -386,14 +493,17 @@ impl Directory {
         }
     }
 
-    /// Finds the user's DN and binds as it with `password`.
+    /// Finds the user's DN and binds as it with `password`. On a `reused`
+    /// connection, which is still bound as the last user, an anonymous
+    /// search first binds anonymously.
     async fn bind_user(
         &self,
         ldap: &mut ldap3::Ldap,
         user: &str,
         password: &str,
         progress: &Progress,
-    ) -> Result<Verdict, LdapError> {
+        reused: bool,
+    ) -> Outcome {
         let dn = match &self.find {
             Find::Template(template) => escape::fill(template, &escape::dn_value(user)),
             Find::Search {
@@ -401,33 +511,61 @@ impl Directory {
                 filter,
                 account,
             } => {
-                if let Some((dn, account_password)) = account {
-                    progress.set(Step::SearchAccountBind);
-                    let result = ldap
-                        .simple_bind(dn, account_password)
-                        .await
-                        .map_err(self.protocol(Step::SearchAccountBind))?;
+                let rebind = match account {
+                    Some((dn, account_password)) => Some((
+                        Step::SearchAccountBind,
+                        dn.as_str(),
+                        account_password.as_str(),
+                    )),
+                    None if reused => Some((Step::AnonymousBind, "", "")),
+                    None => None,
+                };
+                if let Some((step, dn, account_password)) = rebind {
+                    progress.set(step);
+                    let result = match ldap.simple_bind(dn, account_password).await {
+                        Ok(result) => result,
+                        Err(e) => return Outcome::failed(self.protocol(step)(e)),
+                    };
                     if result.rc != 0 {
-                        return Err(LdapError::SearchAccountRefused {
-                            url: self.url.to_string(),
-                            dn: dn.clone(),
-                            answer: Answer::of(&result),
+                        return Outcome::failed(match step {
+                            Step::SearchAccountBind => LdapError::SearchAccountRefused {
+                                url: self.url.to_string(),
+                                dn: dn.to_owned(),
+                                answer: Answer::of(&result),
+                            },
+                            _ => LdapError::Directory {
+                                url: self.url.to_string(),
+                                step,
+                                answer: Answer::of(&result),
+                            },
                         });
                     }
                 }
                 progress.set(Step::Searching);
-                match self.search(ldap, base, filter, user).await? {
-                    Some(dn) => dn,
-                    None => return Ok(Verdict::Wrong),
+                match self.search(ldap, base, filter, user).await {
+                    Ok(Found::One(dn)) => dn,
+                    Ok(Found::None) => {
+                        return Outcome {
+                            verdict: Ok(Verdict::Wrong),
+                            clean: true,
+                        }
+                    }
+                    Ok(Found::Several) => {
+                        return Outcome {
+                            verdict: Ok(Verdict::Wrong),
+                            clean: false,
+                        }
+                    }
+                    Err(e) => return Outcome::failed(e),
                 }
             }
         };
         progress.set(Step::UserBind);
-        let result = ldap
-            .simple_bind(&dn, password)
-            .await
-            .map_err(self.protocol(Step::UserBind))?;
-        match result.rc {
+        let result = match ldap.simple_bind(&dn, password).await {
+            Ok(result) => result,
+            Err(e) => return Outcome::failed(self.protocol(Step::UserBind)(e)),
+        };
+        let verdict = match result.rc {
             0 => Ok(Verdict::Right),
             code if REFUSED_USER.contains(&code) => Ok(Verdict::Wrong),
             _ => Err(LdapError::Directory {
@@ -435,18 +573,22 @@ impl Directory {
                 step: Step::UserBind,
                 answer: Answer::of(&result),
             }),
+        };
+        Outcome {
+            verdict,
+            clean: result.rc == 0 || result.rc == INVALID_CREDENTIALS,
         }
     }
 
-    /// The DN of the one entry under `base` that `filter` finds for
-    /// `user`; `None` when none or several do (logged).
+    /// The one entry under `base` that `filter` finds for `user`; none or
+    /// several are logged.
     async fn search(
         &self,
         ldap: &mut ldap3::Ldap,
         base: &str,
         filter: &str,
         user: &str,
-    ) -> Result<Option<String>, LdapError> {
+    ) -> Result<Found, LdapError> {
         let filter = escape::fill(filter, &escape::filter_value(user));
         let ldap3::SearchResult(entries, result) = ldap
             .with_search_options(SearchOptions::new().sizelimit(2))
@@ -464,11 +606,11 @@ impl Directory {
         match entries.as_slice() {
             [] => {
                 log::info!("ldap: no entry for user {shown} under {base}");
-                Ok(None)
+                Ok(Found::None)
             }
             [entry] if result.rc == 0 => {
                 entry_dn(&entry.0)
-                    .map(Some)
+                    .map(Found::One)
                     .ok_or_else(|| LdapError::Protocol {
                         url: self.url.to_string(),
                         step: Step::Searching,
@@ -480,10 +622,17 @@ impl Directory {
                     "ldap: the search for user {shown} under {base} found more than one entry; \
                      taken as a wrong password: make search_filter find one entry per user"
                 );
-                Ok(None)
+                Ok(Found::Several)
             }
         }
     }
+}
+
+/// What a search for the user found.
+enum Found {
+    One(String),
+    None,
+    Several,
 }
 
 /// The DN of a SearchResultEntry (`[APPLICATION 4] { objectName, ... }`).

@@ -473,3 +473,199 @@ fn a_server_that_never_answers_is_a_timeout_and_the_connection_closes() {
         assert!(received > 0, "nothing was sent before {step}");
     }
 }
+
+/// How many connections `slapd` accepted so far, from its log.
+fn accepted(slapd: &PrivateSlapd) -> usize {
+    slapd
+        .log()
+        .lines()
+        .filter(|line| line.contains(" ACCEPT from "))
+        .count()
+}
+
+/// For every search in `slapd`'s log, the DN its connection was bound as
+/// when it searched (`""` for anonymous, which is also a connection that
+/// never bound).
+fn search_identities(slapd: &PrivateSlapd) -> Vec<String> {
+    let mut bound: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut identities = Vec::new();
+    for line in slapd.log().lines() {
+        let Some(at) = line.find("conn=") else {
+            continue;
+        };
+        let mut words = line[at..].split(' ');
+        let conn = words.next().unwrap_or_default().to_owned();
+        let rest: Vec<&str> = words.collect();
+        let rest = rest.join(" ");
+        if let Some(dn) = rest
+            .split_once("BIND dn=\"")
+            .and_then(|(_, tail)| tail.split_once('"'))
+        {
+            bound.insert(conn, dn.0.to_owned());
+        } else if rest.contains("SRCH base=") {
+            identities.push(bound.get(&conn).cloned().unwrap_or_default());
+        }
+    }
+    identities
+}
+
+/// Many checks on one directory: the right verdicts, over fewer
+/// connections than checks, and no search on a connection still bound as
+/// the previous user.
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn sequential_checks_reuse_connections_and_search_as_the_configured_identity() {
+    require_root_and_peers();
+    let slapd = PrivateSlapd::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let alice = slapd.password(User::Alice);
+    let carol = slapd.password(User::Carol);
+    const CHECKS: usize = 12;
+    let mut configs = vec![(by_template(&slapd, &slapd.ca_file()), "people")];
+    configs.push((by_search(&slapd, true), "reader"));
+    configs.push((by_search(&slapd, false), "anonymous"));
+    for (config, name) in configs {
+        let directory = Directory::open(&config).expect("the directory opens");
+        let before = accepted(&slapd);
+        for round in 0..CHECKS / 3 {
+            let verdicts = runtime.block_on(async {
+                [
+                    directory.check_password("alice", alice.as_bytes()).await,
+                    directory.check_password("alice", carol.as_bytes()).await,
+                    directory.check_password("carol", carol.as_bytes()).await,
+                ]
+            });
+            let [right, wrong, staff] = verdicts.map(Result::unwrap);
+            assert_eq!(right, Verdict::Right, "{name}, round {round}");
+            assert_eq!(wrong, Verdict::Wrong, "{name}, round {round}");
+            // ou=staff is visible to the reader only, never to alice.
+            let carol_seen = if name == "reader" {
+                Verdict::Right
+            } else {
+                Verdict::Wrong
+            };
+            assert_eq!(staff, carol_seen, "{name}, round {round}");
+        }
+        // slapd writes its log as it goes; give it a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let connections = accepted(&slapd) - before;
+        assert!(
+            (1..CHECKS / 2).contains(&connections),
+            "{name}: {connections} connections for {CHECKS} checks"
+        );
+    }
+    let identities = search_identities(&slapd);
+    let reader = slapd.reader_dn();
+    // Two of the configurations search once a check.
+    assert_eq!(identities.len(), 2 * CHECKS, "{identities:?}");
+    assert!(
+        identities.iter().all(|dn| dn.is_empty() || *dn == reader),
+        "a search ran as a user: {identities:?}"
+    );
+    assert!(identities.contains(&reader), "{identities:?}");
+}
+
+/// A slapd started again with the command line of `slapd`'s server, after
+/// that one was stopped; killed when dropped.
+struct Restarted(std::process::Child);
+
+impl Restarted {
+    /// Stops `slapd`'s server (SIGTERM: it closes every connection) and
+    /// starts it again on the same ports, configuration and database.
+    fn restart(slapd: &PrivateSlapd) -> Restarted {
+        let port = slapd.ldaps_url().rsplit(':').next().unwrap().to_owned();
+        let listener = format!("127.0.0.1:{port}/");
+        let (pid, args) = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| {
+                let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let args: Vec<String> = line
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                (args.first()? == "slapd" && args.iter().any(|a| a.contains(&listener)))
+                    .then_some((pid, args))
+            })
+            .next()
+            .expect("slapd's process");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+        // Stopped once its listener is gone (it stays a zombie of its
+        // supervisor until that ends).
+        let deadline = Instant::now() + SLACK;
+        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "slapd {pid} does not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let child = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start slapd again");
+        let restarted = Restarted(child);
+        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+            assert!(
+                Instant::now() < deadline + SLACK,
+                "slapd does not start again"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        restarted
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A connection the server closed while it was idle does not fail the
+/// next check: it runs on a new connection.
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn a_restarted_directory_still_gives_the_right_verdict() {
+    require_root_and_peers();
+    let slapd = PrivateSlapd::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let alice = slapd.password(User::Alice);
+    let bob = slapd.password(User::Bob);
+    let mut servers = Vec::new();
+    for config in [
+        by_template(&slapd, &slapd.ca_file()),
+        by_search(&slapd, true),
+    ] {
+        let directory = Directory::open(&config).expect("the directory opens");
+        let check = |user: &str, password: &str| {
+            runtime
+                .block_on(directory.check_password(user, password.as_bytes()))
+                .unwrap()
+        };
+        assert_eq!(check("alice", alice), Verdict::Right);
+        // The servers stopped by a restart are reaped when their handles go.
+        servers.push(Restarted::restart(&slapd));
+        assert_eq!(check("bob", bob), Verdict::Right);
+        assert_eq!(check("bob", alice), Verdict::Wrong);
+        servers.push(Restarted::restart(&slapd));
+        assert_eq!(check("bob", alice), Verdict::Wrong);
+        assert_eq!(check("alice", alice), Verdict::Right);
+    }
+    drop(servers);
+}
