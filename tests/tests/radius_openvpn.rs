@@ -23,6 +23,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::{
@@ -138,7 +139,14 @@ struct Lab {
 
 impl Lab {
     fn new(dir: &Path) -> Lab {
-        let ns = format!("otpd-e2e-ovpn-{}", std::process::id());
+        // Tests of this file run in parallel, each lab in a namespace of
+        // its own.
+        static LABS: AtomicUsize = AtomicUsize::new(0);
+        let ns = format!(
+            "otpd-e2e-ovpn-{}-{}",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::Relaxed)
+        );
         let lab = Lab {
             ns,
             dir: dir.to_owned(),
