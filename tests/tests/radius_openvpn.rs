@@ -322,18 +322,13 @@ verb 4
     )
 }
 
-#[test]
-#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
-fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
-    require_root_and_peers();
-    let openvpn = Path::new("/usr/sbin/openvpn");
-    assert!(
-        openvpn.is_file() && Path::new(PLUGIN).is_file(),
-        "the OpenVPN test needs `apt-get install {PACKAGES}`"
-    );
-
-    // Enrol over HTTP on the host's loopback, then move otpd into the
-    // namespace with a [radius] section on its 127.0.0.1:1812 and 1813.
+/// An otpd with an active token for alice (its secret returned), enrolled
+/// over HTTP on the host's loopback and then moved into a new lab's
+/// namespace with a `[radius]` section (plus `extra` lines) on its
+/// 127.0.0.1:1812 and 1813 and the radiusplugin as its client; the lab's
+/// files go to the returned directory. otpd logs at debug level, where it
+/// writes one line per Accounting-Request it answers.
+fn otpd_in_a_lab(extra: &str) -> (TestEnv, String, Lab, PathBuf) {
     let mut env = TestEnv::start();
     let secret = env.enrol_active("alice");
     env.stop_otpd();
@@ -348,7 +343,7 @@ fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
 listen = "127.0.0.1:1812"
 accounting_listen = "127.0.0.1:1813"
 require_message_authenticator = true
-
+{extra}
 [[radius.client]]
 name = "openvpn"
 address = "127.0.0.1/32"
@@ -363,10 +358,8 @@ require_message_authenticator = false
     let dir = root.join("openvpn");
     fs::create_dir(&dir).expect("openvpn dir");
     let _ = fs::rename(root.join("otpd.log"), root.join("otpd-host.log"));
-
     let mut lab = Lab::new(&dir);
     let config_path = env.config.display().to_string();
-    // At debug level otpd logs one line per Accounting-Request it answers.
     let otpd_path = otpd_bin().display().to_string();
     let otpd = lab.spawn(
         Path::new("/usr/bin/env"),
@@ -375,6 +368,20 @@ require_message_authenticator = false
     );
     env.wait_for_socket();
     assert!(!lab.exited(otpd), "otpd exited:\n{}", env.otpd_log());
+    (env, secret, lab, dir)
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn openvpn_radiusplugin_logs_in_with_a_one_time_code_through_otpd() {
+    require_root_and_peers();
+    let openvpn = Path::new("/usr/sbin/openvpn");
+    assert!(
+        openvpn.is_file() && Path::new(PLUGIN).is_file(),
+        "the OpenVPN test needs `apt-get install {PACKAGES}`"
+    );
+
+    let (env, secret, mut lab, dir) = otpd_in_a_lab("");
 
     make_pki(&dir);
     fs::write(
@@ -484,43 +491,7 @@ const RENEG_SECONDS: u64 = 8;
 /// number of logins the plugin saw accepted, whether the client saw
 /// AUTH_FAILED, otpd's RADIUS audit results, and the logs.
 fn renegotiations(reauth: u64) -> (usize, bool, Vec<String>, String) {
-    let mut env = TestEnv::start();
-    let secret = env.enrol_active("alice");
-    env.stop_otpd();
-    let mut config = OpenOptions::new()
-        .append(true)
-        .open(&env.config)
-        .expect("otpd.toml");
-    write!(
-        config,
-        r#"
-[radius]
-listen = "127.0.0.1:1812"
-accounting_listen = "127.0.0.1:1813"
-reauth_seconds = {reauth}
-
-[[radius.client]]
-name = "openvpn"
-address = "127.0.0.1/32"
-secret = "{SECRET}"
-require_message_authenticator = false
-"#
-    )
-    .expect("append [radius]");
-    drop(config);
-    let root = env.root().to_owned();
-    let dir = root.join("openvpn");
-    fs::create_dir(&dir).expect("openvpn dir");
-    let _ = fs::rename(root.join("otpd.log"), root.join("otpd-host.log"));
-    let mut lab = Lab::new(&dir);
-    let config_path = env.config.display().to_string();
-    let otpd_path = otpd_bin().display().to_string();
-    lab.spawn(
-        Path::new(&otpd_path),
-        &["--config", &config_path],
-        &root.join("otpd.log"),
-    );
-    env.wait_for_socket();
+    let (env, secret, mut lab, dir) = otpd_in_a_lab(&format!("reauth_seconds = {reauth}\n"));
     make_pki(&dir);
     fs::write(
         dir.join("radiusplugin.cnf"),
