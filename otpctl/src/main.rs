@@ -2,7 +2,6 @@
 //! and recording the activation password), confirms them with their first
 //! code, and shows what the store holds.
 
-mod mail;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -537,7 +536,7 @@ impl Ctx {
     fn send_mail(&self, e: &Enrolment, lang: Language) -> Outcome {
         let mail_config = self.config.mail.as_ref().ok_or_else(no_mail_section)?;
         let setup_url = self.setup_url(e)?;
-        let mail = mail::SetupMail {
+        let mail = otpmail::SetupMail {
             to: &e.email,
             user: &e.user,
             service_id: &e.service_id,
@@ -545,7 +544,7 @@ impl Ctx {
             setup_url: &setup_url,
             expires_at: e.expires_at,
         };
-        mail::send_setup_mail(mail_config, lang, &mail)
+        otpmail::send_setup_mail(mail_config, lang, &mail)
             .map_err(|err| Refused(format!("cannot send the setup mail: {err}")))
     }
 

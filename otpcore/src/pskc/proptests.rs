@@ -282,7 +282,11 @@ fn assert_valid(tokens: &[Token]) {
 fn assert_no_secret_in(errors: &[PskcError], confidential: &[String]) {
     for error in errors {
         let shown = format!("{error} {error:?}");
-        for text in confidential {
+        // A value of one to three bytes (a short MAC key) is two to six
+        // characters, which any message may hold by chance: a serial
+        // "00-0" holds the hex of the key [0]. Such values are not looked
+        // for; every secret and key of a usable length is.
+        for text in confidential.iter().filter(|t| t.len() >= 8) {
             assert!(!shown.contains(text.as_str()), "{shown} shows a secret");
         }
     }

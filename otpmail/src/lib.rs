@@ -1,4 +1,4 @@
-//! The setup mail: renders the `conf/mail/LANG.txt`
+//! Mail from otpd and otpctl. The setup mail renders the `conf/mail/LANG.txt`
 //! template and sends it as UTF-8 MIME through the transport `[mail]` names.
 //!
 //! The mail carries the setup URL, the service ID, the user ID, the expiry
