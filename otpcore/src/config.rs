@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::notice::Event as NoticeEvent;
 use crate::totp::{Algorithm, TokenParams};
 
 /// A configuration that failed to load.
@@ -858,6 +859,10 @@ pub struct MailConfig {
     pub template_dir: Option<PathBuf>,
     #[serde(default = "default_language")]
     pub language: Language,
+    /// The security notices sent to a token's address; every event when
+    /// absent, none when empty.
+    #[serde(default = "default_notify", deserialize_with = "notify_events")]
+    pub notify: Vec<NoticeEvent>,
 }
 
 fn default_smtp_host() -> String {
@@ -877,6 +882,20 @@ fn default_sendmail() -> PathBuf {
 }
 fn default_language() -> Language {
     Language::Ja
+}
+fn default_notify() -> Vec<NoticeEvent> {
+    NoticeEvent::ALL.to_vec()
+}
+
+/// `[mail] notify`: event names, each at most once.
+fn notify_events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NoticeEvent>, D::Error> {
+    let events = Vec::<NoticeEvent>::deserialize(d)?;
+    for (i, event) in events.iter().enumerate() {
+        if events[..i].contains(event) {
+            return Err(invalid(format!("names {:?} twice", event.as_str())));
+        }
+    }
+    Ok(events)
 }
 
 fn invalid<E: serde::de::Error>(message: impl fmt::Display) -> E {
@@ -1334,6 +1353,7 @@ impl Config {
                 outbox_dir: Some(base.join("outbox")),
                 template_dir: None,
                 language: Language::En,
+                notify: default_notify(),
             }),
             metrics: None,
         }
@@ -2035,6 +2055,42 @@ mod tests {
         let message =
             parse(&format!("{base}[metrics]\nlisten = \"nowhere\"\n")).expect_err("bad address");
         assert!(message.contains("metrics.listen"), "{message}");
+    }
+
+    #[test]
+    fn notify_lists_events_once_each() {
+        let c = parse(SHIPPED_EXAMPLE).expect("the shipped example loads");
+        let notify = c.mail.map(|m| m.notify).unwrap_or_default();
+        assert_eq!(notify, NoticeEvent::ALL.to_vec());
+        let mail = "[mail]\nfrom = \"o@example.jp\"\ntransport = \"smtp\"\n";
+        let base = format!("service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n{mail}");
+        let c = parse(&base).expect("loads");
+        assert_eq!(
+            c.mail.map(|m| m.notify),
+            Some(NoticeEvent::ALL.to_vec()),
+            "absent: every event"
+        );
+        let c = parse(&format!("{base}notify = []\n")).expect("loads");
+        assert_eq!(c.mail.map(|m| m.notify), Some(Vec::new()), "empty: none");
+        let c = parse(&format!("{base}notify = [\"locked\", \"recovery_used\"]\n")).expect("loads");
+        assert_eq!(
+            c.mail.map(|m| m.notify),
+            Some(vec![NoticeEvent::Locked, NoticeEvent::RecoveryUsed])
+        );
+        // The bad line is line 7 of each text.
+        let bad = [
+            ("notify = [\"locked\", \"stolen\"]", "unknown variant"),
+            ("notify = [\"locked\", \"locked\"]", "names \"locked\" twice"),
+            ("notify = [\"locked\", 5]", "wanted string"),
+            ("notify = \"locked\"", "invalid type: string"),
+            ("notify = [[\"locked\"]]", "wanted string"),
+        ];
+        for (line, expected) in bad {
+            let message = parse(&format!("{base}{line}\n")).expect_err(line);
+            assert!(message.contains("mail.notify"), "{line}: {message}");
+            assert!(message.contains("line 7"), "{line}: {message}");
+            assert!(message.contains(expected), "{line}: {message}");
+        }
     }
 
     /// A minimal configuration with `[ldap]` holding `lines`.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod enrol;
 pub mod hotp;
 pub mod import;
+pub mod notice;
 pub mod pskc;
 pub mod radius;
 pub mod recovery;
