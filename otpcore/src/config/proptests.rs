@@ -213,4 +213,42 @@ proptest! {
             }
         }
     }
+
+    /// `[mail] notify`: any list of names loads exactly when every name is
+    /// an event and none comes twice, and then holds them in order.
+    #[test]
+    fn notify_loads_known_names_once_each(
+        names in proptest::collection::vec(
+            prop_oneof![
+                4 => proptest::sample::select(
+                    crate::notice::Event::ALL.map(|e| e.as_str()).to_vec()
+                ).prop_map(str::to_owned),
+                1 => "[a-z_]{0,14}",
+            ],
+            0..6,
+        ),
+    ) {
+        let list = toml::Value::Array(names.iter().cloned().map(toml::Value::String).collect());
+        let text = SHIPPED_EXAMPLE.replacen(
+            "notify = [\"activated\", \"replaced\", \"locked\", \"recovery_used\"]",
+            &format!("notify = {list}"),
+            1,
+        );
+        let events: Option<Vec<crate::notice::Event>> = names
+            .iter()
+            .map(|n| crate::notice::Event::ALL.into_iter().find(|e| e.as_str() == n))
+            .collect();
+        let unique = names.iter().enumerate().all(|(i, n)| !names[..i].contains(n));
+        match (parse(&text), events) {
+            (Ok(config), Some(events)) if unique => {
+                prop_assert_eq!(config.mail.map(|m| m.notify), Some(events));
+            }
+            (Ok(_), _) => prop_assert!(false, "loaded {:?}", names),
+            (Err(message), events) => {
+                prop_assert!(events.is_none() || !unique, "refused {:?}: {}", names, message);
+                prop_assert!(message.contains("mail.notify"), "{}", message);
+                prop_assert!(message.contains("line "), "{}", message);
+            }
+        }
+    }
 }
