@@ -2080,7 +2080,10 @@ mod tests {
         // The bad line is line 7 of each text.
         let bad = [
             ("notify = [\"locked\", \"stolen\"]", "unknown variant"),
-            ("notify = [\"locked\", \"locked\"]", "names \"locked\" twice"),
+            (
+                "notify = [\"locked\", \"locked\"]",
+                "names \"locked\" twice",
+            ),
             ("notify = [\"locked\", 5]", "wanted string"),
             ("notify = \"locked\"", "invalid type: string"),
             ("notify = [[\"locked\"]]", "wanted string"),

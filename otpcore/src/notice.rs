@@ -52,10 +52,16 @@ pub enum What {
     /// Locked by a wrong code that came through `channel` (the audit
     /// trail's spelling: `pam`, `radius`, `http`, `cli`), until `until`
     /// (Unix seconds) or an administrator's unlock.
-    Locked { channel: String, until: u64 },
+    Locked {
+        channel: String,
+        until: u64,
+    },
     /// A recovery code came through `channel` and was accepted; `left`
     /// unused ones remain.
-    RecoveryUsed { channel: String, left: u64 },
+    RecoveryUsed {
+        channel: String,
+        left: u64,
+    },
 }
 
 /// One notice to send: to the address and in the language recorded for

@@ -5,6 +5,13 @@
 //! and a reminder to allow mail from the sender's domain. It never carries
 //! the activation password or the token secret: [`SetupMail`] has no field
 //! for either, and must not get one.
+//!
+//! A security notice ([`send_notice`]) renders `conf/mail/EVENT.LANG.txt`
+//! (`activated`, `replaced`, `locked`, `recovery_used`) and leaves the same
+//! way. It says what happened to the token, when and through which channel,
+//! and to call the administrator if it was not the user: never a code, a
+//! recovery code, a secret, a password or a link, since a [`Notice`] holds
+//! none and its templates can name nothing else.
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -16,6 +23,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{FileTransport, Message, SendmailTransport, SmtpTransport, Transport};
 use otpcore::config::{Language, MailConfig, StartTls, Transport as MailTransport};
+use otpcore::notice::{Event, Notice, What};
 use otpcore::rules::UserId;
 
 /// The built-in Japanese template.
@@ -23,15 +31,19 @@ const TEMPLATE_JA: &str = include_str!("../../conf/mail/ja.txt");
 /// The built-in English template.
 const TEMPLATE_EN: &str = include_str!("../../conf/mail/en.txt");
 
-/// Placeholders a template may use, in the order they are documented.
-const PLACEHOLDERS: [&str; 6] = [
-    "user",
-    "service_id",
-    "user_id",
-    "setup_url",
-    "expires_at",
-    "sender_domain",
-];
+/// The built-in template of a notice of `event` in `lang`.
+fn notice_template(event: Event, lang: Language) -> &'static str {
+    match (event, lang) {
+        (Event::Activated, Language::Ja) => include_str!("../../conf/mail/activated.ja.txt"),
+        (Event::Activated, Language::En) => include_str!("../../conf/mail/activated.en.txt"),
+        (Event::Replaced, Language::Ja) => include_str!("../../conf/mail/replaced.ja.txt"),
+        (Event::Replaced, Language::En) => include_str!("../../conf/mail/replaced.en.txt"),
+        (Event::Locked, Language::Ja) => include_str!("../../conf/mail/locked.ja.txt"),
+        (Event::Locked, Language::En) => include_str!("../../conf/mail/locked.en.txt"),
+        (Event::RecoveryUsed, Language::Ja) => include_str!("../../conf/mail/recovery_used.ja.txt"),
+        (Event::RecoveryUsed, Language::En) => include_str!("../../conf/mail/recovery_used.en.txt"),
+    }
+}
 
 /// What one setup mail says.
 pub struct SetupMail<'a> {
@@ -71,7 +83,7 @@ pub enum MailError {
         line: usize,
         message: String,
     },
-    #[error("cannot build the setup mail: {source}")]
+    #[error("cannot build the mail: {source}")]
     Build { source: lettre::error::Error },
     #[error("[mail] smtp_user and smtp_password_file must be set together")]
     AuthIncomplete,
@@ -119,32 +131,45 @@ pub fn send_setup_mail(
     lang: Language,
     mail: &SetupMail,
 ) -> Result<(), MailError> {
-    let message = build_message(config, lang, mail)?;
+    let from = sender(config)?;
+    let (subject, body) = render(config, lang, mail, from.email.domain())?;
+    let message = build_message(from, mail.to, subject, body)?;
     deliver(config, &message)
 }
 
-/// Builds the MIME message: `text/plain; charset=utf-8`, encoded Subject,
-/// Date and Message-ID.
-fn build_message(
-    config: &MailConfig,
-    lang: Language,
-    mail: &SetupMail,
-) -> Result<Message, MailError> {
-    let from: Mailbox = config
+/// Renders `notice` in the language recorded for its token (`[mail]
+/// language` when none was) and sends it to the token's address through
+/// `config`'s transport.
+pub fn send_notice(config: &MailConfig, notice: &Notice) -> Result<(), MailError> {
+    let from = sender(config)?;
+    let (subject, body) = render_notice(config, notice)?;
+    let message = build_message(from, &notice.email, subject, body)?;
+    deliver(config, &message)
+}
+
+/// `[mail] from`, parsed.
+fn sender(config: &MailConfig) -> Result<Mailbox, MailError> {
+    config
         .from
         .parse()
         .map_err(|source| MailError::InvalidFrom {
             from: config.from.clone(),
             source,
-        })?;
-    let to: Mailbox = mail
-        .to
-        .parse()
-        .map_err(|source| MailError::InvalidRecipient {
-            to: mail.to.to_owned(),
-            source,
-        })?;
-    let (subject, body) = render(config, lang, mail, from.email.domain())?;
+        })
+}
+
+/// Builds the MIME message: `text/plain; charset=utf-8`, encoded Subject,
+/// Date and Message-ID.
+fn build_message(
+    from: Mailbox,
+    to: &str,
+    subject: String,
+    body: String,
+) -> Result<Message, MailError> {
+    let to: Mailbox = to.parse().map_err(|source| MailError::InvalidRecipient {
+        to: to.to_owned(),
+        source,
+    })?;
     Message::builder()
         .from(from)
         .to(to)
@@ -162,24 +187,11 @@ fn render(
     mail: &SetupMail,
     sender_domain: &str,
 ) -> Result<(String, String), MailError> {
-    let (origin, text) = match &config.template_dir {
-        Some(dir) => {
-            let path = dir.join(format!("{}.txt", lang.as_str()));
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| MailError::TemplateRead {
-                    path: path.clone(),
-                    source,
-                })?;
-            (path.display().to_string(), text)
-        }
-        None => {
-            let text = match lang {
-                Language::Ja => TEMPLATE_JA,
-                Language::En => TEMPLATE_EN,
-            };
-            (format!("built-in {}.txt", lang.as_str()), text.to_owned())
-        }
+    let built_in = match lang {
+        Language::Ja => TEMPLATE_JA,
+        Language::En => TEMPLATE_EN,
     };
+    let (origin, text) = template(config, &format!("{}.txt", lang.as_str()), built_in, false)?;
     let user_id = mail.user_id.to_string();
     let expires_at = utc_minutes(mail.expires_at);
     let values: [(&str, &str); 6] = [
@@ -191,6 +203,71 @@ fn render(
         ("sender_domain", sender_domain),
     ];
     render_template(&origin, &text, &values)
+}
+
+/// The template `file`: from `[mail] template_dir` when set, else the
+/// built-in one; with `optional`, the built-in one also when the
+/// directory has no such file. Its origin for errors, and its text.
+fn template(
+    config: &MailConfig,
+    file: &str,
+    built_in: &str,
+    optional: bool,
+) -> Result<(String, String), MailError> {
+    if let Some(dir) = &config.template_dir {
+        let path = dir.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok((path.display().to_string(), text)),
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(MailError::TemplateRead { path, source }),
+        }
+    }
+    Ok((format!("built-in {file}"), built_in.to_owned()))
+}
+
+/// The rendered subject and body of a notice. Its template is
+/// `EVENT.LANG.txt`; `[mail] template_dir` may replace any of them.
+fn render_notice(config: &MailConfig, notice: &Notice) -> Result<(String, String), MailError> {
+    let lang = Language::parse(&notice.language).unwrap_or(config.language);
+    let event = notice.event();
+    let file = format!("{}.{}.txt", event.as_str(), lang.as_str());
+    let (origin, text) = template(config, &file, notice_template(event, lang), true)?;
+    let time = utc_minutes(notice.at);
+    let mut values: Vec<(&str, String)> = vec![
+        ("user", notice.user.clone()),
+        ("service_id", notice.service_id.clone()),
+        ("time", time),
+    ];
+    match &notice.what {
+        What::Activated | What::Replaced => {}
+        What::Locked { channel, until } => {
+            values.push(("channel", channel_words(channel, lang)));
+            values.push(("until", utc_minutes(*until)));
+        }
+        What::RecoveryUsed { channel, left } => {
+            values.push(("channel", channel_words(channel, lang)));
+            values.push(("left", left.to_string()));
+        }
+    }
+    let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    render_template(&origin, &text, &values)
+}
+
+/// How a notice names the channel a code came through (the audit trail's
+/// spelling); an unknown spelling is shown as it is.
+fn channel_words(channel: &str, lang: Language) -> String {
+    let words = match (channel, lang) {
+        ("pam", Language::Ja) => "サーバへのログイン（SSH、sudo など）",
+        ("pam", Language::En) => "a login to a server (SSH, sudo, ...)",
+        ("radius", Language::Ja) => "VPN・ネットワークへのログイン（RADIUS）",
+        ("radius", Language::En) => "a VPN or network login (RADIUS)",
+        ("http", Language::Ja) => "トークン設定ページ",
+        ("http", Language::En) => "the token setup page",
+        ("cli", Language::Ja) => "管理者のコマンド（otpctl）",
+        ("cli", Language::En) => "the administrator's command (otpctl)",
+        (other, _) => other,
+    };
+    words.to_owned()
 }
 
 /// Splits a template into its `Subject:` line and body and fills both.
@@ -259,9 +336,9 @@ fn fill(text: &str, values: &[(&str, &str)]) -> Result<String, (usize, String)> 
                 line,
                 format!(
                     "unknown placeholder {{{name}}}; known: {}",
-                    PLACEHOLDERS
+                    values
                         .iter()
-                        .map(|p| format!("{{{p}}}"))
+                        .map(|(p, _)| format!("{{{p}}}"))
                         .collect::<Vec<_>>()
                         .join(" ")
                 ),
@@ -520,7 +597,15 @@ mod tests {
         }
         let raw_ja = include_str!("../../conf/mail/ja.txt");
         let raw_en = include_str!("../../conf/mail/en.txt");
-        for placeholder in PLACEHOLDERS {
+        let placeholders = [
+            "user",
+            "service_id",
+            "user_id",
+            "setup_url",
+            "expires_at",
+            "sender_domain",
+        ];
+        for placeholder in placeholders {
             let p = format!("{{{placeholder}}}");
             assert!(raw_ja.contains(&p), "ja.txt lacks {p}");
             assert!(raw_en.contains(&p), "en.txt lacks {p}");
@@ -693,6 +778,161 @@ mod tests {
         let id = user_id();
         let err = send_setup_mail(&config, Language::En, &sample(&id)).expect_err("no command");
         assert!(err.to_string().contains("no-such-sendmail"), "{err}");
+    }
+
+    /// A notice of each event for taro, in `language`.
+    fn notices(language: &str) -> Vec<Notice> {
+        let what = [
+            What::Activated,
+            What::Replaced,
+            What::Locked {
+                channel: "pam".to_owned(),
+                until: 1_795_810_500, // 2026-11-27 20:15 UTC
+            },
+            What::RecoveryUsed {
+                channel: "radius".to_owned(),
+                left: 7,
+            },
+        ];
+        what.into_iter()
+            .map(|what| Notice {
+                what,
+                user: "taro".to_owned(),
+                email: "taro@phone.example.jp".to_owned(),
+                language: language.to_owned(),
+                service_id: "EXAMPLE".to_owned(),
+                at: 1_795_809_600, // 2026-11-27 20:00 UTC
+            })
+            .collect()
+    }
+
+    /// The longest run of ASCII digits in `text`.
+    fn longest_digit_run(text: &str) -> usize {
+        text.split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn every_notice_renders_in_both_languages_without_a_secret() {
+        let config = outbox_config(Path::new("/nonexistent"));
+        for (language, lang) in [("ja", Language::Ja), ("en", Language::En)] {
+            for notice in notices(language) {
+                let event = notice.event();
+                let (subject, body) = render_notice(&config, &notice).expect("renders");
+                let text = format!("{subject}\n{body}");
+                assert!(!text.contains(['{', '}']), "{event:?} {language}: {text}");
+                assert!(body.contains("taro") && body.contains("EXAMPLE"), "{text}");
+                assert!(body.contains("2026-11-27 20:00 UTC"), "{text}");
+                // Nothing to log in with and nothing to click: no code
+                // (six digits or more in a row), no link.
+                assert!(longest_digit_run(&text) < 6, "{event:?} {language}: {text}");
+                assert!(!text.contains("://") && !text.contains("www."), "{text}");
+                assert!(!text.contains("setup?"), "{text}");
+                // The same built-in template as its file, in its language.
+                let raw = notice_template(event, lang);
+                assert!(
+                    raw.starts_with(&format!("Subject: {}", &subject[..3])),
+                    "{raw}"
+                );
+                let japanese = text.chars().any(|c| ('\u{3040}'..='\u{30ff}').contains(&c));
+                assert_eq!(
+                    japanese,
+                    lang == Language::Ja,
+                    "{event:?} {language}: {text}"
+                );
+                match event {
+                    Event::Locked => {
+                        assert!(body.contains("2026-11-27 20:15 UTC"), "{text}");
+                        assert!(body.contains(&channel_words("pam", lang)), "{text}");
+                    }
+                    Event::RecoveryUsed => {
+                        assert!(body.contains('7'), "{text}");
+                        assert!(body.contains(&channel_words("radius", lang)), "{text}");
+                    }
+                    Event::Activated | Event::Replaced => {}
+                }
+            }
+        }
+        // No language recorded: the configured one.
+        let mut notice = notices("").remove(0);
+        let (english, _) = render_notice(&config, &notice).expect("renders");
+        assert!(english.is_ascii(), "{english}");
+        notice.language = "ja".to_owned();
+        let (japanese, _) = render_notice(&config, &notice).expect("renders");
+        assert!(!japanese.is_ascii(), "{japanese}");
+    }
+
+    #[test]
+    fn a_notice_template_may_name_only_what_its_event_has() {
+        let config = outbox_config(Path::new("/nonexistent"));
+        let values: Vec<(&str, &str)> = vec![("user", "taro"), ("time", "now")];
+        for name in ["code", "secret", "setup_url", "user_id", "password"] {
+            let text = format!("Subject: x\n\n{{{name}}}\n");
+            let err = render_template("t.txt", &text, &values).expect_err(name);
+            assert!(err.to_string().contains(&format!("{{{name}}}")), "{err}");
+        }
+        // {left} belongs to recovery_used, {until} to locked.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut config = MailConfig {
+            template_dir: Some(tmp.path().to_owned()),
+            ..config
+        };
+        std::fs::write(
+            tmp.path().join("activated.en.txt"),
+            "Subject: x\n\n{left}\n",
+        )
+        .expect("write");
+        let err = render_notice(&config, &notices("en").remove(0)).expect_err("unknown");
+        assert!(err.to_string().contains("activated.en.txt"), "{err}");
+        assert!(err.to_string().contains("{left}"), "{err}");
+        config.template_dir = None;
+        render_notice(&config, &notices("en").remove(0)).expect("built-in");
+    }
+
+    #[test]
+    fn a_notice_goes_to_the_token_address_in_its_language() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = outbox_config(tmp.path());
+        let notice = notices("ja").remove(3);
+        send_notice(&config, &notice).expect("sent");
+        let (headers, body) = parse_eml(&only_eml(&tmp.path().join("outbox")));
+        assert_eq!(header(&headers, "To"), "taro@phone.example.jp");
+        assert_eq!(
+            decode_words(header(&headers, "Subject")),
+            "【セキュリティ通知】リカバリーコードが使用されました"
+        );
+        assert!(body.contains("残りのリカバリーコード：7 個"), "{body}");
+        assert!(
+            body.contains("VPN・ネットワークへのログイン（RADIUS）"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn template_dir_replaces_a_notice_template_and_falls_back_without_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let templates = tmp.path().join("templates");
+        std::fs::create_dir(&templates).expect("mkdir");
+        std::fs::write(
+            templates.join("locked.en.txt"),
+            "Subject: Locked: {user}\n\n{service_id} locked at {time} via {channel} until {until}.\n",
+        )
+        .expect("write template");
+        let mut config = outbox_config(tmp.path());
+        config.template_dir = Some(templates);
+        let locked = notices("en").remove(2);
+        let (subject, body) = render_notice(&config, &locked).expect("renders");
+        assert_eq!(subject, "Locked: taro");
+        assert_eq!(
+            body,
+            "EXAMPLE locked at 2026-11-27 20:00 UTC via a login to a server (SSH, sudo, ...) \
+             until 2026-11-27 20:15 UTC.\n"
+        );
+        // No replaced.en.txt there: the built-in one.
+        let (subject, _) = render_notice(&config, &notices("en").remove(1)).expect("renders");
+        assert!(subject.contains("replaced"), "{subject}");
     }
 
     #[test]

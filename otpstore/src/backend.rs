@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use otpcore::hotp::{self, HotpParams};
+use otpcore::notice::{Notice, What};
 use otpcore::totp::{Algorithm, TokenParams};
 use otpcore::verify::{self, Attempt, Counters, Policy, Refusal, Verdict};
 use subtle::ConstantTimeEq;
@@ -37,6 +38,8 @@ pub(crate) trait Backend: Send + Sync {
         secret: &[u8],
         now: u64,
     ) -> Result<i64>;
+    /// Records imported tokens, all or none; the notices for the active
+    /// tokens they replaced.
     fn import_tokens(
         &self,
         keys: &Keys,
@@ -44,7 +47,7 @@ pub(crate) trait Backend: Send + Sync {
         service_id: &str,
         replace: bool,
         now: u64,
-    ) -> Result<()>;
+    ) -> Result<Vec<Notice>>;
     /// Loads hardware tokens `unassigned`, all or none; a serial number
     /// already stored refuses them all.
     fn import_hardware(
@@ -54,8 +57,15 @@ pub(crate) trait Backend: Send + Sync {
         service_id: &str,
         now: u64,
     ) -> Result<()>;
-    /// Gives the unassigned token `serial` to `user`, active; its ID.
-    fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<i64>;
+    /// Gives the unassigned token `serial` to `user`, active; its ID and
+    /// the notice for the active token it replaced, if any.
+    fn assign(
+        &self,
+        serial: &str,
+        user: &str,
+        replace: bool,
+        now: u64,
+    ) -> Result<(i64, Vec<Notice>)>;
     fn unassigned(&self) -> Result<Vec<Enrolment>>;
     fn set_power_safe(&self, power_safe: bool) -> Result<()>;
     fn withdraw(&self, id: i64) -> Result<bool>;
@@ -74,17 +84,25 @@ pub(crate) trait Backend: Send + Sync {
     fn sealed_secret(&self, id: i64) -> Result<Vec<u8>>;
     /// Makes an `activated` enrolment active with the confirmed `period`
     /// and first used `step`; the user's previous active token, if any, is
-    /// replaced in the same transaction. `false` if it was not `activated`.
-    fn mark_confirmed(&self, id: i64, period: u64, step: u64, now: u64) -> Result<bool>;
+    /// replaced in the same transaction. `None` if it was not `activated`;
+    /// otherwise the notices for the active token it replaced.
+    fn mark_confirmed(
+        &self,
+        id: i64,
+        period: u64,
+        step: u64,
+        now: u64,
+    ) -> Result<Option<Vec<Notice>>>;
     /// Verifies the requests in one transaction, each decision audited in
-    /// it; the outcomes in the order of `requests`.
+    /// it; the outcomes in the order of `requests`, and the notices of the
+    /// tokens they locked.
     fn verify_batch(
         &self,
         keys: &Keys,
         requests: &[VerifyRequest<'_>],
         now: u64,
         policy: &Policy,
-    ) -> Result<Vec<VerifyOutcome>>;
+    ) -> Result<(Vec<VerifyOutcome>, Vec<Notice>)>;
     fn unlock(&self, user: &str) -> Result<bool>;
     /// Records an open challenge by the digest of its State, and removes
     /// the expired ones.
@@ -125,7 +143,8 @@ pub(crate) trait Backend: Send + Sync {
     fn recovery_codes_left(&self, user: &str) -> Result<Option<u64>>;
     /// Verifies the recovery code `digits` of `request.user` in one
     /// transaction (the token read and locked, the code spent by a
-    /// conditional DELETE), the decision audited in it.
+    /// conditional DELETE), the decision audited in it; the notice of the
+    /// code's use or of the lock it caused, if any.
     fn verify_recovery(
         &self,
         keys: &Keys,
@@ -133,7 +152,7 @@ pub(crate) trait Backend: Send + Sync {
         digits: &str,
         now: u64,
         policy: &Policy,
-    ) -> Result<VerifyOutcome>;
+    ) -> Result<(VerifyOutcome, Option<Notice>)>;
     /// How many enrolments are in each state, by state name.
     fn token_states(&self) -> Result<Vec<(String, u64)>>;
     /// Deletes at most `limit` audit entries older than `before`; how many.
@@ -314,6 +333,53 @@ pub(crate) fn spent_by_same_secret(
         .max()
 }
 
+/// Where and how a token's owner is told about it: the address, language
+/// and service ID recorded at issue.
+#[derive(Debug, Clone)]
+pub(crate) struct Contact {
+    pub email: String,
+    pub language: String,
+    pub service_id: String,
+}
+
+impl Contact {
+    /// The notice of `what`, for `user` at `at`.
+    pub(crate) fn notice(&self, what: What, user: &str, at: u64) -> Notice {
+        Notice {
+            what,
+            user: user.to_owned(),
+            email: self.email.clone(),
+            language: self.language.clone(),
+            service_id: self.service_id.clone(),
+            at,
+        }
+    }
+}
+
+/// The notice that `after` locked the token when `before` had it
+/// unlocked at `now`, if it did: one per lock, never for a refusal while
+/// locked.
+pub(crate) fn lock_notice(
+    contact: &Contact,
+    request: &VerifyRequest<'_>,
+    before: &Counters,
+    after: &Counters,
+    now: u64,
+) -> Option<Notice> {
+    let locked = |c: &Counters| c.locked_until.is_some_and(|t| now < t);
+    let until = after.locked_until?;
+    (!locked(before) && locked(after)).then(|| {
+        contact.notice(
+            What::Locked {
+                channel: request.channel.as_str().to_owned(),
+                until,
+            },
+            request.user,
+            now,
+        )
+    })
+}
+
 /// A user's active token as read, locked, for verification.
 #[derive(Clone)]
 pub(crate) struct TokenRow {
@@ -333,6 +399,7 @@ pub(crate) struct TokenRow {
     /// The fingerprint of the last accepted code, the RADIUS client that
     /// sent it and when, for the renegotiation window.
     pub reauth: Option<(Vec<u8>, String, i64)>,
+    pub contact: Contact,
 }
 
 /// What a verification writes.
@@ -342,11 +409,13 @@ pub(crate) enum Plan {
     /// Accept if `step` is still later than the stored last step (one
     /// conditional UPDATE that also clears the failures); a replay if not.
     Advance { id: i64, step: u64 },
-    /// Refuse, storing the new failure counters.
+    /// Refuse, storing the new failure counters; `notice` when they lock
+    /// the token.
     Fail {
         id: i64,
         refusal: Refusal,
         counters: Counters,
+        notice: Option<Notice>,
     },
 }
 
@@ -428,11 +497,12 @@ pub(crate) fn plan_verification(
         Verdict::Accept { step } => Plan::Advance { id: row.id, step },
         Verdict::Reject {
             refusal,
-            update: Some(counters),
+            update: Some(update),
         } => Plan::Fail {
             id: row.id,
             refusal,
-            counters,
+            notice: lock_notice(&row.contact, request, &counters, &update, now),
+            counters: update,
         },
         Verdict::Reject {
             refusal,

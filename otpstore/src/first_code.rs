@@ -60,9 +60,11 @@ impl Store {
                 Confirmation::Adapted { period, step } => (period, step),
                 Confirmation::Wrong => return Ok(FirstCode::Wrong),
             };
-        if !self.db.mark_confirmed(enrolment.id, period, step, now)? {
+        let Some(replaced) = self.db.mark_confirmed(enrolment.id, period, step, now)? else {
             return Ok(FirstCode::NotActivated);
-        }
+        };
+        self.notify(replaced);
+        self.notify([Store::activated(enrolment, now)]);
         Ok(FirstCode::Active {
             period,
             adapted: period != enrolment.params.period,

@@ -20,6 +20,7 @@ mod copy;
 mod error;
 mod first_code;
 mod keyfile;
+mod notices;
 mod postgres;
 mod recovery;
 mod seal;
@@ -46,6 +47,7 @@ pub use config_file::load_config;
 pub use copy::{CopyReport, CopySide, Tally, TargetSpec};
 pub use error::{StoreError, VerifyError};
 pub use first_code::{FirstCode, FirstCodeChecked};
+pub use notices::NoticeSink;
 pub use postgres::url::UrlError;
 pub use recovery::RecoveryCode;
 
@@ -330,6 +332,7 @@ pub struct Store {
     db: Box<dyn Backend>,
     keys: Keys,
     key_path: std::path::PathBuf,
+    notices: notices::Notices,
 }
 
 /// A fresh random user ID (the one a setup link names).
@@ -432,7 +435,12 @@ impl Store {
         if !matches {
             return Err(StoreError::WrongKey(key_path));
         }
-        Ok(Store { db, keys, key_path })
+        Ok(Store {
+            db,
+            keys,
+            key_path,
+            notices: notices::Notices::default(),
+        })
     }
 
     /// The key file that seals this store's secrets.
@@ -472,8 +480,11 @@ impl Store {
         replace: bool,
         now: u64,
     ) -> Result<()> {
-        self.db
-            .import_tokens(&self.keys, tokens, service_id, replace, now)
+        let replaced = self
+            .db
+            .import_tokens(&self.keys, tokens, service_id, replace, now)?;
+        self.notify(replaced);
+        Ok(())
     }
 
     /// Loads hardware tokens by serial number, all or none in one
@@ -493,10 +504,14 @@ impl Store {
     /// user with a pending or active token is refused unless `replace`,
     /// which replaces them in the same transaction.
     pub fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<Enrolment> {
-        let id = self.db.assign(serial, user, replace, now)?;
-        self.db
+        let (id, replaced) = self.db.assign(serial, user, replace, now)?;
+        self.notify(replaced);
+        let token = self
+            .db
             .by_id(id)?
-            .ok_or(StoreError::Internal("an assigned token vanished"))
+            .ok_or(StoreError::Internal("an assigned token vanished"))?;
+        self.notify([Store::activated(&token, now)]);
+        Ok(token)
     }
 
     /// The loaded hardware tokens that nobody has yet, by serial number.
@@ -611,7 +626,9 @@ impl Store {
         now: u64,
         policy: &Policy,
     ) -> Result<Vec<VerifyOutcome>> {
-        self.db.verify_batch(&self.keys, requests, now, policy)
+        let (outcomes, locked) = self.db.verify_batch(&self.keys, requests, now, policy)?;
+        self.notify(locked);
+        Ok(outcomes)
     }
 
     /// Opens a RADIUS challenge for `user` through `client` until

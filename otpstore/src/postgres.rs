@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use otpcore::enrol::State;
+use otpcore::notice::{Notice, What};
 use otpcore::rules::UserId;
 use otpcore::totp::{Algorithm, TokenParams};
 use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
@@ -31,8 +32,8 @@ use zeroize::Zeroizing;
 
 use crate::backend::{
     advanced, assignable, audit_result, last_wrong_columns, plan_verification, reauth_after_accept,
-    refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow,
-    TokenRow,
+    refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Contact, Insert, Plan,
+    SpentRow, TokenRow,
 };
 use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError};
@@ -344,6 +345,28 @@ async fn lock_user(tx: &impl GenericClient, user: &str) -> Result<()> {
     Ok(())
 }
 
+/// Marks `user`'s active token replaced inside the caller's transaction
+/// (which holds the user's lock); the notice for it, if there was one.
+async fn replace_active(tx: &impl GenericClient, user: &str, now: u64) -> Result<Vec<Notice>> {
+    let rows = tx
+        .query(
+            "UPDATE enrolments SET state = 'replaced' WHERE username = $1 AND state = 'active' \
+             RETURNING email, language, service_id",
+            &[&user],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let contact = Contact {
+                email: r.try_get(0)?,
+                language: r.try_get(1)?,
+                service_id: r.try_get(2)?,
+            };
+            Ok(contact.notice(What::Replaced, user, now))
+        })
+        .collect()
+}
+
 /// The states of the user's pending and active enrolments.
 async fn current_states(tx: &impl GenericClient, user: &str) -> Result<Vec<String>> {
     let rows = tx
@@ -441,14 +464,15 @@ async fn verify_all(
     requests: &[VerifyRequest<'_>],
     now: u64,
     policy: &Policy,
-) -> Result<Vec<VerifyOutcome>> {
+) -> Result<(Vec<VerifyOutcome>, Vec<Notice>)> {
     let mut users: Vec<&str> = requests.iter().map(|r| r.user).collect();
     users.sort_unstable();
     users.dedup();
     let select = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, username, kind, reauth_fp, reauth_client, reauth_at FROM enrolments \
+             last_wrong, last_wrong_at, drift, username, kind, reauth_fp, reauth_client, reauth_at, \
+             email, language, service_id FROM enrolments \
              WHERE username = ANY($1) AND state = 'active' ORDER BY username FOR UPDATE",
         )
         .await?;
@@ -472,6 +496,11 @@ async fn verify_all(
                 (Some(fp), Some(client), Some(at)) => Some((fp, client, at)),
                 _ => None,
             },
+            contact: Contact {
+                email: r.try_get(17)?,
+                language: r.try_get(18)?,
+                service_id: r.try_get(19)?,
+            },
         };
         let read_step = row.last_step;
         tokens.insert(
@@ -484,6 +513,7 @@ async fn verify_all(
         );
     }
     let mut outcomes = Vec::with_capacity(requests.len());
+    let mut notices = Vec::new();
     for request in requests {
         let token = tokens.get_mut(request.user);
         let row = token.as_ref().map(|t| t.row.clone());
@@ -517,7 +547,10 @@ async fn verify_all(
             }
             (
                 Plan::Fail {
-                    refusal, counters, ..
+                    refusal,
+                    counters,
+                    notice,
+                    ..
                 },
                 Some(token),
             ) => {
@@ -525,6 +558,7 @@ async fn verify_all(
                     last_step: token.row.last_step.map(to_u64),
                     ..counters
                 });
+                notices.extend(notice);
                 VerifyOutcome::Reject(refusal)
             }
             (_, None) => return Err(StoreError::Internal("a verified token vanished")),
@@ -565,7 +599,7 @@ async fn verify_all(
         ],
     )
     .await?;
-    Ok(outcomes)
+    Ok((outcomes, notices))
 }
 
 /// A token of a batch: its row as decided so far, the last step it was
@@ -747,7 +781,7 @@ impl Backend for Postgres {
         service_id: &str,
         replace: bool,
         now: u64,
-    ) -> Result<()> {
+    ) -> Result<Vec<Notice>> {
         let mut users: Vec<&str> = tokens.iter().map(|t| t.user).collect();
         users.sort_unstable();
         users.dedup();
@@ -760,9 +794,11 @@ impl Backend for Postgres {
             for user in &users {
                 lock_user(&tx, user).await?;
             }
+            let mut replaced = Vec::new();
             for token in tokens {
                 refuse_existing(&current_states(&tx, token.user).await?, token.user, replace)?;
                 let spent = spent_by_same_secret(keys, &spent_rows(&tx, token.user).await?, token);
+                replaced.extend(replace_active(&tx, token.user, now).await?);
                 tx.execute(
                     "UPDATE enrolments SET state = 'replaced' \
                      WHERE username = $1 AND state IN ('issued', 'activated', 'active')",
@@ -773,7 +809,7 @@ impl Backend for Postgres {
                     .await?;
             }
             tx.commit().await?;
-            Ok(())
+            Ok(replaced)
         })
     }
 
@@ -806,7 +842,13 @@ impl Backend for Postgres {
         })
     }
 
-    fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<i64> {
+    fn assign(
+        &self,
+        serial: &str,
+        user: &str,
+        replace: bool,
+        now: u64,
+    ) -> Result<(i64, Vec<Notice>)> {
         self.run(async |c| {
             let tx = c.transaction().await?;
             lock_user(&tx, user).await?;
@@ -820,6 +862,7 @@ impl Backend for Postgres {
                 .transpose()?;
             let id = assignable(serial, token)?;
             refuse_existing(&current_states(&tx, user).await?, user, replace)?;
+            let replaced = replace_active(&tx, user, now).await?;
             tx.execute(
                 "UPDATE enrolments SET state = 'replaced' \
                  WHERE username = $1 AND state IN ('issued', 'activated', 'active')",
@@ -833,7 +876,7 @@ impl Backend for Postgres {
             )
             .await?;
             tx.commit().await?;
-            Ok(id)
+            Ok((id, replaced))
         })
     }
 
@@ -970,7 +1013,13 @@ impl Backend for Postgres {
         })
     }
 
-    fn mark_confirmed(&self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
+    fn mark_confirmed(
+        &self,
+        id: i64,
+        period: u64,
+        step: u64,
+        now: u64,
+    ) -> Result<Option<Vec<Notice>>> {
         self.run(async |c| {
             let tx = c.transaction().await?;
             let Some(row) = tx
@@ -980,15 +1029,11 @@ impl Backend for Postgres {
                 )
                 .await?
             else {
-                return Ok(false);
+                return Ok(None);
             };
             let user: String = row.try_get(0)?;
             lock_user(&tx, &user).await?;
-            tx.execute(
-                "UPDATE enrolments SET state = 'replaced' WHERE username = $1 AND state = 'active'",
-                &[&user],
-            )
-            .await?;
+            let replaced = replace_active(&tx, &user, now).await?;
             let changed = tx
                 .execute(
                     "UPDATE enrolments SET state = 'active', period = $2, last_step = $3, confirmed_at = $4 \
@@ -1000,10 +1045,10 @@ impl Backend for Postgres {
                 // Another node confirmed or replaced it meanwhile: keep the
                 // active token that was there.
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(None);
             }
             tx.commit().await?;
-            Ok(true)
+            Ok(Some(replaced))
         })
     }
 
@@ -1013,7 +1058,7 @@ impl Backend for Postgres {
         requests: &[VerifyRequest<'_>],
         now: u64,
         policy: &Policy,
-    ) -> Result<Vec<VerifyOutcome>> {
+    ) -> Result<(Vec<VerifyOutcome>, Vec<Notice>)> {
         self.run(async |c| {
             let tx = c.transaction().await?;
             let outcomes = verify_all(&tx, keys, requests, now, policy).await?;
@@ -1226,12 +1271,13 @@ impl Backend for Postgres {
         digits: &str,
         now: u64,
         policy: &Policy,
-    ) -> Result<VerifyOutcome> {
+    ) -> Result<(VerifyOutcome, Option<Notice>)> {
         self.run(async |c| {
             let tx = c.transaction().await?;
             let row = tx
                 .query_opt(
-                    "SELECT id, period, failures, locked_until, last_wrong, last_wrong_at \
+                    "SELECT id, period, failures, locked_until, last_wrong, last_wrong_at, \
+                     email, language, service_id \
                      FROM enrolments WHERE username = $1 AND state = 'active' FOR UPDATE",
                     &[&request.user],
                 )
@@ -1244,15 +1290,20 @@ impl Backend for Postgres {
                         locked_until: r.try_get(3)?,
                         last_wrong: r.try_get(4)?,
                         last_wrong_at: r.try_get(5)?,
+                        contact: Contact {
+                            email: r.try_get(6)?,
+                            language: r.try_get(7)?,
+                            service_id: r.try_get(8)?,
+                        },
                     })
                 })
                 .transpose()?;
-            let (outcome, left) = match row {
-                None => (VerifyOutcome::Reject(Refusal::NoToken), 0),
+            let (outcome, left, notice) = match row {
+                None => (VerifyOutcome::Reject(Refusal::NoToken), 0, None),
                 Some(row) => {
                     let attempt = RecoveryAttempt::new(keys, row, digits)?;
                     match attempt.refused_unseen(now, policy) {
-                        Some(refusal) => (VerifyOutcome::Reject(refusal), 0),
+                        Some(refusal) => (VerifyOutcome::Reject(refusal), 0, None),
                         None => {
                             let spent = tx
                                 .execute(
@@ -1282,7 +1333,9 @@ impl Backend for Postgres {
                                 )
                                 .await?
                                 .try_get(0)?;
-                            (outcome, to_u64(left))
+                            let left = to_u64(left);
+                            let notice = attempt.notice(request, &outcome, &counters, left, now);
+                            (outcome, left, notice)
                         }
                     }
                 }
@@ -1301,7 +1354,7 @@ impl Backend for Postgres {
             )
             .await?;
             tx.commit().await?;
-            Ok(outcome)
+            Ok((outcome, notice))
         })
     }
 

@@ -10,12 +10,13 @@
 
 use std::sync::Arc;
 
+use otpcore::notice::{Notice, What};
 use otpcore::verify::{Attempt, Counters, Policy, RecoveryVerdict, Refusal};
 use rand::rngs::OsRng;
 use rand::Rng;
 use zeroize::Zeroizing;
 
-use crate::backend::to_u64;
+use crate::backend::{lock_notice, to_u64, Contact};
 use crate::error::{Result, VerifyError};
 use crate::seal::Keys;
 use crate::{AuditResult, Store, VerifyOutcome, VerifyRequest};
@@ -55,6 +56,7 @@ pub(crate) struct RecoveryRow {
     pub locked_until: Option<i64>,
     pub last_wrong: Option<Vec<u8>>,
     pub last_wrong_at: Option<i64>,
+    pub contact: Contact,
 }
 
 /// A recovery code given for a token: the hash to spend and what its
@@ -65,6 +67,7 @@ pub(crate) struct RecoveryAttempt {
     counters: Counters,
     fingerprint: [u8; 16],
     period: u64,
+    contact: Contact,
 }
 
 impl RecoveryAttempt {
@@ -85,6 +88,7 @@ impl RecoveryAttempt {
                 drift: 0,
             },
             period: to_u64(row.period),
+            contact: row.contact,
         })
     }
 
@@ -118,6 +122,35 @@ impl RecoveryAttempt {
                 VerifyOutcome::Reject(refusal),
                 update.unwrap_or(self.counters),
             ),
+        }
+    }
+}
+
+impl RecoveryAttempt {
+    /// The notice of a settled attempt: the code's use, with `left` codes
+    /// remaining, when it was accepted; the lock, when its failure locked
+    /// the token (`counters` as stored after it).
+    pub(crate) fn notice(
+        &self,
+        request: &VerifyRequest<'_>,
+        outcome: &VerifyOutcome,
+        counters: &Counters,
+        left: u64,
+        now: u64,
+    ) -> Option<Notice> {
+        match outcome {
+            VerifyOutcome::Accept | VerifyOutcome::Reauth => Some(self.contact.notice(
+                What::RecoveryUsed {
+                    channel: request.channel.as_str().to_owned(),
+                    left,
+                },
+                request.user,
+                now,
+            )),
+            VerifyOutcome::Reject(_) => {
+                lock_notice(&self.contact, request, &self.counters, counters, now)
+            }
+            VerifyOutcome::Error(_) => None,
         }
     }
 }
@@ -217,10 +250,18 @@ impl Store {
             .iter()
             .zip(&shapes)
             .map(|(request, shape)| match shape {
-                Some(digits) => Ok(self
-                    .db
-                    .verify_recovery(&self.keys, request, digits, now, policy)
-                    .unwrap_or_else(|e| VerifyOutcome::Error(VerifyError::Store(Arc::new(e))))),
+                Some(digits) => {
+                    match self
+                        .db
+                        .verify_recovery(&self.keys, request, digits, now, policy)
+                    {
+                        Ok((outcome, notice)) => {
+                            self.notify(notice);
+                            Ok(outcome)
+                        }
+                        Err(e) => Ok(VerifyOutcome::Error(VerifyError::Store(Arc::new(e)))),
+                    }
+                }
                 None => plain_outcomes
                     .next()
                     .ok_or(crate::error::StoreError::Internal(

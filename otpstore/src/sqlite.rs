@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use otpcore::enrol::State;
+use otpcore::notice::{Notice, What};
 use otpcore::rules::UserId;
 use otpcore::totp::{Algorithm, TokenParams};
 use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
@@ -20,8 +21,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::backend::{
     advanced, assignable, audit_result, last_wrong_columns, plan_verification, reauth_after_accept,
-    refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Insert, Plan, SpentRow,
-    TokenRow,
+    refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Contact, Insert, Plan,
+    SpentRow, TokenRow,
 };
 use crate::copy::{
     column_list, CopyRead, CopyWrite, RawAudit, RawEnrolment, RawRecoveryCode, Tally, AUDIT_ROW,
@@ -250,12 +251,14 @@ impl Backend for Sqlite {
         service_id: &str,
         replace: bool,
         now: u64,
-    ) -> Result<()> {
+    ) -> Result<Vec<Notice>> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
+        let mut replaced = Vec::new();
         for token in tokens {
             refuse_existing(&current_states(&tx, token.user)?, token.user, replace)?;
             let spent = spent_by_same_secret(keys, &spent_rows(&tx, token.user)?, token);
+            replaced.extend(replace_active(&tx, token.user, now)?);
             tx.execute(
                 "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
                 params![token.user],
@@ -263,7 +266,7 @@ impl Backend for Sqlite {
             insert_enrolment(&tx, keys, &Insert::imported(token, service_id, spent, now))?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(replaced)
     }
 
     fn import_hardware(
@@ -290,7 +293,13 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn assign(&self, serial: &str, user: &str, replace: bool, now: u64) -> Result<i64> {
+    fn assign(
+        &self,
+        serial: &str,
+        user: &str,
+        replace: bool,
+        now: u64,
+    ) -> Result<(i64, Vec<Notice>)> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         let token: Option<(i64, String, String)> = tx
@@ -302,6 +311,7 @@ impl Backend for Sqlite {
             .optional()?;
         let id = assignable(serial, token)?;
         refuse_existing(&current_states(&tx, user)?, user, replace)?;
+        let replaced = replace_active(&tx, user, now)?;
         tx.execute(
             "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state IN ('issued', 'activated', 'active')",
             params![user],
@@ -311,7 +321,7 @@ impl Backend for Sqlite {
             params![id, user, to_i64(now)],
         )?;
         tx.commit()?;
-        Ok(id)
+        Ok((id, replaced))
     }
 
     fn unassigned(&self) -> Result<Vec<Enrolment>> {
@@ -434,8 +444,14 @@ impl Backend for Sqlite {
 
     /// Makes an `activated` enrolment active with the confirmed `period`
     /// and first used `step`; the user's previous active token, if any, is
-    /// replaced in the same transaction. `false` if it was not `activated`.
-    fn mark_confirmed(&self, id: i64, period: u64, step: u64, now: u64) -> Result<bool> {
+    /// replaced in the same transaction. `None` if it was not `activated`.
+    fn mark_confirmed(
+        &self,
+        id: i64,
+        period: u64,
+        step: u64,
+        now: u64,
+    ) -> Result<Option<Vec<Notice>>> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         let user: Option<String> = tx
@@ -446,19 +462,16 @@ impl Backend for Sqlite {
             )
             .optional()?;
         let Some(user) = user else {
-            return Ok(false);
+            return Ok(None);
         };
-        tx.execute(
-            "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state = 'active'",
-            params![user],
-        )?;
+        let replaced = replace_active(&tx, &user, now)?;
         let changed = tx.execute(
             "UPDATE enrolments SET state = 'active', period = ?2, last_step = ?3, confirmed_at = ?4 \
              WHERE id = ?1 AND state = 'activated'",
             params![id, to_i64(period), to_i64(step), to_i64(now)],
         )?;
         tx.commit()?;
-        Ok(changed == 1)
+        Ok((changed == 1).then_some(replaced))
     }
 
     fn verify_batch(
@@ -467,12 +480,14 @@ impl Backend for Sqlite {
         requests: &[VerifyRequest<'_>],
         now: u64,
         policy: &Policy,
-    ) -> Result<Vec<VerifyOutcome>> {
+    ) -> Result<(Vec<VerifyOutcome>, Vec<Notice>)> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         let mut outcomes = Vec::with_capacity(requests.len());
+        let mut notices = Vec::new();
         for request in requests {
-            let outcome = verify_one(&tx, keys, request, now, policy)?;
+            let (outcome, notice) = verify_one(&tx, keys, request, now, policy)?;
+            notices.extend(notice);
             let (result, reason) = audit_result(&outcome);
             tx.prepare_cached(
                 "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -481,7 +496,7 @@ impl Backend for Sqlite {
             outcomes.push(outcome);
         }
         tx.commit()?;
-        Ok(outcomes)
+        Ok((outcomes, notices))
     }
 
     fn open_challenge(
@@ -675,13 +690,13 @@ impl Backend for Sqlite {
         digits: &str,
         now: u64,
         policy: &Policy,
-    ) -> Result<VerifyOutcome> {
+    ) -> Result<(VerifyOutcome, Option<Notice>)> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn)?;
         let row = tx
             .prepare_cached(
-                "SELECT id, period, failures, locked_until, last_wrong, last_wrong_at \
-                 FROM enrolments WHERE user = ?1 AND state = 'active'",
+                "SELECT id, period, failures, locked_until, last_wrong, last_wrong_at, \
+                 email, language, service_id FROM enrolments WHERE user = ?1 AND state = 'active'",
             )?
             .query_row(params![request.user], |r| {
                 Ok(RecoveryRow {
@@ -691,15 +706,20 @@ impl Backend for Sqlite {
                     locked_until: r.get(3)?,
                     last_wrong: r.get(4)?,
                     last_wrong_at: r.get(5)?,
+                    contact: Contact {
+                        email: r.get(6)?,
+                        language: r.get(7)?,
+                        service_id: r.get(8)?,
+                    },
                 })
             })
             .optional()?;
-        let (outcome, left) = match row {
-            None => (VerifyOutcome::Reject(Refusal::NoToken), 0),
+        let (outcome, left, notice) = match row {
+            None => (VerifyOutcome::Reject(Refusal::NoToken), 0, None),
             Some(row) => {
                 let attempt = RecoveryAttempt::new(keys, row, digits)?;
                 match attempt.refused_unseen(now, policy) {
-                    Some(refusal) => (VerifyOutcome::Reject(refusal), 0),
+                    Some(refusal) => (VerifyOutcome::Reject(refusal), 0, None),
                     None => {
                         let spent = tx
                             .prepare_cached(
@@ -724,7 +744,9 @@ impl Backend for Sqlite {
                             params![attempt.id],
                             |r| r.get(0),
                         )?;
-                        (outcome, to_u64(left))
+                        let left = to_u64(left);
+                        let notice = attempt.notice(request, &outcome, &counters, left, now);
+                        (outcome, left, notice)
                     }
                 }
             }
@@ -742,7 +764,7 @@ impl Backend for Sqlite {
             reason
         ])?;
         tx.commit()?;
-        Ok(outcome)
+        Ok((outcome, notice))
     }
 
     fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
@@ -1106,12 +1128,12 @@ fn verify_one(
     request: &VerifyRequest<'_>,
     now: u64,
     policy: &Policy,
-) -> Result<VerifyOutcome> {
+) -> Result<(VerifyOutcome, Option<Notice>)> {
     let row = tx
         .prepare_cached(
             "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, kind, reauth_fp, reauth_client, reauth_at \
-             FROM enrolments WHERE user = ?1 AND state = 'active'",
+             last_wrong, last_wrong_at, drift, kind, reauth_fp, reauth_client, reauth_at, \
+             email, language, service_id FROM enrolments WHERE user = ?1 AND state = 'active'",
         )?
         .query_row(params![request.user], |r| {
             Ok(TokenRow {
@@ -1132,12 +1154,17 @@ fn verify_one(
                     (Some(fp), Some(client), Some(at)) => Some((fp, client, at)),
                     _ => None,
                 },
+                contact: Contact {
+                    email: r.get(16)?,
+                    language: r.get(17)?,
+                    service_id: r.get(18)?,
+                },
             })
         })
         .optional()?;
     let had_reauth = row.as_ref().is_some_and(|r| r.reauth.is_some());
     match plan_verification(keys, row, request, now, policy)? {
-        Plan::Answer(outcome) => Ok(outcome),
+        Plan::Answer(outcome) => Ok((outcome, None)),
         Plan::Advance { id, step } => {
             let won = tx
                 .prepare_cached(
@@ -1156,12 +1183,13 @@ fn verify_one(
                 )?
                 .execute(params![id, fp, client, at])?;
             }
-            Ok(advanced(won == 1))
+            Ok((advanced(won == 1), None))
         }
         Plan::Fail {
             id,
             refusal,
             counters,
+            notice,
         } => {
             let (last_wrong, last_wrong_at) = last_wrong_columns(&counters);
             tx.prepare_cached(
@@ -1174,9 +1202,29 @@ fn verify_one(
                 last_wrong,
                 last_wrong_at,
             ])?;
-            Ok(VerifyOutcome::Reject(refusal))
+            Ok((VerifyOutcome::Reject(refusal), notice))
         }
     }
+}
+
+/// Marks `user`'s active token replaced inside the caller's transaction;
+/// the notice for it, if there was one.
+fn replace_active(tx: &rusqlite::Transaction<'_>, user: &str, now: u64) -> Result<Vec<Notice>> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE enrolments SET state = 'replaced' WHERE user = ?1 AND state = 'active' \
+         RETURNING email, language, service_id",
+    )?;
+    let contacts = stmt.query_map(params![user], |r| {
+        Ok(Contact {
+            email: r.get(0)?,
+            language: r.get(1)?,
+            service_id: r.get(2)?,
+        })
+    })?;
+    let notices = contacts
+        .map(|c| Ok(c?.notice(What::Replaced, user, now)))
+        .collect();
+    notices
 }
 
 /// Brings the schema up to date, one immediate transaction per step, so

@@ -10,6 +10,7 @@ use super::*;
 
 mod copy;
 mod hotp;
+mod notices;
 mod recovery;
 
 const PARAMS: TokenParams = TokenParams {
@@ -187,11 +188,13 @@ fn enrolment_walks_issue_activate_confirm() {
     assert!(store
         .db
         .mark_confirmed(e.id, 30, 42, NOW + 20)
-        .expect("confirm"));
-    assert!(!store
+        .expect("confirm")
+        .is_some());
+    assert!(store
         .db
         .mark_confirmed(e.id, 30, 42, NOW + 21)
-        .expect("confirm twice"));
+        .expect("confirm twice")
+        .is_none());
     let active = store.active("alice").expect("query").expect("active");
     assert_eq!(active.params.period, 30);
     assert_eq!(active.last_step, Some(42));
@@ -345,7 +348,11 @@ fn activated(store: &Store, user: &str) -> (Enrolment, Zeroizing<Vec<u8>>) {
 /// An active token for `user`; returns its secret.
 fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
     let (e, secret) = activated(store, user);
-    assert!(store.db.mark_confirmed(e.id, 60, 0, NOW).expect("confirm"));
+    assert!(store
+        .db
+        .mark_confirmed(e.id, 60, 0, NOW)
+        .expect("confirm")
+        .is_some());
     secret
 }
 

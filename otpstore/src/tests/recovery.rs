@@ -277,7 +277,8 @@ fn codes_go_with_their_token() {
     assert!(store
         .db
         .mark_confirmed(new.id, 60, 0, NOW)
-        .expect("confirm"));
+        .expect("confirm")
+        .is_some());
     assert_eq!(left(&store, "bob"), Some(0));
     assert_eq!(stored_codes(&store), 0);
     assert_eq!(
