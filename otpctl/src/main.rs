@@ -5,11 +5,13 @@
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use otpcore::config::{Config, Language};
 use otpcore::enrol::State;
+use otpcore::notice::Notice;
 use otpcore::rules;
 use otpcore::time::rfc3339;
 use otpproto::clock::unix_now as now;
@@ -282,67 +284,104 @@ fn run(cli: Cli) -> Outcome {
     }
     let config = load_config(&cli)?;
     drop_privileges(&config.state_dir)?;
+    let mut store = Store::from_config(&config)?;
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mail) = &config.mail {
+        let kept = Arc::clone(&notices);
+        store.set_notices(
+            &mail.notify,
+            Box::new(move |n| kept.lock().unwrap_or_else(|e| e.into_inner()).push(n)),
+        );
+    }
     let ctx = Ctx {
-        store: Store::from_config(&config)?,
+        store,
         config,
         interactive: std::io::stdin().is_terminal(),
     };
-    match cli.command {
-        Command::Issue {
-            user,
-            email,
-            lang,
-            replace,
-            no_wait,
-            json,
-        } => ctx.issue(&user, email, lang, replace, no_wait, json),
-        Command::Confirm { user, json } => ctx.confirm(&user, json),
-        Command::Resend { user } => ctx.resend(&user),
-        Command::Show { user, json } => ctx.show(&user, json),
-        Command::List {
-            unassigned: false,
-            json,
-        } => ctx.list(json),
-        Command::List {
-            unassigned: true,
-            json,
-        } => ctx.list_unassigned(json),
-        Command::Unlock { user } => ctx.unlock(&user),
-        Command::Resync { user, code1, code2 } => ctx.resync(&user, &code1, &code2),
-        Command::Test { user } => ctx.test(&user),
-        Command::Revoke { user } => ctx.revoke(&user),
-        Command::RecoveryCodes { user, json } => ctx.recovery_codes(&user, json),
-        Command::Backup { path } => ctx.backup(&path),
-        Command::Import {
-            format,
-            psk_file,
-            replace,
-            user,
-            json,
-            paths,
-        } => ctx.import(
-            format,
-            replace,
-            user.as_deref(),
-            psk_file.as_deref(),
-            json,
-            &paths,
-        ),
-        Command::Assign {
-            user,
-            serial,
-            replace,
-        } => ctx.assign(&user, &serial, replace),
-        Command::Audit { user, since, json } => ctx.audit_trail(user.as_deref(), since, json),
-        Command::Store {
-            command:
-                StoreCommand::Copy {
-                    to,
-                    password_file,
-                    json,
-                },
-        } => ctx.store_copy(&to, password_file.as_deref(), json),
-        Command::Completions { .. } => Ok(()),
+    let outcome = ctx.command(cli.command);
+    let committed = std::mem::take(&mut *notices.lock().unwrap_or_else(|e| e.into_inner()));
+    send_notices(&ctx.config, &committed);
+    outcome
+}
+
+/// Sends the security notices of what the command changed, once it is
+/// committed; a notice that cannot be sent is a warning, and the command's
+/// outcome stands.
+fn send_notices(config: &Config, notices: &[Notice]) {
+    let Some(mail) = &config.mail else {
+        return;
+    };
+    for notice in notices {
+        if let Err(e) = otpmail::send_notice(mail, notice) {
+            eprintln!(
+                "otpctl: warning: cannot send the {} notice for {}: {e}",
+                notice.event().as_str(),
+                otpproto::logtext::escape(&notice.user, otpproto::logtext::MAX_CHARS)
+            );
+        }
+    }
+}
+
+impl Ctx {
+    /// Runs one command (any but `completions`).
+    fn command(&self, command: Command) -> Outcome {
+        match command {
+            Command::Issue {
+                user,
+                email,
+                lang,
+                replace,
+                no_wait,
+                json,
+            } => self.issue(&user, email, lang, replace, no_wait, json),
+            Command::Confirm { user, json } => self.confirm(&user, json),
+            Command::Resend { user } => self.resend(&user),
+            Command::Show { user, json } => self.show(&user, json),
+            Command::List {
+                unassigned: false,
+                json,
+            } => self.list(json),
+            Command::List {
+                unassigned: true,
+                json,
+            } => self.list_unassigned(json),
+            Command::Unlock { user } => self.unlock(&user),
+            Command::Resync { user, code1, code2 } => self.resync(&user, &code1, &code2),
+            Command::Test { user } => self.test(&user),
+            Command::Revoke { user } => self.revoke(&user),
+            Command::RecoveryCodes { user, json } => self.recovery_codes(&user, json),
+            Command::Backup { path } => self.backup(&path),
+            Command::Import {
+                format,
+                psk_file,
+                replace,
+                user,
+                json,
+                paths,
+            } => self.import(
+                format,
+                replace,
+                user.as_deref(),
+                psk_file.as_deref(),
+                json,
+                &paths,
+            ),
+            Command::Assign {
+                user,
+                serial,
+                replace,
+            } => self.assign(&user, &serial, replace),
+            Command::Audit { user, since, json } => self.audit_trail(user.as_deref(), since, json),
+            Command::Store {
+                command:
+                    StoreCommand::Copy {
+                        to,
+                        password_file,
+                        json,
+                    },
+            } => self.store_copy(&to, password_file.as_deref(), json),
+            Command::Completions { .. } => Ok(()),
+        }
     }
 }
 

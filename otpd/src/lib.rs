@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod notices;
 pub mod radius;
 pub mod retention;
 pub mod socket;
@@ -139,13 +140,21 @@ async fn serve(config: Config) -> ExitCode {
     .await
     .map_err(|e| e.to_string())
     .and_then(|opened| opened.map_err(|e| e.to_string()));
-    let store = match opened {
+    let mut store = match opened {
         Ok(s) => s,
         Err(e) => {
             eprintln!("otpd: cannot open the store: {e}");
             return ExitCode::FAILURE;
         }
     };
+    match notices::start(&config) {
+        Ok(Some((events, sink))) => store.set_notices(&events, sink),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("otpd: cannot start the notice thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let Listeners {
         http,
         socket,

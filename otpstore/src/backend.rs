@@ -415,7 +415,7 @@ pub(crate) enum Plan {
         id: i64,
         refusal: Refusal,
         counters: Counters,
-        notice: Option<Notice>,
+        notice: Option<Box<Notice>>,
     },
 }
 
@@ -501,7 +501,7 @@ pub(crate) fn plan_verification(
         } => Plan::Fail {
             id: row.id,
             refusal,
-            notice: lock_notice(&row.contact, request, &counters, &update, now),
+            notice: lock_notice(&row.contact, request, &counters, &update, now).map(Box::new),
             counters: update,
         },
         Verdict::Reject {

@@ -558,7 +558,7 @@ async fn verify_all(
                     last_step: token.row.last_step.map(to_u64),
                     ..counters
                 });
-                notices.extend(notice);
+                notices.extend(notice.map(|n| *n));
                 VerifyOutcome::Reject(refusal)
             }
             (_, None) => return Err(StoreError::Internal("a verified token vanished")),

@@ -1202,7 +1202,7 @@ fn verify_one(
                 last_wrong,
                 last_wrong_at,
             ])?;
-            Ok((VerifyOutcome::Reject(refusal), notice))
+            Ok((VerifyOutcome::Reject(refusal), notice.map(|n| *n)))
         }
     }
 }
@@ -1221,10 +1221,9 @@ fn replace_active(tx: &rusqlite::Transaction<'_>, user: &str, now: u64) -> Resul
             service_id: r.get(2)?,
         })
     })?;
-    let notices = contacts
+    contacts
         .map(|c| Ok(c?.notice(What::Replaced, user, now)))
-        .collect();
-    notices
+        .collect()
 }
 
 /// Brings the schema up to date, one immediate transaction per step, so
