@@ -196,6 +196,46 @@ impl TestEnv {
         token.secret
     }
 
+    /// Activates and confirms `issued` through the setup page's forms (as a
+    /// phone's browser posts them, in `lang`), the first code from oathtool;
+    /// returns the token's base32 secret.
+    pub fn enrol_through_page(&self, issued: &Issued, password: &str, lang: &str) -> String {
+        let form = format!(
+            "service_id={SERVICE_ID}&user_id={}&activation_password={password}&lang={lang}",
+            issued.user_id
+        );
+        let (status, page) = self.http_post_raw(
+            "/setup",
+            "application/x-www-form-urlencoded",
+            form.as_bytes(),
+        );
+        assert_eq!(status, 200, "the activation form: {page}");
+        let secret = page
+            .split_once("secret=")
+            .map(|(_, rest)| {
+                rest.split(['&', '"', '\''])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| panic!("no secret on the token page:\n{page}"));
+        wait_for_fresh_step(60);
+        let code = oathtool_code_at(&secret, 60, now_unix());
+        let form = format!(
+            "service_id={SERVICE_ID}&user_id={}&otp={code}&lang={lang}",
+            issued.user_id
+        );
+        let (status, page) = self.http_post_raw(
+            "/setup/confirm",
+            "application/x-www-form-urlencoded",
+            form.as_bytes(),
+        );
+        assert_eq!(status, 200, "the confirmation form: {page}");
+        assert_eq!(self.show(&issued.user)["state"], "active");
+        secret
+    }
+
     /// `otpctl test USER` with `code` on stdin: true when otpd accepted it
     /// (exit 0), false when it refused (exit 1); panics on anything else.
     pub fn otpctl_test(&self, user: &str, code: &str) -> bool {

@@ -317,6 +317,11 @@ smtp_timeout_seconds = 10
         }
     }
 
+    /// Stops the SMTP server; its port is free for another listener.
+    pub fn stop_smtp(&mut self) {
+        drop(self.smtp.take());
+    }
+
     /// Kills otpd with SIGKILL (no chance to clean up) and reaps it.
     pub fn kill_otpd_9(&mut self) {
         if let Some(mut otpd) = self.otpd.take() {

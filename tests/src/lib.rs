@@ -71,7 +71,9 @@ pub use daemon::{
 pub use enrol::{Issued, Token};
 pub use env::{free_port, write_private_file, EnvOptions, TestEnv, SERVICE_ID};
 pub use http::{http_request, HttpResponse};
-pub use mail::{read_maildir, Mail, SmtpServer};
+pub use mail::{
+    addressed_to, assert_notice_keeps_secrets, is_notice, read_maildir, Mail, SmtpServer,
+};
 pub use pam::{pam_module_path, pamtester, socket_exchange, PamService};
 pub use peers::{require_root_and_peers, require_tools, SYSTEM_PYTHON};
 pub use process::{

@@ -268,6 +268,77 @@ impl TestEnv {
     }
 }
 
+/// Whether `mail` is a security notice (by the subject of the shipped
+/// templates, Japanese or English), not a setup mail.
+pub fn is_notice(mail: &Mail) -> bool {
+    mail.subject.contains("Security notice") || mail.subject.contains("セキュリティ通知")
+}
+
+/// Whether `mail` went to `address` (its To header or the envelope).
+pub fn addressed_to(mail: &Mail, address: &str) -> bool {
+    [mail.header("To"), mail.header("X-RcptTo")]
+        .into_iter()
+        .flatten()
+        .any(|to| to.contains(address))
+}
+
+/// Panics if the notice `mail` could let anyone in or lead anywhere: a
+/// run of six digits or more (a code, a recovery code, a user ID), a link,
+/// or any of `secrets` (a base32 secret, also grouped or in lower case; an
+/// activation password, as a number of its own).
+pub fn assert_notice_keeps_secrets(mail: &Mail, secrets: &[&str]) {
+    for text in [mail.subject.as_str(), mail.body.as_str()] {
+        let longest = text
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            longest < 6,
+            "a notice shows a number of {longest} digits:\n{text}"
+        );
+        for link in ["http://", "https://", "otpauth:", "/setup"] {
+            assert!(!text.contains(link), "a notice holds {link:?}:\n{text}");
+        }
+        let squeezed: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect::<String>()
+            .to_ascii_uppercase();
+        for secret in secrets {
+            let secret = secret.to_ascii_uppercase();
+            let numeric = secret.bytes().all(|b| b.is_ascii_digit());
+            let shown = if numeric {
+                text.split(|c: char| !c.is_ascii_digit())
+                    .any(|n| n == secret)
+            } else {
+                squeezed.contains(secret.trim_end_matches('='))
+            };
+            assert!(!shown, "a notice holds a secret:\n{text}");
+        }
+    }
+}
+
+impl TestEnv {
+    /// The security notices stored so far, setup mails left out.
+    pub fn notices(&self) -> Vec<Mail> {
+        self.mails().into_iter().filter(is_notice).collect()
+    }
+
+    /// Waits (ten seconds at most) until `count` notices are stored; the
+    /// notices then.
+    pub fn wait_for_notices(&self, count: usize) -> Vec<Mail> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let notices = self.notices();
+            if notices.len() >= count || Instant::now() >= deadline {
+                return notices;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

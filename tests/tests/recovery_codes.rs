@@ -15,8 +15,9 @@ mod browser_support;
 use browser_support::Browser;
 use e2e::pamtester::{ended_with, AUTH_ERR, SUCCESS};
 use e2e::{
-    assert_success, describe, oathtool_code, require_root_and_peers, stdout, stdout_json,
-    wait_for_fresh_step, EnvOptions, PamService, TestEnv,
+    addressed_to, assert_notice_keeps_secrets, assert_success, describe, oathtool_code,
+    require_root_and_peers, stdout, stdout_json, wait_for_fresh_step, EnvOptions, Mail, PamService,
+    TestEnv,
 };
 use serde_json::{json, Value};
 
@@ -116,6 +117,36 @@ fn assert_nowhere(env: &TestEnv, codes: &[String]) {
     }
 }
 
+/// The security notices of the four recovery codes used first (two
+/// through PAM, one through RADIUS, one by `otpctl test` over otpd's
+/// socket): one each, to the token's address, in Japanese (the
+/// deployment's language at issue), each with the codes left then and
+/// the channel, none with a code.
+fn assert_recovery_notices(env: &TestEnv, codes: &[String]) {
+    let notices = env.wait_for_notices(5);
+    let used: Vec<&Mail> = notices
+        .iter()
+        .filter(|m| m.subject.contains("リカバリーコードが使用されました"))
+        .collect();
+    assert_eq!(used.len(), 4, "{notices:#?}");
+    let mut left: Vec<usize> = used
+        .iter()
+        .map(|m| {
+            assert!(addressed_to(m, "alice@example.jp"), "{m:#?}");
+            let shown: Vec<&str> = codes.iter().map(String::as_str).collect();
+            assert_notice_keeps_secrets(m, &shown);
+            (0..COUNT)
+                .find(|n| m.body.contains(&format!("残りのリカバリーコード：{n} 個")))
+                .unwrap_or_else(|| panic!("no count of codes left:\n{}", m.body))
+        })
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [COUNT - 4, COUNT - 3, COUNT - 2, COUNT - 1]);
+    let through = |words: &str| used.iter().filter(|m| m.body.contains(words)).count();
+    assert_eq!(through("（RADIUS）"), 1, "{used:#?}");
+    assert_eq!(through("SSH、sudo"), 3, "{used:#?}");
+}
+
 #[test]
 #[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn recovery_codes_work_once_through_pam_radius_and_otpctl_test() {
@@ -153,6 +184,7 @@ fn recovery_codes_work_once_through_pam_radius_and_otpctl_test() {
     assert!(env.otpctl_test("alice", &codes[3]));
     assert!(!env.otpctl_test("alice", &codes[3]));
     assert_eq!(env.show("alice")["recovery_codes_left"], COUNT - 4);
+    assert_recovery_notices(&env, &codes);
 
     // A new set: the old codes stop working, the new ones work.
     let output = env.otpctl(&["recovery-codes", "alice", "--json"], "");
