@@ -207,7 +207,7 @@ fn a_replaced_token_is_told_at_its_old_address_once_the_new_one_is_confirmed() {
         .collect();
     assert_eq!(replaced.len(), 1, "{old:#?}");
     assert!(
-        words(&replaced[0]).contains("stopped working at that moment"),
+        words(replaced[0]).contains("stopped working at that moment"),
         "{}",
         replaced[0].body
     );
