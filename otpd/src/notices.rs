@@ -56,3 +56,63 @@ pub fn start(config: &Config) -> std::io::Result<Option<(Vec<Event>, NoticeSink)
     });
     Ok(Some((events, sink)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use otpcore::config::{StartTls, Transport};
+    use otpcore::notice::What;
+
+    use super::*;
+
+    fn notice(n: u64) -> Notice {
+        Notice {
+            what: What::RecoveryUsed {
+                channel: "pam".to_owned(),
+                left: n,
+            },
+            user: "alice".to_owned(),
+            email: "alice@example.jp".to_owned(),
+            language: "en".to_owned(),
+            service_id: "OTPD".to_owned(),
+            at: 1_800_000_000,
+        }
+    }
+
+    #[test]
+    fn nothing_to_send_starts_nothing() {
+        let mut config = Config::embedded_defaults(Path::new("/nonexistent"));
+        if let Some(mail) = config.mail.as_mut() {
+            mail.notify = Vec::new();
+        }
+        assert!(start(&config).expect("start").is_none());
+        config.mail = None;
+        assert!(start(&config).expect("start").is_none());
+    }
+
+    /// A mail server that accepts connections and never answers holds the
+    /// sending thread for its timeout; the sink still returns at once,
+    /// whether it queues a notice or drops it.
+    #[test]
+    fn a_silent_mail_server_never_holds_up_the_sink() {
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut config = Config::embedded_defaults(Path::new("/nonexistent"));
+        let mail = config.mail.as_mut().expect("[mail]");
+        mail.transport = Transport::Smtp;
+        mail.smtp_host = "127.0.0.1".to_owned();
+        mail.smtp_port = silent.local_addr().expect("addr").port();
+        mail.starttls = StartTls::None;
+        mail.smtp_timeout_seconds = 30;
+        let (events, sink) = start(&config).expect("start").expect("a sink");
+        assert_eq!(events, Event::ALL.to_vec());
+        let began = Instant::now();
+        for n in 0..(3 * QUEUE as u64) {
+            sink(notice(n));
+        }
+        let took = began.elapsed();
+        assert!(took < Duration::from_secs(2), "the sink took {took:?}");
+    }
+}
