@@ -2,7 +2,6 @@
 //! and recording the activation password), confirms them with their first
 //! code, and shows what the store holds.
 
-
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -525,11 +524,10 @@ impl Ctx {
     }
 
     fn setup_url(&self, e: &Enrolment) -> Result<String, Refused> {
-        Ok(format!(
-            "{}/setup?sid={}&uid={}",
+        Ok(otpmail::setup_url(
             self.setup_url_base()?,
-            e.service_id,
-            e.user_id.as_str()
+            &e.service_id,
+            &e.user_id,
         ))
     }
 

@@ -44,26 +44,9 @@ impl SocketListener {
     /// Binds `[socket].path` with `[socket].mode`. A stale socket file is
     /// replaced; one that another process still answers on is an error.
     pub fn bind(config: &SocketConfig) -> Result<SocketListener, String> {
-        let path = &config.path;
-        let fail = |e: &dyn std::fmt::Display| format!("cannot listen on {}: {e}", path.display());
-        if let Ok(meta) = fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                return Err(fail(&"a file that is not a socket is in the way"));
-            }
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(fail(&"another otpd is serving it"));
-            }
-            fs::remove_file(path).map_err(|e| fail(&e))?;
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| fail(&e))?;
-        }
-        let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(&e))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(config.mode)).map_err(|e| fail(&e))?;
-        listener.set_nonblocking(true).map_err(|e| fail(&e))?;
         Ok(SocketListener {
-            listener,
-            path: path.clone(),
+            listener: bind_unix(&config.path, config.mode)?,
+            path: config.path.clone(),
         })
     }
 
@@ -99,6 +82,33 @@ impl SocketListener {
         let _ = fs::remove_file(&self.path);
         Ok(())
     }
+}
+
+/// Binds a Unix socket at `path` and gives it `mode`, for the PAM socket
+/// and the self-service socket. A stale socket file is replaced; one that
+/// another process still answers on is an error, and so is a file that is
+/// not a socket.
+pub(crate) fn bind_unix(
+    path: &Path,
+    mode: u32,
+) -> Result<std::os::unix::net::UnixListener, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot listen on {}: {e}", path.display());
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(fail(&"a file that is not a socket is in the way"));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(fail(&"another otpd is serving it"));
+        }
+        fs::remove_file(path).map_err(|e| fail(&e))?;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| fail(&e))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(&e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| fail(&e))?;
+    listener.set_nonblocking(true).map_err(|e| fail(&e))?;
+    Ok(listener)
 }
 
 /// Who may ask: `[socket].allowed_uids`, members of `allowed_groups`, and
@@ -269,14 +279,15 @@ impl Connection {
     }
 }
 
-enum LineRead {
+pub(crate) enum LineRead {
     Line,
     TooLong,
     Closed,
 }
 
-/// Reads up to and including `\n`, never buffering more than [`MAX_LINE`].
-async fn read_line<R: AsyncBufReadExt + Unpin>(
+/// Reads up to and including `\n`, never buffering more than [`MAX_LINE`]
+/// (the self-service protocol's bound is the same).
+pub(crate) async fn read_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
 ) -> std::io::Result<LineRead> {
@@ -304,7 +315,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     }
 }
 
-async fn write_line<W: AsyncWriteExt + Unpin>(
+pub(crate) async fn write_line<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
     answer: &impl Serialize,
 ) -> std::io::Result<()> {
