@@ -2598,5 +2598,19 @@ mod tests {
             message.contains("line 4: [self_service] needs [mail] and [http]"),
             "{message}"
         );
+        // The commented example of conf/otpd.toml, uncommented.
+        let start = line_of(SHIPPED_EXAMPLE, "# [self_service]") - 1;
+        let block: Vec<&str> = SHIPPED_EXAMPLE
+            .lines()
+            .skip(start)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .collect();
+        let c = parse(&format!("{SHIPPED_EXAMPLE}\n{}\n", block.join("\n")))
+            .expect("the commented example loads");
+        assert_eq!(
+            c.self_service.map(|s| s.socket),
+            Some(PathBuf::from("/run/otpd/self.sock"))
+        );
     }
 }

@@ -212,9 +212,11 @@ impl Client<'_> {
                     println!("Your token is active.");
                     return Ok(());
                 }
-                other => return Err(Refused(format!(
+                other => {
+                    return Err(Refused(format!(
                     "the setup can no longer be unlocked (it is {other}); run `otpctl enrol` again"
-                ))),
+                )))
+                }
             }
         }
         println!("The phone has the token.");

@@ -21,7 +21,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,14 +34,12 @@ use otpproto::selfservice::{
 };
 use otpstore::{Channel, NewEnrolment, RecoveryCode, VerifyOutcome};
 use tokio::io::{AsyncWrite, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
-use crate::accept::accept_bounded;
 use crate::daemon::{unix_now, Daemon, Decision, Shutdown};
 use crate::enrolment::{self, with_store, Attempt, Confirmed, PasswordChecks};
-use crate::socket::{bind_unix, read_line, write_line, LineRead};
+use crate::socket::{bind_unix, read_line, serve_unix, write_line, LineRead};
 use crate::verifier::Verifier;
 
 /// Any local user may connect; who may enrol is decided per peer.
@@ -94,21 +91,10 @@ impl SelfServiceListener {
         verifier: Verifier,
         shutdown: Shutdown,
     ) -> std::io::Result<()> {
-        let listener = UnixListener::from_std(self.listener)?;
         let service = Arc::new(Service::new(daemon, verifier));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let stop = pin!(shutdown.clone().wait());
-        accept_bounded("self-service", &listener, &slots, stop, |stream, slot| {
-            let service = Arc::clone(&service);
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                service.serve(stream, shutdown).await;
-                drop(slot);
-            });
-        })
-        .await;
-        let _ = std::fs::remove_file(&self.path);
-        Ok(())
+        let serve = move |stream, shutdown| Arc::clone(&service).serve(stream, shutdown);
+        let bound = (self.listener, self.path.as_path());
+        serve_unix("self-service", bound, MAX_CONNECTIONS, shutdown, serve).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! before anything is answered.
 
 use std::fs;
+use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -62,26 +63,48 @@ impl SocketListener {
         verifier: Verifier,
         shutdown: Shutdown,
     ) -> std::io::Result<()> {
-        let listener = UnixListener::from_std(self.listener)?;
         let access = Arc::new(Access::from_daemon(&daemon));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let stop = pin!(shutdown.clone().wait());
-        accept_bounded("socket", &listener, &slots, stop, |stream, slot| {
+        let serve = move |stream, shutdown| {
             let connection = Connection {
                 daemon: Arc::clone(&daemon),
                 verifier: verifier.clone(),
                 access: Arc::clone(&access),
             };
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                connection.serve(stream, shutdown).await;
-                drop(slot);
-            });
-        })
-        .await;
-        let _ = fs::remove_file(&self.path);
-        Ok(())
+            connection.serve(stream, shutdown)
+        };
+        let bound = (self.listener, self.path.as_path());
+        serve_unix("socket", bound, MAX_CONNECTIONS, shutdown, serve).await
     }
+}
+
+/// Serves the bound Unix socket `listener` at `path` until `shutdown`,
+/// for the PAM socket and the self-service socket: at most `max`
+/// connections at once, each handed to `serve` with the stop signal; then
+/// removes the socket file. `what` names the listener in the log.
+pub(crate) async fn serve_unix<F, C>(
+    what: &str,
+    (listener, path): (std::os::unix::net::UnixListener, &Path),
+    max: usize,
+    shutdown: Shutdown,
+    serve: F,
+) -> std::io::Result<()>
+where
+    F: Fn(UnixStream, Shutdown) -> C,
+    C: Future<Output = ()> + Send + 'static,
+{
+    let listener = UnixListener::from_std(listener)?;
+    let slots = Arc::new(Semaphore::new(max));
+    let stop = pin!(shutdown.clone().wait());
+    accept_bounded(what, &listener, &slots, stop, |stream, slot| {
+        let connection = serve(stream, shutdown.clone());
+        tokio::spawn(async move {
+            connection.await;
+            drop(slot);
+        });
+    })
+    .await;
+    let _ = fs::remove_file(path);
+    Ok(())
 }
 
 /// Binds a Unix socket at `path` and gives it `mode`, for the PAM socket
@@ -327,6 +350,7 @@ pub(crate) async fn write_line<W: AsyncWriteExt + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::exchange;
     use otpcore::config::Config;
     use otpstore::Store;
     use serde_json::{json, Value};
@@ -361,24 +385,6 @@ mod tests {
 
     pub(super) fn own_uid() -> u32 {
         Uid::current().as_raw()
-    }
-
-    /// Sends raw bytes, returns every answer line until the server closes
-    /// or `lines` answers came.
-    async fn exchange(path: &Path, bytes: &[u8], lines: usize) -> Vec<Value> {
-        let stream = UnixStream::connect(path).await.expect("connect");
-        let (reader, mut writer) = stream.into_split();
-        writer.write_all(bytes).await.expect("write");
-        let mut reader = BufReader::new(reader);
-        let mut answers = Vec::new();
-        while answers.len() < lines {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await.expect("read") == 0 {
-                break;
-            }
-            answers.push(serde_json::from_str(&line).expect("JSON answer"));
-        }
-        answers
     }
 
     #[tokio::test]

@@ -149,6 +149,17 @@ fn activate_and_confirm(env: &TestEnv, user: &TestUser, issued: &Issued) -> (Str
     (token.secret, codes)
 }
 
+/// The first token of `user` (mail `USER@example.jp`): enrolled without a
+/// terminal, its setup mail checked, activated and confirmed. The
+/// enrolment, the secret and the recovery codes.
+fn first_token(env: &TestEnv, user: &TestUser) -> (Issued, String, Vec<String>) {
+    let email = format!("{}@example.jp", user.name);
+    let issued = enrol_issued(env, user, &email, &[]);
+    env.setup_mail(&issued);
+    let (secret, recovery) = activate_and_confirm(env, user, &issued);
+    (issued, secret, recovery)
+}
+
 /// A PAM service with pam_otp asking otpd's PAM socket.
 fn pam(env: &TestEnv) -> PamService {
     PamService::new(&format!("socket={}", env.socket_path().display()), &[])
@@ -181,10 +192,7 @@ fn a_user_enrols_without_a_terminal_and_logs_in() {
     require_login_peers();
     let user = TestUser::create();
     let env = env_with("");
-    let email = format!("{}@example.jp", user.name);
-    let issued = enrol_issued(&env, &user, &email, &[]);
-    env.setup_mail(&issued);
-    let (secret, recovery) = activate_and_confirm(&env, &user, &issued);
+    let (_, secret, recovery) = first_token(&env, &user);
     assert_eq!(env.show(&user.name)["state"], "active");
 
     let pam = pam(&env);
@@ -400,13 +408,11 @@ fn replacing_an_active_token_needs_a_current_code_or_a_recovery_code() {
     require_login_peers();
     let user = TestUser::create();
     let env = env_with("");
-    let email = format!("{}@example.jp", user.name);
-    let issued = enrol_issued(&env, &user, &email, &[]);
-    let (first_secret, recovery) = activate_and_confirm(&env, &user, &issued);
-    let first_user_id = issued.user_id;
+    let (issued, first_secret, recovery) = first_token(&env, &user);
+    let (email, first_user_id) = (issued.email, issued.user_id);
     let pam = pam(&env);
     let mut first = Phone::new(&first_secret);
-    let mails = env.wait_for_mails(1).len();
+    let mails = env.mails().len();
 
     // Without a code: refused, nothing changes.
     let output = enrol_as(

@@ -1,8 +1,8 @@
 use super::*;
+use crate::testing::exchange;
 use otpcore::config::Config;
 use otpstore::Store;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use serde_json::json;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -43,24 +43,6 @@ fn me() -> String {
         .flatten()
         .map(|u| u.name)
         .expect("a passwd entry for the test user")
-}
-
-/// Sends raw bytes, returns every answer line until the server closes or
-/// `lines` answers came.
-async fn exchange(path: &Path, bytes: &[u8], lines: usize) -> Vec<Value> {
-    let stream = UnixStream::connect(path).await.expect("connect");
-    let (reader, mut writer) = stream.into_split();
-    writer.write_all(bytes).await.expect("write");
-    let mut reader = BufReader::new(reader);
-    let mut answers = Vec::new();
-    while answers.len() < lines {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.expect("read") == 0 {
-            break;
-        }
-        answers.push(serde_json::from_str(&line).expect("JSON answer"));
-    }
-    answers
 }
 
 fn enrol_line(extra: &str) -> String {
