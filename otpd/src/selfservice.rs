@@ -221,14 +221,8 @@ impl Service {
     }
 
     fn deny(&self, peer: &Peer, why: &str) -> Answer {
-        self.daemon.log(&Decision {
-            channel: Channel::SelfService,
-            peer: &peer.label,
-            user: "-",
-            ok: false,
-            reason: &format!("self-service: permission denied: {why}"),
-            time: unix_now(),
-        });
+        let reason = format!("self-service: permission denied: {why}");
+        self.daemon.log(&decision("-", &peer.label, false, &reason));
         Answer::error(
             ErrorCode::PermissionDenied,
             format!("permission denied: {why}"),
@@ -237,14 +231,7 @@ impl Service {
 
     /// Records a decision about `user` in the audit trail and the logs.
     fn record(&self, user: &str, peer: &Peer, ok: bool, reason: &str) {
-        self.daemon.record(&Decision {
-            channel: Channel::SelfService,
-            peer: &peer.label,
-            user,
-            ok,
-            reason,
-            time: unix_now(),
-        });
+        self.daemon.record(&decision(user, &peer.label, ok, reason));
     }
 
     /// Answers one request line of `user`.
@@ -464,6 +451,18 @@ impl Service {
     }
 }
 
+/// A decision about `user` on this channel, made now.
+fn decision<'a>(user: &'a str, peer: &'a str, ok: bool, reason: &'a str) -> Decision<'a> {
+    Decision {
+        channel: Channel::SelfService,
+        peer,
+        user,
+        ok,
+        reason,
+        time: unix_now(),
+    }
+}
+
 fn internal() -> Answer {
     Answer::error(ErrorCode::Internal, "internal error; see the otpd log")
 }
@@ -527,16 +526,7 @@ fn issue_and_mail(
         log::error!("self-service: the configuration has no [mail] or [http] section");
         return internal();
     };
-    let record = |ok: bool, reason: &str| {
-        daemon.record(&Decision {
-            channel: Channel::SelfService,
-            peer: label,
-            user,
-            ok,
-            reason,
-            time: unix_now(),
-        });
-    };
+
     let now = unix_now();
     let new = NewEnrolment {
         user,
@@ -552,7 +542,7 @@ fn issue_and_mail(
         Ok(e) => e,
         Err(err) => {
             log::error!("self-service: cannot issue a token to {user}: {err}");
-            record(false, "enrol failed: store error");
+            daemon.record_undecided(&decision(user, label, false, "enrol failed: store error"));
             return internal();
         }
     };
@@ -570,16 +560,15 @@ fn issue_and_mail(
             log::error!("self-service: cannot withdraw the unsent enrolment of {user}: {store}");
         }
         log::warn!("self-service: setup mail for {user} not sent: {err}");
-        record(false, "setup mail not sent; enrolment withdrawn");
+        let reason = "setup mail not sent; enrolment withdrawn";
+        daemon.record_undecided(&decision(user, label, false, reason));
         return Answer::error(
             ErrorCode::MailFailed,
             format!("cannot send the setup mail: {err}\nnothing was issued"),
         );
     }
-    record(
-        true,
-        &format!("issued user ID {}; setup mail sent", e.user_id.as_str()),
-    );
+    let reason = format!("issued user ID {}; setup mail sent", e.user_id.as_str());
+    daemon.record(&decision(user, label, true, &reason));
     Answer::Issued(Issued {
         user: user.to_owned(),
         email: e.email,

@@ -222,10 +222,16 @@ fn a_user_enrols_without_a_terminal_and_logs_in() {
         .contains(&format!("uid={}", user.uid))));
 }
 
-/// Runs tests/expect/enrol.exp as `user`; the phone activates once the
-/// setup mail is there and hands the first code over. Exit status and the
-/// transcript.
-fn enrol_on_a_terminal(env: &TestEnv, user: &TestUser, email: &str) -> (i32, String, String) {
+/// Runs tests/expect/enrol.exp as `user`, typing `current` when asked for
+/// a code of the active token; the phone activates once the setup mail is
+/// there and hands the first code over. Exit status, the transcript and
+/// the new token's secret.
+fn enrol_on_a_terminal(
+    env: &TestEnv,
+    user: &TestUser,
+    email: &str,
+    current: Option<&str>,
+) -> (i32, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("expect/enrol.exp");
     let transcript = env.root().join(format!("{}.transcript", user.name));
     let code_file = env.root().join("first-code");
@@ -236,13 +242,15 @@ fn enrol_on_a_terminal(env: &TestEnv, user: &TestUser, email: &str) -> (i32, Str
         .arg(env.self_socket_path())
         .args([&user.name, email, PASSWORD])
         .arg(&code_file)
+        .arg(current.unwrap_or("-"))
         .env("TRANSCRIPT", &transcript)
         .stdout(Stdio::null())
         .spawn()
         .expect("expect(1) runs (Debian package expect)");
     // The phone: the setup mail, the page, the app's code.
+    let mails = env.mails().len();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while env.mails().is_empty() {
+    while env.mails().len() == mails {
         if let Some(status) = dialogue.try_wait().expect("try_wait") {
             panic!(
                 "the dialogue ended ({status}) before a mail came:\n{}",
@@ -252,11 +260,11 @@ fn enrol_on_a_terminal(env: &TestEnv, user: &TestUser, email: &str) -> (i32, Str
         assert!(Instant::now() < deadline, "no setup mail within 60 s");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let user_id = env.show(&user.name)["user_id"]
-        .as_str()
-        .expect("user_id")
-        .to_owned();
-    let token = env.activate_ok(&user_id, PASSWORD);
+    let user_id = env.sqlite(&format!(
+        "SELECT user_id FROM enrolments WHERE user = '{}' AND state = 'issued'",
+        user.name
+    ));
+    let token = env.activate_ok(user_id.trim(), PASSWORD);
     wait_for_fresh_step(60);
     let previous = oathtool_code_at(&token.secret, 60, now_unix().saturating_sub(60));
     let staged = code_file.with_extension("tmp");
@@ -287,7 +295,7 @@ fn a_user_enrols_on_a_terminal_and_logs_in_with_ssh() {
     let user = TestUser::create();
     let env = env_with("");
     let email = format!("{}@example.jp", user.name);
-    let (code, text, secret) = enrol_on_a_terminal(&env, &user, &email);
+    let (code, text, secret) = enrol_on_a_terminal(&env, &user, &email, None);
     assert_eq!(code, 0, "{text}\n{}", env.otpd_log());
     let user_id = env.show(&user.name)["user_id"]
         .as_str()
@@ -566,4 +574,69 @@ print("closed after %d s with %r" % (time.time() - start, closed), flush=True)
     let answers = raw_as(&user, &socket, b"{\"op\":\"status\"}\n", 1);
     assert_eq!(answers[0]["state"], "none", "{answers:?}");
     assert_eq!(env.socket_request(&json!({"op": "status"}))["result"], "ok");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn a_setup_mail_that_cannot_be_sent_leaves_nothing() {
+    require_root_and_peers();
+    require_login_peers();
+    let user = TestUser::create();
+    let env = TestEnv::start_with(EnvOptions {
+        smtp: false,
+        self_service: Some(String::new()),
+        ..EnvOptions::default()
+    });
+    let output = enrol_as(
+        &env,
+        &user,
+        &["--email", "nomail@example.jp", "--no-wait"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let said = stderr(&output);
+    assert!(
+        said.contains("cannot send the setup mail") && said.contains("nothing was issued"),
+        "{said}"
+    );
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert!(
+        env.list().is_empty(),
+        "an enrolment was left: {:?}",
+        env.list()
+    );
+    let entries = self_entries(&env, &user.name);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["result"] == "error"
+                && e["reason"] == "setup mail not sent; enrolment withdrawn"),
+        "{entries:#?}"
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
+fn on_a_terminal_a_replacement_asks_for_the_current_code_without_echo() {
+    require_root_and_peers();
+    require_login_peers();
+    let user = TestUser::create();
+    let env = env_with("");
+    let (issued, first_secret, _) = first_token(&env, &user);
+    let current = Phone::new(&first_secret).next_code();
+    let (code, text, _) = enrol_on_a_terminal(&env, &user, &issued.email, Some(&current));
+    assert_eq!(code, 0, "{text}\n{}", env.otpd_log());
+    assert!(text.contains("You have an active token"), "{text}");
+    assert!(
+        !text.contains(&current),
+        "the current code was echoed:\n{text}"
+    );
+    assert!(text.contains("Your token is active."), "{text}");
+    let show = env.show(&user.name);
+    assert_eq!(show["state"], "active");
+    assert_ne!(
+        show["user_id"],
+        issued.user_id.as_str(),
+        "the token was not replaced"
+    );
 }
