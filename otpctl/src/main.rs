@@ -166,9 +166,10 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-    /// Set up a token for yourself, as the user you are logged in as,
-    /// through otpd's self-service socket (reads no configuration file).
-    /// Asks like `issue`: the phone's mail address twice, the activation
+    /// Set up a token for yourself through otpd's self-service socket (any
+    /// user; reads no configuration file).
+    ///
+    /// The token is for the user you are logged in as. Asks like `issue`: the phone's mail address twice, the activation
     /// password twice; then waits for the phone and asks for the first code,
     /// and prints your recovery codes. Without a terminal, --email is
     /// required and the activation password is the first line of stdin. A
