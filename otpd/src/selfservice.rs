@@ -184,7 +184,7 @@ impl Service {
         let groups = self.groups.clone();
         let user = tokio::task::spawn_blocking(move || login_name(uid, &groups))
             .await
-            .unwrap_or(Err("its user could not be looked up"));
+            .unwrap_or(Err("your user could not be looked up"));
         let peer = Peer {
             uid,
             label: format!("uid={uid} pid={pid}"),
