@@ -58,6 +58,21 @@ pub struct Config {
     pub store: StoreConfig,
     /// The Prometheus metrics and health listener; none when absent.
     pub metrics: Option<MetricsConfig>,
+    /// The socket on which local users enrol themselves; none when absent.
+    pub self_service: Option<SelfServiceConfig>,
+}
+
+/// `[self_service]`: the Unix socket on which any local user (or the
+/// members of `allowed_groups`) asks for a token for themselves with
+/// `otpctl enrol`. The user is the one the peer runs as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfServiceConfig {
+    pub socket: PathBuf,
+    /// Groups (by name, primary or supplementary) whose members may enrol;
+    /// empty: every local user.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
 }
 
 /// `[metrics]`: `/metrics` (Prometheus text format) and `/healthz`.
@@ -1310,7 +1325,40 @@ impl Config {
                 ));
             }
         }
+        if let Some(own) = &config.self_service {
+            config.check_self_service(own, text).map_err(err)?;
+        }
         Ok(config)
+    }
+
+    /// `[self_service]` sends setup mails that link to the setup page, so
+    /// it needs `[mail]` and `[http]`; its socket is not the PAM socket.
+    fn check_self_service(&self, own: &SelfServiceConfig, text: &str) -> Result<(), String> {
+        let line = table_line(text, "self_service");
+        if self.mail.is_none() || self.http.is_none() {
+            return Err(format!(
+                "line {line}: [self_service] needs [mail] and [http]: it mails setup links to the setup page"
+            ));
+        }
+        if own.socket.as_os_str().is_empty() || own.socket.is_relative() {
+            return Err(format!(
+                "line {}: self_service.socket: must be an absolute path",
+                key_line(text, "self_service", "socket")
+            ));
+        }
+        if self.socket.as_ref().is_some_and(|s| s.path == own.socket) {
+            return Err(format!(
+                "line {}: self_service.socket: must not be the path of [socket]",
+                key_line(text, "self_service", "socket")
+            ));
+        }
+        if own.allowed_groups.iter().any(|g| g.trim().is_empty()) {
+            return Err(format!(
+                "line {}: self_service.allowed_groups: a group name must not be empty",
+                key_line(text, "self_service", "allowed_groups")
+            ));
+        }
+        Ok(())
     }
 
     /// The embedded defaults: state, socket and outbox under `base`, the
@@ -1356,6 +1404,7 @@ impl Config {
                 notify: default_notify(),
             }),
             metrics: None,
+            self_service: None,
         }
     }
 }
@@ -2559,5 +2608,68 @@ mod tests {
                 _ => assert!(!radius.challenge && radius.reauth_seconds_of(0) == 0),
             }
         }
+    }
+
+    #[test]
+    fn self_service_is_read_and_checked() {
+        let base = "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n";
+        let listeners = "[socket]\npath = \"/run/otpd/otpd.sock\"\n\
+                         [http]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://o.example\"\n\
+                         [mail]\nfrom = \"a@b.example\"\ntransport = \"sendmail\"\n";
+        assert!(parse(base).expect("loads").self_service.is_none());
+        let c = parse(&format!(
+            "{base}{listeners}[self_service]\nsocket = \"/run/otpd/self.sock\"\n\
+             allowed_groups = [\"staff\"]\n"
+        ))
+        .expect("loads");
+        let own = c.self_service.expect("self_service");
+        assert_eq!(own.socket, Path::new("/run/otpd/self.sock"));
+        assert_eq!(own.allowed_groups, ["staff"]);
+        let c = parse(&format!(
+            "{base}{listeners}[self_service]\nsocket = \"/run/otpd/self.sock\"\n"
+        ))
+        .expect("loads");
+        assert!(c.self_service.is_some_and(|s| s.allowed_groups.is_empty()));
+        for (table, expected) in [
+            (
+                "[self_service]\nsocket = \"/run/otpd/otpd.sock\"\n",
+                "line 13: self_service.socket: must not be the path of [socket]",
+            ),
+            (
+                "[self_service]\nsocket = \"self.sock\"\n",
+                "line 13: self_service.socket: must be an absolute path",
+            ),
+            (
+                "[self_service]\nsocket = \"/s\"\nallowed_groups = [\"\"]\n",
+                "line 14: self_service.allowed_groups: a group name must not be empty",
+            ),
+            (
+                "[self_service]\nsocket = \"/s\"\nuser = \"root\"\n",
+                "line 14, column 1: self_service.user: unknown field `user`",
+            ),
+        ] {
+            let message = parse(&format!("{base}{listeners}{table}")).expect_err(table);
+            assert!(message.contains(expected), "{message}");
+        }
+        let message =
+            parse(&format!("{base}[self_service]\nsocket = \"/s\"\n")).expect_err("no mail");
+        assert!(
+            message.contains("line 4: [self_service] needs [mail] and [http]"),
+            "{message}"
+        );
+        // The commented example of conf/otpd.toml, uncommented.
+        let start = line_of(SHIPPED_EXAMPLE, "# [self_service]") - 1;
+        let block: Vec<&str> = SHIPPED_EXAMPLE
+            .lines()
+            .skip(start)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .collect();
+        let c = parse(&format!("{SHIPPED_EXAMPLE}\n{}\n", block.join("\n")))
+            .expect("the commented example loads");
+        assert_eq!(
+            c.self_service.map(|s| s.socket),
+            Some(PathBuf::from("/run/otpd/self.sock"))
+        );
     }
 }

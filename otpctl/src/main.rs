@@ -1,6 +1,10 @@
 //! otpctl: the administrator's tool. Issues tokens (mailing the setup link
 //! and recording the activation password), confirms them with their first
-//! code, and shows what the store holds.
+//! code, and shows what the store holds. One command is for every user:
+//! `otpctl enrol` ([`enrol`]) asks otpd's self-service socket for a token
+//! for oneself.
+
+mod enrol;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -164,6 +168,40 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Set up a token for yourself through otpd's self-service socket (any
+    /// user; reads no configuration file).
+    ///
+    /// The token is for the user you are logged in as. Asks like `issue`: the phone's mail address twice, the activation
+    /// password twice; then waits for the phone and asks for the first code,
+    /// and prints your recovery codes. Without a terminal, --email is
+    /// required and the activation password is the first line of stdin. A
+    /// user with an active token gives one of its current codes or a
+    /// recovery code (--otp, or asked); the old token works until the new
+    /// one is confirmed.
+    Enrol {
+        /// otpd's self-service socket.
+        #[arg(long, value_name = "PATH", default_value = enrol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The phone's mail address (asked twice when omitted).
+        #[arg(long, value_name = "ADDR")]
+        email: Option<String>,
+        /// Language of the setup mail [default: otpd's].
+        #[arg(long, value_name = "ja|en", value_parser = parse_language)]
+        lang: Option<Language>,
+        /// A current code (or a recovery code) of your active token.
+        #[arg(long, value_name = "CODE")]
+        otp: Option<String>,
+        /// Only confirm the token issued before: wait for the phone and give
+        /// the first code (from the prompt, or the first line of stdin).
+        #[arg(long, conflicts_with_all = ["email", "lang", "otp", "no_wait"])]
+        confirm: bool,
+        /// Do not wait for the phone and the first code.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions for SHELL (bash, zsh or fish) on stdout.
     /// Needs no configuration file.
     Completions {
@@ -282,6 +320,32 @@ fn run(cli: Cli) -> Outcome {
         );
         return Ok(());
     }
+    // Any user may enrol: no configuration file, no store.
+    if let Command::Enrol {
+        socket,
+        email,
+        lang,
+        otp,
+        confirm,
+        no_wait,
+        json,
+    } = &cli.command
+    {
+        if cli.config.is_some() || cli.defaults {
+            return usage_error(
+                "enrol reads no configuration file; name otpd's self-service socket with --socket",
+            );
+        }
+        let options = enrol::Options {
+            email: email.clone(),
+            lang: *lang,
+            otp: otp.clone(),
+            confirm: *confirm,
+            no_wait: *no_wait,
+            json: *json,
+        };
+        return enrol::run(socket, options);
+    }
     let config = load_config(&cli)?;
     drop_privileges(&config.state_dir)?;
     let mut store = Store::from_config(&config)?;
@@ -380,7 +444,7 @@ impl Ctx {
                         json,
                     },
             } => self.store_copy(&to, password_file.as_deref(), json),
-            Command::Completions { .. } => Ok(()),
+            Command::Completions { .. } | Command::Enrol { .. } => Ok(()),
         }
     }
 }
@@ -494,6 +558,76 @@ fn ask_hidden(prompt: &str) -> Result<Zeroizing<String>, Refused> {
     ))
 }
 
+/// The phone's mail address: `given` (from --email), or asked twice on a
+/// terminal. `otpctl issue` and `otpctl enrol` ask alike.
+fn read_email(interactive: bool, given: Option<String>) -> Result<String, Refused> {
+    match given {
+        Some(email) => {
+            rules::check_email(&email)?;
+            Ok(email)
+        }
+        None if interactive => {
+            let first = ask("Phone mail address: ")?;
+            rules::check_email(&first)?;
+            let second = ask("Mail address again: ")?;
+            rules::check_email_pair(&first, &second)?;
+            Ok(first.to_string())
+        }
+        None => Err(Refused(
+            "--email is required when stdin is not a terminal".to_owned(),
+        )),
+    }
+}
+
+/// The activation password: asked twice without echo on a terminal,
+/// otherwise the first line of stdin.
+fn read_password(interactive: bool) -> Result<Zeroizing<String>, Refused> {
+    if interactive {
+        let first = ask_hidden("Activation password (4-8 digits): ")?;
+        rules::check_activation_password(&first)?;
+        let second = ask_hidden("Activation password again: ")?;
+        rules::check_activation_password_pair(&first, &second)?;
+        Ok(first)
+    } else {
+        let password = read_line()?;
+        rules::check_activation_password(&password)?;
+        Ok(password)
+    }
+}
+
+/// What `otpctl issue` and `otpctl enrol` print once the setup mail is
+/// sent.
+fn print_issued(email: &str, service_id: &str, user_id: &str, setup_url: &str, expires_at: u64) {
+    println!("Setup mail sent to {email}.");
+    println!("Service ID: {service_id}");
+    println!("User ID:    {user_id}");
+    println!("Setup URL:  {setup_url}");
+    println!("Expires:    {}", rfc3339(expires_at));
+}
+
+/// The interactive confirmation prompt after the setup mail: asks until
+/// `confirm` takes a code or Enter is pressed, then tells what to do
+/// `later`.
+fn confirm_loop(
+    later: &str,
+    mut confirm: impl FnMut(&str) -> Result<Confirmed, Refused>,
+) -> Outcome {
+    loop {
+        let code = ask("One-time password shown by the app (Enter to stop waiting): ")?;
+        if code.trim().is_empty() {
+            println!("Not confirmed yet; {later}");
+            return Ok(());
+        }
+        match confirm(code.trim()) {
+            Ok(confirmed) => {
+                confirmed.print();
+                return Ok(());
+            }
+            Err(Refused(message)) => eprintln!("{message}"),
+        }
+    }
+}
+
 fn check_user_name(user: &str) -> Outcome {
     if otpcore::import::valid_user(user) {
         Ok(())
@@ -563,11 +697,10 @@ impl Ctx {
     }
 
     fn setup_url(&self, e: &Enrolment) -> Result<String, Refused> {
-        Ok(format!(
-            "{}/setup?sid={}&uid={}",
+        Ok(otpmail::setup_url(
             self.setup_url_base()?,
-            e.service_id,
-            e.user_id.as_str()
+            &e.service_id,
+            &e.user_id,
         ))
     }
 
@@ -584,39 +717,6 @@ impl Ctx {
         };
         otpmail::send_setup_mail(mail_config, lang, &mail)
             .map_err(|err| Refused(format!("cannot send the setup mail: {err}")))
-    }
-
-    fn read_email(&self, given: Option<String>) -> Result<String, Refused> {
-        match given {
-            Some(email) => {
-                rules::check_email(&email)?;
-                Ok(email)
-            }
-            None if self.interactive => {
-                let first = ask("Phone mail address: ")?;
-                rules::check_email(&first)?;
-                let second = ask("Mail address again: ")?;
-                rules::check_email_pair(&first, &second)?;
-                Ok(first.to_string())
-            }
-            None => Err(Refused(
-                "--email is required when stdin is not a terminal".to_owned(),
-            )),
-        }
-    }
-
-    fn read_password(&self) -> Result<Zeroizing<String>, Refused> {
-        if self.interactive {
-            let first = ask_hidden("Activation password (4-8 digits): ")?;
-            rules::check_activation_password(&first)?;
-            let second = ask_hidden("Activation password again: ")?;
-            rules::check_activation_password_pair(&first, &second)?;
-            Ok(first)
-        } else {
-            let password = read_line()?;
-            rules::check_activation_password(&password)?;
-            Ok(password)
-        }
     }
 
     fn issue(
@@ -637,8 +737,8 @@ impl Ctx {
             .as_ref()
             .map(|m| m.language)
             .ok_or_else(no_mail_section)?;
-        let email = self.read_email(email)?;
-        let password = self.read_password()?;
+        let email = read_email(self.interactive, email)?;
+        let password = read_password(self.interactive)?;
         let lang = lang.unwrap_or(mail_language);
         let issued_at = now();
         let new = NewEnrolment {
@@ -676,41 +776,22 @@ impl Ctx {
             value["setup_url"] = json!(setup_url);
             println!("{value}");
         } else {
-            println!("Setup mail sent to {}.", enrolment.email);
-            println!("Service ID: {}", enrolment.service_id);
-            println!("User ID:    {}", enrolment.user_id);
-            println!("Setup URL:  {setup_url}");
-            println!("Expires:    {}", rfc3339(enrolment.expires_at));
+            print_issued(
+                &enrolment.email,
+                &enrolment.service_id,
+                enrolment.user_id.as_str(),
+                &setup_url,
+                enrolment.expires_at,
+            );
         }
         if self.interactive && !no_wait && !json {
             println!();
             println!("Have the user open the mail on the phone, unlock the setup with the");
             println!("activation password and add the token to an authenticator app.");
-            self.confirm_loop(user)?;
+            let later = format!("run `otpctl confirm {user}` once the app shows a code.");
+            confirm_loop(&later, |code| self.confirm_code(user, code))?;
         }
         Ok(())
-    }
-
-    /// The interactive confirmation prompt after issue: asks until a code
-    /// is confirmed or the administrator presses Enter.
-    fn confirm_loop(&self, user: &str) -> Outcome {
-        loop {
-            let code = ask("One-time password shown by the app (Enter to stop waiting): ")?;
-            if code.trim().is_empty() {
-                println!(
-                    "Not confirmed yet; run `otpctl confirm {user}` once the app shows a code."
-                );
-                return Ok(());
-            }
-            match self.confirm_code(user, code.trim()) {
-                Ok(confirmed) => {
-                    println!("{}", confirmed.message);
-                    print_recovery_codes(&confirmed.recovery_codes);
-                    return Ok(());
-                }
-                Err(Refused(message)) => eprintln!("{message}"),
-            }
-        }
     }
 
     /// Checks a first code and activates the token; the message tells
@@ -755,7 +836,11 @@ impl Ctx {
         };
         Ok(Confirmed {
             message,
-            recovery_codes,
+            recovery_codes: recovery_codes
+                .iter()
+                .map(|code| Zeroizing::new(code.as_str().to_owned()))
+                .collect(),
+            keeper: Keeper::Administrator,
         })
     }
 
@@ -797,7 +882,8 @@ impl Ctx {
             println!("{}", json!({ "user": user, "recovery_codes": shown }));
         } else {
             println!("New recovery codes of {user}; the old ones no longer work.");
-            print_recovery_codes(&codes);
+            let shown: Vec<&str> = codes.iter().map(RecoveryCode::as_str).collect();
+            print_recovery_codes(&shown, Keeper::Administrator);
         }
         Ok(())
     }
@@ -821,16 +907,11 @@ impl Ctx {
                     "state": active.state.as_str(),
                     "period": active.params.period,
                     "adapted": active.params.period != self.config.token.period,
-                    "recovery_codes": confirmed
-                        .recovery_codes
-                        .iter()
-                        .map(RecoveryCode::as_str)
-                        .collect::<Vec<_>>(),
+                    "recovery_codes": confirmed.shown_codes(),
                 })
             );
         } else {
-            println!("{}", confirmed.message);
-            print_recovery_codes(&confirmed.recovery_codes);
+            confirmed.print();
         }
         Ok(())
     }
@@ -1569,18 +1650,46 @@ fn current_uid() -> u32 {
 /// A token just confirmed: what to tell, and its first recovery codes.
 struct Confirmed {
     message: String,
-    recovery_codes: Vec<RecoveryCode>,
+    recovery_codes: Vec<Zeroizing<String>>,
+    keeper: Keeper,
+}
+
+impl Confirmed {
+    fn shown_codes(&self) -> Vec<&str> {
+        self.recovery_codes.iter().map(|c| c.as_str()).collect()
+    }
+
+    fn print(&self) {
+        println!("{}", self.message);
+        print_recovery_codes(&self.shown_codes(), self.keeper);
+    }
+}
+
+/// Who gets recovery codes from the one who reads them.
+#[derive(Clone, Copy)]
+enum Keeper {
+    /// An administrator, who hands them to the user.
+    Administrator,
+    /// The user themselves (`otpctl enrol`).
+    User,
 }
 
 /// Prints recovery codes, shown this once, with what they are for.
-fn print_recovery_codes(codes: &[RecoveryCode]) {
+fn print_recovery_codes(codes: &[&str], keeper: Keeper) {
     if codes.is_empty() {
         return;
     }
     println!();
     println!("Recovery codes (each works once in place of a one-time password, for");
-    println!("when the phone is lost; shown only now: hand them to the user):");
+    match keeper {
+        Keeper::Administrator => {
+            println!("when the phone is lost; shown only now: hand them to the user):")
+        }
+        Keeper::User => {
+            println!("when the phone is lost; shown only now: keep them apart from the phone):")
+        }
+    }
     for code in codes {
-        println!("  {}", code.as_str());
+        println!("  {code}");
     }
 }

@@ -68,12 +68,23 @@ impl Daemon {
     /// Records a decision: audit table, log facade and syslog (authpriv).
     pub fn record(&self, d: &Decision<'_>) {
         self.log(d);
+        self.audit(d, d.result());
+    }
+
+    /// Records a step that failed half-way (a setup mail not sent) as an
+    /// `error`: audit table and logs, counted as an error.
+    pub fn record_undecided(&self, d: &Decision<'_>) {
+        self.log_undecided(d);
+        self.audit(d, AuditResult::Error);
+    }
+
+    fn audit(&self, d: &Decision<'_>, result: AuditResult) {
         let entry = AuditEntry {
             time: d.time,
             user: d.user.to_owned(),
             channel: d.channel.as_str().to_owned(),
             peer: d.peer.to_owned(),
-            result: d.result(),
+            result,
             reason: d.reason.to_owned(),
         };
         if let Err(e) = self.store.audit(&entry) {

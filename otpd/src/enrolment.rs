@@ -48,7 +48,7 @@ impl PasswordChecks {
     }
 
     /// A slot for one check; `None` when none came free in time.
-    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn take(&self) -> Option<OwnedSemaphorePermit> {
         tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned())
             .await
             .ok()?
@@ -65,6 +65,8 @@ impl Default for PasswordChecks {
 
 /// One activation or confirmation request, as typed.
 pub struct Attempt {
+    /// Where it came from: the setup page, or the self-service socket.
+    channel: Channel,
     service_id: String,
     user_id: String,
     /// The activation password or the first code.
@@ -74,9 +76,29 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A request through `channel` from `peer` for the enrolment of
+    /// `service_id` and `user_id`, with its activation password or first
+    /// code, as of now.
+    pub fn new(
+        channel: Channel,
+        service_id: String,
+        user_id: String,
+        proof: Zeroizing<String>,
+        peer: String,
+    ) -> Attempt {
+        Attempt {
+            channel,
+            service_id,
+            user_id,
+            proof,
+            peer,
+            now: unix_now(),
+        }
+    }
+
     fn record(&self, daemon: &Daemon, user: &str, ok: bool, reason: &str) {
         daemon.record(&Decision {
-            channel: Channel::Http,
+            channel: self.channel,
             peer: &self.peer,
             user,
             ok,
@@ -215,13 +237,13 @@ impl Workflow {
         } else {
             typed.to_owned()
         };
-        Attempt {
+        Attempt::new(
+            Channel::Http,
             service_id,
             user_id,
-            proof: Zeroizing::new(proof),
-            peer: peer.to_string(),
-            now: unix_now(),
-        }
+            Zeroizing::new(proof),
+            peer.to_string(),
+        )
     }
 
     /// Activation in three steps: admission; then, with one of the few
@@ -273,14 +295,22 @@ impl Workflow {
 
     /// Confirmation with the first code.
     pub async fn confirm(&self, attempt: Attempt) -> Confirmed {
-        with_store(&self.daemon, move |d, s| confirm(d, s, &attempt))
-            .await
-            .unwrap_or(Confirmed::Internal)
+        confirm_first_code(&self.daemon, attempt).await
     }
 }
 
+/// Confirmation with the first code, for the setup page and the
+/// self-service socket alike: the code checked (adapting to 30-second
+/// apps), the token made active, its first recovery codes handed out, each
+/// step recorded.
+pub async fn confirm_first_code(daemon: &Arc<Daemon>, attempt: Attempt) -> Confirmed {
+    with_store(daemon, move |d, s| confirm(d, s, &attempt))
+        .await
+        .unwrap_or(Confirmed::Internal)
+}
+
 /// Runs `f` with the store on a blocking thread: store calls block.
-async fn with_store<T, F>(daemon: &Arc<Daemon>, f: F) -> Option<T>
+pub(crate) async fn with_store<T, F>(daemon: &Arc<Daemon>, f: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce(&Daemon, &Store) -> T + Send + 'static,
@@ -289,7 +319,7 @@ where
     match tokio::task::spawn_blocking(move || f(&daemon, daemon.store())).await {
         Ok(value) => Some(value),
         Err(e) => {
-            log::error!("http: store task failed: {e}");
+            log::error!("store task failed: {e}");
             None
         }
     }

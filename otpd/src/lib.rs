@@ -1,7 +1,8 @@
 //! `otpd`: the daemon as a library. It holds the store and serves the
 //! listeners that the configuration names: the activation page and its
-//! JSON API ([`http`]), the Unix socket of `pam_otp.so` ([`socket`]) and
-//! RADIUS over UDP and TLS ([`radius`]). Each listener takes an already-bound socket and one
+//! JSON API ([`http`]), the Unix socket of `pam_otp.so` ([`socket`]),
+//! RADIUS over UDP and TLS ([`radius`]) and the self-service socket of
+//! `otpctl enrol` ([`selfservice`]). Each listener takes an already-bound socket and one
 //! shared [`daemon::Daemon`], so tests bind port 0 and the listeners can
 //! stand side by side; the login channels verify codes through one
 //! [`verifier::Verifier`]. [`run`] is the whole daemon, as the `otpd`
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod notices;
 pub mod radius;
 pub mod retention;
+pub mod selfservice;
 pub mod socket;
 #[cfg(test)]
 mod testing;
@@ -35,6 +37,7 @@ use daemon::{Daemon, Shutdown};
 use http::HttpListener;
 use metrics::MetricsListener;
 use radius::RadiusListener;
+use selfservice::SelfServiceListener;
 use socket::SocketListener;
 
 /// Runs the daemon over `config` until SIGTERM or SIGINT, or until a
@@ -80,6 +83,7 @@ struct Listeners {
     socket: Option<SocketListener>,
     radius: Option<RadiusListener>,
     metrics: Option<MetricsListener>,
+    self_service: Option<SelfServiceListener>,
 }
 
 impl Listeners {
@@ -104,11 +108,17 @@ impl Listeners {
             .as_ref()
             .map(MetricsListener::bind)
             .transpose()?;
+        let self_service = config
+            .self_service
+            .as_ref()
+            .map(SelfServiceListener::bind)
+            .transpose()?;
         Ok(Listeners {
             http,
             socket,
             radius,
             metrics,
+            self_service,
         })
     }
 }
@@ -160,6 +170,7 @@ async fn serve(config: Config) -> ExitCode {
         socket,
         radius,
         metrics,
+        self_service,
     } = match Listeners::bind(&config).await {
         Ok(bound) => bound,
         Err(e) => {
@@ -183,7 +194,7 @@ async fn serve(config: Config) -> ExitCode {
         listeners.spawn(listener.serve(Arc::clone(&daemon), shutdown.clone()));
     }
     // One verifier for every login channel, so they share its batches.
-    let verifier = if socket.is_some() || radius.is_some() {
+    let verifier = if socket.is_some() || radius.is_some() || self_service.is_some() {
         match verifier::Verifier::start(Arc::clone(&daemon)) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -197,6 +208,15 @@ async fn serve(config: Config) -> ExitCode {
     if let (Some(listener), Some(verifier)) = (socket, verifier.clone()) {
         println!(
             "otpd {} listening on unix:{}",
+            otpcore::VERSION,
+            listener.path().display()
+        );
+        let _ = std::io::stdout().flush();
+        listeners.spawn(listener.serve(Arc::clone(&daemon), verifier, shutdown.clone()));
+    }
+    if let (Some(listener), Some(verifier)) = (self_service, verifier.clone()) {
+        println!(
+            "otpd {} listening on self-service:{}",
             otpcore::VERSION,
             listener.path().display()
         );

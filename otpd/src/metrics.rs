@@ -38,7 +38,13 @@ const TOKENS_TTL: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 16;
 
 /// The channels decisions are counted by, in the order of [`channel_index`].
-const CHANNELS: [Channel; 4] = [Channel::Pam, Channel::Radius, Channel::Http, Channel::Cli];
+const CHANNELS: [Channel; 5] = [
+    Channel::Pam,
+    Channel::Radius,
+    Channel::Http,
+    Channel::Cli,
+    Channel::SelfService,
+];
 /// The results decisions are counted by, in the order of [`result_index`].
 const RESULTS: [AuditResult; 5] = [
     AuditResult::Ok,
@@ -54,6 +60,7 @@ fn channel_index(channel: Channel) -> usize {
         Channel::Radius => 1,
         Channel::Http => 2,
         Channel::Cli => 3,
+        Channel::SelfService => 4,
     }
 }
 
@@ -86,7 +93,7 @@ impl Metrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "otpd_decisions_total",
-                "Decisions about users, by channel (pam, radius, http, cli) and result (ok, fail, error, recovery, reauth).",
+                "Decisions about users, by channel (pam, radius, http, cli, self) and result (ok, fail, error, recovery, reauth).",
             ),
             &["channel", "result"],
         )?;

@@ -4,6 +4,7 @@
 //! before anything is answered.
 
 use std::fs;
+use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -44,26 +45,9 @@ impl SocketListener {
     /// Binds `[socket].path` with `[socket].mode`. A stale socket file is
     /// replaced; one that another process still answers on is an error.
     pub fn bind(config: &SocketConfig) -> Result<SocketListener, String> {
-        let path = &config.path;
-        let fail = |e: &dyn std::fmt::Display| format!("cannot listen on {}: {e}", path.display());
-        if let Ok(meta) = fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                return Err(fail(&"a file that is not a socket is in the way"));
-            }
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(fail(&"another otpd is serving it"));
-            }
-            fs::remove_file(path).map_err(|e| fail(&e))?;
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| fail(&e))?;
-        }
-        let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(&e))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(config.mode)).map_err(|e| fail(&e))?;
-        listener.set_nonblocking(true).map_err(|e| fail(&e))?;
         Ok(SocketListener {
-            listener,
-            path: path.clone(),
+            listener: bind_unix(&config.path, config.mode)?,
+            path: config.path.clone(),
         })
     }
 
@@ -79,26 +63,75 @@ impl SocketListener {
         verifier: Verifier,
         shutdown: Shutdown,
     ) -> std::io::Result<()> {
-        let listener = UnixListener::from_std(self.listener)?;
         let access = Arc::new(Access::from_daemon(&daemon));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let stop = pin!(shutdown.clone().wait());
-        accept_bounded("socket", &listener, &slots, stop, |stream, slot| {
+        let serve = move |stream, shutdown| {
             let connection = Connection {
                 daemon: Arc::clone(&daemon),
                 verifier: verifier.clone(),
                 access: Arc::clone(&access),
             };
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                connection.serve(stream, shutdown).await;
-                drop(slot);
-            });
-        })
-        .await;
-        let _ = fs::remove_file(&self.path);
-        Ok(())
+            connection.serve(stream, shutdown)
+        };
+        let bound = (self.listener, self.path.as_path());
+        serve_unix("socket", bound, MAX_CONNECTIONS, shutdown, serve).await
     }
+}
+
+/// Serves the bound Unix socket `listener` at `path` until `shutdown`,
+/// for the PAM socket and the self-service socket: at most `max`
+/// connections at once, each handed to `serve` with the stop signal; then
+/// removes the socket file. `what` names the listener in the log.
+pub(crate) async fn serve_unix<F, C>(
+    what: &str,
+    (listener, path): (std::os::unix::net::UnixListener, &Path),
+    max: usize,
+    shutdown: Shutdown,
+    serve: F,
+) -> std::io::Result<()>
+where
+    F: Fn(UnixStream, Shutdown) -> C,
+    C: Future<Output = ()> + Send + 'static,
+{
+    let listener = UnixListener::from_std(listener)?;
+    let slots = Arc::new(Semaphore::new(max));
+    let stop = pin!(shutdown.clone().wait());
+    accept_bounded(what, &listener, &slots, stop, |stream, slot| {
+        let connection = serve(stream, shutdown.clone());
+        tokio::spawn(async move {
+            connection.await;
+            drop(slot);
+        });
+    })
+    .await;
+    let _ = fs::remove_file(path);
+    Ok(())
+}
+
+/// Binds a Unix socket at `path` and gives it `mode`, for the PAM socket
+/// and the self-service socket. A stale socket file is replaced; one that
+/// another process still answers on is an error, and so is a file that is
+/// not a socket.
+pub(crate) fn bind_unix(
+    path: &Path,
+    mode: u32,
+) -> Result<std::os::unix::net::UnixListener, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot listen on {}: {e}", path.display());
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(fail(&"a file that is not a socket is in the way"));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(fail(&"another otpd is serving it"));
+        }
+        fs::remove_file(path).map_err(|e| fail(&e))?;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| fail(&e))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(&e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| fail(&e))?;
+    listener.set_nonblocking(true).map_err(|e| fail(&e))?;
+    Ok(listener)
 }
 
 /// Who may ask: `[socket].allowed_uids`, members of `allowed_groups`, and
@@ -269,14 +302,15 @@ impl Connection {
     }
 }
 
-enum LineRead {
+pub(crate) enum LineRead {
     Line,
     TooLong,
     Closed,
 }
 
-/// Reads up to and including `\n`, never buffering more than [`MAX_LINE`].
-async fn read_line<R: AsyncBufReadExt + Unpin>(
+/// Reads up to and including `\n`, never buffering more than [`MAX_LINE`]
+/// (the self-service protocol's bound is the same).
+pub(crate) async fn read_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
 ) -> std::io::Result<LineRead> {
@@ -304,7 +338,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     }
 }
 
-async fn write_line<W: AsyncWriteExt + Unpin>(
+pub(crate) async fn write_line<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
     answer: &impl Serialize,
 ) -> std::io::Result<()> {
@@ -316,6 +350,7 @@ async fn write_line<W: AsyncWriteExt + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::exchange;
     use otpcore::config::Config;
     use otpstore::Store;
     use serde_json::{json, Value};
@@ -350,24 +385,6 @@ mod tests {
 
     pub(super) fn own_uid() -> u32 {
         Uid::current().as_raw()
-    }
-
-    /// Sends raw bytes, returns every answer line until the server closes
-    /// or `lines` answers came.
-    async fn exchange(path: &Path, bytes: &[u8], lines: usize) -> Vec<Value> {
-        let stream = UnixStream::connect(path).await.expect("connect");
-        let (reader, mut writer) = stream.into_split();
-        writer.write_all(bytes).await.expect("write");
-        let mut reader = BufReader::new(reader);
-        let mut answers = Vec::new();
-        while answers.len() < lines {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await.expect("read") == 0 {
-                break;
-            }
-            answers.push(serde_json::from_str(&line).expect("JSON answer"));
-        }
-        answers
     }
 
     #[tokio::test]

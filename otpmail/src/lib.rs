@@ -124,6 +124,16 @@ pub enum MailError {
     },
 }
 
+/// The setup link of an enrolment: the activation page under
+/// `public_url` (`[http] public_url`) with the service ID and user ID
+/// filled in.
+pub fn setup_url(public_url: &str, service_id: &str, user_id: &UserId) -> String {
+    format!(
+        "{public_url}/setup?sid={service_id}&uid={}",
+        user_id.as_str()
+    )
+}
+
 /// Renders the setup mail in `lang` and sends it through `config`'s
 /// transport. SMTP failures keep the server's reason text.
 pub fn send_setup_mail(

@@ -146,16 +146,19 @@ pub enum Channel {
     Radius,
     Http,
     Cli,
+    /// otpd's self-service socket (`otpctl enrol`).
+    SelfService,
 }
 
 impl Channel {
-    /// `pam`, `radius`, `http` or `cli`.
+    /// `pam`, `radius`, `http`, `cli` or `self`.
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Pam => "pam",
             Channel::Radius => "radius",
             Channel::Http => "http",
             Channel::Cli => "cli",
+            Channel::SelfService => "self",
         }
     }
 }

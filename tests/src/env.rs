@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -68,6 +68,12 @@ pub struct EnvOptions {
     /// Lines added to the config's `[socket]` table (e.g.
     /// `allowed_groups = ["wheel"]`); empty by default.
     pub socket_toml: String,
+    /// `Some(lines)`: a `[self_service]` table with its socket at
+    /// [`TestEnv::self_socket_path`] and these lines (e.g.
+    /// `allowed_groups = ["staff"]`); the temp dir is then open for
+    /// other users to pass through (mode 0711), so local users reach the
+    /// socket. `None` by default.
+    pub self_service: Option<String>,
 }
 
 impl Default for EnvOptions {
@@ -77,6 +83,7 @@ impl Default for EnvOptions {
             language: None,
             extra_toml: String::new(),
             socket_toml: String::new(),
+            self_service: None,
         }
     }
 }
@@ -122,6 +129,17 @@ impl TestEnv {
         let http_port = free_port();
         let smtp_port = free_port();
         let config = root.join("otpd.toml");
+        let self_service = match &options.self_service {
+            Some(lines) => {
+                fs::set_permissions(&root, fs::Permissions::from_mode(0o711))
+                    .expect("chmod the temp dir");
+                format!(
+                    "[self_service]\nsocket = \"{}\"\n{lines}\n",
+                    root.join("self.sock").display()
+                )
+            }
+            None => String::new(),
+        };
         let language = options
             .language
             .map(|l| format!("language = \"{l}\"\n"))
@@ -147,6 +165,7 @@ smtp_port = {smtp_port}
 starttls = "none"
 smtp_timeout_seconds = 10
 {language}
+{self_service}
 {extra}
 "#,
             state = state_dir.display(),
@@ -182,6 +201,12 @@ smtp_timeout_seconds = 10
     /// The temp dir everything lives in.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `[self_service] socket` of the config, when
+    /// [`EnvOptions::self_service`] asked for one.
+    pub fn self_socket_path(&self) -> PathBuf {
+        self.root.join("self.sock")
     }
 
     /// `http://127.0.0.1:PORT`, as in the config's `public_url`.
