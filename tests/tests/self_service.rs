@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_success, describe, now_unix, oathtool_code_at, otpctl_bin, pamtester,
+    addressed_to, assert_success, describe, now_unix, oathtool_code_at, otpctl_bin, pamtester,
     require_root_and_peers, run_with_input, shows_digits, stderr, stdout, stdout_json,
     wait_for_fresh_step, EnvOptions, Issued, PamService, TestEnv, SYSTEM_PYTHON,
 };
@@ -194,6 +194,16 @@ fn a_user_enrols_without_a_terminal_and_logs_in() {
     let env = env_with("");
     let (_, secret, recovery) = first_token(&env, &user);
     assert_eq!(env.show(&user.name)["state"], "active");
+    // The security notice of a token confirmed through self-service.
+    let notices = env.wait_for_notices(1);
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    assert!(addressed_to(
+        &notices[0],
+        &format!("{}@example.jp", user.name)
+    ));
+    assert!(env
+        .otpd_log()
+        .contains(&format!("sent the activated notice for user={}", user.name)));
 
     let pam = pam(&env);
     let mut phone = Phone::new(&secret);
