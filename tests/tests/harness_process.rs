@@ -21,7 +21,9 @@ fn a_mebibyte_on_stdin_stdout_and_stderr_does_not_fill_a_pipe() {
     // 1 MiB in, echoed on stdout, then 1 MiB of its own on stderr: each is
     // 16 times a pipe's buffer, so a harness that read only after the
     // child's exit would never see it exit.
-    let input: String = (0..MIB).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let input: String = (0..MIB)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let started = Instant::now();
     let output = run_with_input_within(
         Command::new("sh").args(["-c", "cat; head -c 1048576 /dev/zero >&2"]),
@@ -90,16 +92,16 @@ fn the_deadline_kills_a_sleeping_child_and_names_it() {
     })
     .expect_err("a child sleeping past its deadline must panic");
     let took = started.elapsed();
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
         message.starts_with("sh did not finish and was killed at the deadline of 1s"),
         "{message}"
     );
     assert!(message.contains("exec sleep 600"), "the command: {message}");
-    assert!(message.contains("about to sleep"), "what it said: {message}");
+    assert!(
+        message.contains("about to sleep"),
+        "what it said: {message}"
+    );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     let pid = pid.trim();
