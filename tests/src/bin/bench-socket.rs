@@ -7,7 +7,8 @@
 //! user and valid code. Prints requests/s, accepted/s and p50/p99 latency.
 //! Every accepted step is committed to the store before otpd answers.
 //! Last, the memory of each otpd: its peak resident set (VmHWM) and its
-//! resident set at the end (VmRSS), from /proc.
+//! resident set at the end (VmRSS), from /proc (of the program started:
+//! a wrapper's own, when `OTPD_BIN` names one).
 //!
 //! `--store sqlite` (the default): the store is SQLite in a temp dir, with
 //! `--synchronous`. `--store postgresql`: a private PostgreSQL server (run
