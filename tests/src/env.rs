@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::http::http_request;
 use crate::mail::SmtpServer;
 use crate::process::{
-    assert_success, otpctl_bin, otpd_bin, stdout, wait_or_kill, RUN_TIMEOUT, START_TIMEOUT,
+    assert_success, otpctl_bin, otpd_bin, run_with_input, stdout, wait_or_kill, START_TIMEOUT,
 };
 
 /// The service ID written into every test config.
@@ -263,28 +263,13 @@ smtp_timeout_seconds = 10
     /// Runs `otpctl --config CONFIG ARGS...` with `stdin` as its standard
     /// input (not a terminal).
     pub fn otpctl(&self, args: &[&str], stdin: &str) -> Output {
-        let n = self.runs.fetch_add(1, Ordering::Relaxed);
-        let out_path = self.root.join(format!("otpctl-{n}.out"));
-        let err_path = self.root.join(format!("otpctl-{n}.err"));
-        let mut child = Command::new(otpctl_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(File::create(&out_path).expect("otpctl stdout file"))
-            .stderr(File::create(&err_path).expect("otpctl stderr file"))
-            .spawn()
-            .expect("start otpctl");
-        if let Some(mut input) = child.stdin.take() {
-            // otpctl may exit before reading (a usage error): ignore EPIPE.
-            let _ = input.write_all(stdin.as_bytes());
-        }
-        let status = wait_or_kill(&mut child, RUN_TIMEOUT, &format!("otpctl {args:?}"));
-        Output {
-            status,
-            stdout: fs::read(&out_path).unwrap_or_default(),
-            stderr: fs::read(&err_path).unwrap_or_default(),
-        }
+        run_with_input(
+            Command::new(otpctl_bin())
+                .arg("--config")
+                .arg(&self.config)
+                .args(args),
+            stdin,
+        )
     }
 
     /// The SQLite database in `state_dir`.
@@ -331,15 +316,7 @@ smtp_timeout_seconds = 10
             .arg("-TERM")
             .arg(otpd.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while otpd.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = otpd.kill();
-                let _ = otpd.wait();
-                panic!("otpd did not stop within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_or_kill(&mut otpd, Duration::from_secs(20), "otpd, after SIGTERM,");
     }
 
     /// Stops the SMTP server; its port is free for another listener.

@@ -3,8 +3,13 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::Pid;
 
 use serde_json::Value;
 
@@ -51,24 +56,43 @@ pub(crate) fn built_binary(var: &str, name: &str) -> PathBuf {
         })
 }
 
-/// Waits for `child` at most `timeout`; kills it and panics past that.
-pub(crate) fn wait_or_kill(
-    child: &mut Child,
-    timeout: Duration,
-    what: &str,
-) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Waits for `child` at most `timeout`; kills it and panics past that,
+/// naming it `what`.
+pub(crate) fn wait_or_kill(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    wait_until(child, Instant::now() + timeout).unwrap_or_else(|| {
+        kill_and_reap(child);
+        panic!("{what} did not finish within {timeout:?} and was killed")
+    })
+}
+
+/// The exit status of `child` once it exits, or None at `deadline` with the
+/// child still running.
+///
+/// Nothing polls: a thread sleeps in waitid(2) until the child has exited
+/// and leaves it unreaped (`WNOWAIT`), so its PID cannot pass to another
+/// process before this function reaps it, at once; at the deadline the
+/// caller can still kill it by that PID.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("a PID fits in an i32"));
+    let (exited, gone) = mpsc::channel();
+    std::thread::spawn(move || {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        while waitid(Id::Pid(pid), flags) == Err(Errno::EINTR) {}
+        let _ = exited.send(());
+    });
+    match gone.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Err(RecvTimeoutError::Timeout) => None,
+        // Exited, or already reaped (waitid fails with ECHILD and `wait`
+        // returns the status it kept).
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => Some(child.wait().expect("reap the child")),
     }
+}
+
+/// SIGKILL to `child`, then reaps it.
+fn kill_and_reap(child: &mut Child) -> ExitStatus {
+    // It may have exited meanwhile: then the kill fails and wait reaps it.
+    let _ = child.kill();
+    child.wait().expect("reap the killed child")
 }
 
 /// Stdout and stderr of a finished command, for assertion messages.
@@ -108,12 +132,20 @@ pub fn stdout_json(output: &Output) -> Value {
 
 /// Runs `command` with `input` on its stdin and collects its output; kills
 /// it and panics after [`RUN_TIMEOUT`].
-///
-/// Nothing polls: threads feed stdin and drain stdout and stderr while the
-/// child runs (a chatty child never fills a pipe), and the caller sleeps
-/// until both pipes close. Then the child is reaped at once, so the time
-/// this takes is the child's own.
 pub fn run_with_input(command: &mut Command, input: &str) -> Output {
+    run_with_input_within(command, input, RUN_TIMEOUT)
+}
+
+/// [`run_with_input`] with a deadline of `timeout`: past it the child is
+/// killed and the panic names the command and shows what it said so far.
+///
+/// Nothing polls and no pipe can fill: threads feed stdin and drain stdout
+/// and stderr while the child runs, and the caller sleeps until the child
+/// exits (see [`wait_until`]), then until its pipes close (at once, unless
+/// something it started still holds them: that too panics at the
+/// deadline). The time this takes is the child's own.
+pub fn run_with_input_within(command: &mut Command, input: &str, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -127,45 +159,40 @@ pub fn run_with_input(command: &mut Command, input: &str) -> Output {
             let _ = stdin.write_all(input.as_bytes());
         });
     }
-    let (done, finished) = std::sync::mpsc::channel();
+    let (done, finished) = mpsc::channel();
     drain(child.stdout.take(), 0, &done);
     drain(child.stderr.take(), 1, &done);
     drop(done);
-    let mut streams = [Vec::new(), Vec::new()];
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let mut open = 2;
-    while open > 0 {
-        match finished.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((which, bytes)) => {
-                streams[which] = bytes;
-                open -= 1;
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().expect("reap the killed child");
-                // The pipes close with the child: collect what it said.
-                while let Ok((which, bytes)) = finished.recv_timeout(Duration::from_secs(2)) {
-                    streams[which] = bytes;
-                }
-                let [stdout, stderr] = streams;
-                panic!(
-                    "{command:?} did not finish within {RUN_TIMEOUT:?}: {}",
-                    describe(&Output {
-                        status,
-                        stdout,
-                        stderr
-                    })
-                );
-            }
-        }
-    }
-    let status = child.wait().expect("reap the child");
-    let [stdout, stderr] = streams;
-    Output {
+    let (status, killed) = match wait_until(&mut child, deadline) {
+        Some(status) => (status, false),
+        None => (kill_and_reap(&mut child), true),
+    };
+    // The pipes close with the child, unless something it started holds
+    // them; after a kill, a moment to collect what it said.
+    let until = if killed {
+        Instant::now() + Duration::from_secs(2)
+    } else {
+        deadline
+    };
+    let ([stdout, stderr], closed) = collect(&finished, until);
+    let output = Output {
         status,
         stdout,
         stderr,
+    };
+    if killed || !closed {
+        let program = command.get_program().to_string_lossy();
+        let what = if killed {
+            "did not finish and was killed"
+        } else {
+            "exited, but a process it started still held its stdout or stderr open"
+        };
+        panic!(
+            "{program} {what} at the deadline of {timeout:?} ({command:?}): {}",
+            describe(&output)
+        );
     }
+    output
 }
 
 /// Reads `pipe` to its end on a thread of its own and sends the bytes, tagged
@@ -173,7 +200,7 @@ pub fn run_with_input(command: &mut Command, input: &str) -> Output {
 fn drain(
     pipe: Option<impl Read + Send + 'static>,
     which: usize,
-    done: &std::sync::mpsc::Sender<(usize, Vec<u8>)>,
+    done: &mpsc::Sender<(usize, Vec<u8>)>,
 ) {
     let done = done.clone();
     std::thread::spawn(move || {
@@ -183,6 +210,19 @@ fn drain(
         }
         let _ = done.send((which, bytes));
     });
+}
+
+/// What the [`drain`] threads read, stdout and stderr, waiting for them
+/// until `until`; and whether both pipes closed by then.
+fn collect(finished: &mpsc::Receiver<(usize, Vec<u8>)>, until: Instant) -> ([Vec<u8>; 2], bool) {
+    let mut streams = [Vec::new(), Vec::new()];
+    for _ in 0..streams.len() {
+        match finished.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok((which, bytes)) => streams[which] = bytes,
+            Err(_) => return (streams, false),
+        }
+    }
+    (streams, true)
 }
 
 /// stdout and stderr together, as a person at the terminal reads them.

@@ -6,6 +6,9 @@
 //! own connection with one request in flight, every request for a distinct
 //! user and valid code. Prints requests/s, accepted/s and p50/p99 latency.
 //! Every accepted step is committed to the store before otpd answers.
+//! Last, the memory of each otpd: its peak resident set (VmHWM) and its
+//! resident set at the end (VmRSS), from /proc (of the program started:
+//! a wrapper's own, when `OTPD_BIN` names one).
 //!
 //! `--store sqlite` (the default): the store is SQLite in a temp dir, with
 //! `--synchronous`. `--store postgresql`: a private PostgreSQL server (run
@@ -133,7 +136,7 @@ fn main() {
         .iter()
         .map(|n| n.dir.join("otpd.sock"))
         .collect();
-    let _daemons: Vec<e2e::SocketDaemon> = bench
+    let daemons: Vec<e2e::SocketDaemon> = bench
         .nodes
         .iter()
         .zip(&sockets)
@@ -206,4 +209,26 @@ fn main() {
             println!("(ran out of users: raise --users)");
         }
     }
+    for (i, daemon) in daemons.iter().enumerate() {
+        println!(
+            "otpd node {i}: peak resident {} (VmHWM), resident now {} (VmRSS)",
+            memory(daemon.id(), "VmHWM"),
+            memory(daemon.id(), "VmRSS")
+        );
+    }
+}
+
+/// The line `field` of /proc/PID/status, as the kernel writes it ("52340
+/// kB"); "?" when it cannot be read.
+fn memory(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(field)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .map(|value| value.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "?".to_owned())
 }
