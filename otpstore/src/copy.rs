@@ -5,7 +5,8 @@
 //! with their IDs (the fingerprint of a last wrong code is keyed with the
 //! ID), their sealed secrets as sealed bytes (bound to the user ID, so the
 //! same key file opens them on the target), replay state, failure counts,
-//! locks, drift and activation failures; the audit trail with its IDs and
+//! locks, drift, activation failures and the RADIUS renegotiation window
+//! of the last accepted code; the audit trail with its IDs and
 //! in its order; the keyed hashes of unused recovery codes; and `meta`
 //! with the key check value. The target keeps its
 //! own schema, at this build's version; its ID sequences continue after the
@@ -46,7 +47,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The columns of an enrolment row, in the order of [`RawEnrolment`]; the
 /// user's column is called `user` here and may be named otherwise by a
 /// backend (see [`column_list`]).
-pub(crate) const ENROLMENT_ROW: [&str; 25] = [
+pub(crate) const ENROLMENT_ROW: [&str; 28] = [
     "id",
     "user",
     "email",
@@ -72,6 +73,9 @@ pub(crate) const ENROLMENT_ROW: [&str; 25] = [
     "drift",
     "kind",
     "serial",
+    "reauth_fp",
+    "reauth_client",
+    "reauth_at",
 ];
 
 /// The columns of an audit row, in the order of [`RawAudit`].
@@ -116,6 +120,11 @@ pub(crate) struct RawEnrolment {
     pub drift: i64,
     pub kind: String,
     pub serial: Option<String>,
+    /// The renegotiation window: the accepted code's fingerprint, the
+    /// RADIUS client and when.
+    pub reauth_fp: Option<Vec<u8>>,
+    pub reauth_client: Option<String>,
+    pub reauth_at: Option<i64>,
 }
 
 /// An audit row as stored.
@@ -196,6 +205,15 @@ impl Keyed for RawEnrolment {
             Some(serial) => feed_bytes(d, serial.as_bytes()),
             None => d.update([b'n']),
         }
+        match &self.reauth_fp {
+            Some(fp) => feed_bytes(d, fp),
+            None => d.update([b'n']),
+        }
+        match &self.reauth_client {
+            Some(client) => feed_bytes(d, client.as_bytes()),
+            None => d.update([b'n']),
+        }
+        feed_opt(d, self.reauth_at);
     }
 }
 

@@ -899,6 +899,9 @@ impl CopyRead for SqliteCopy<'_> {
                 drift: r.get(22)?,
                 kind: r.get(23)?,
                 serial: r.get(24)?,
+                reauth_fp: r.get(25)?,
+                reauth_client: r.get(26)?,
+                reauth_at: r.get(27)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1004,6 +1007,9 @@ impl CopyWrite for SqliteCopy<'_> {
                 e.drift,
                 e.kind,
                 e.serial,
+                e.reauth_fp,
+                e.reauth_client,
+                e.reauth_at,
             ])?;
         }
         Ok(())

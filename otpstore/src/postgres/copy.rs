@@ -26,7 +26,7 @@ use crate::error::{Result, StoreError};
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The column types of [`ENROLMENT_ROW`].
-const ENROLMENT_TYPES: [Type; 25] = [
+const ENROLMENT_TYPES: [Type; 28] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -52,6 +52,9 @@ const ENROLMENT_TYPES: [Type; 25] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT,
+    Type::INT8,
 ];
 
 /// The column types of [`AUDIT_ROW`].
@@ -195,7 +198,7 @@ impl Drop for PgCopy<'_> {
 }
 
 /// The values of an enrolment row, in the order of [`ENROLMENT_ROW`].
-fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 25] {
+fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 28] {
     [
         &e.id,
         &e.user,
@@ -222,6 +225,9 @@ fn enrolment_values(e: &RawEnrolment) -> [&(dyn ToSql + Sync); 25] {
         &e.drift,
         &e.kind,
         &e.serial,
+        &e.reauth_fp,
+        &e.reauth_client,
+        &e.reauth_at,
     ]
 }
 
@@ -259,6 +265,9 @@ fn raw_enrolment(r: &Row) -> Result<RawEnrolment> {
         drift: r.try_get(22)?,
         kind: r.try_get(23)?,
         serial: r.try_get(24)?,
+        reauth_fp: r.try_get(25)?,
+        reauth_client: r.try_get(26)?,
+        reauth_at: r.try_get(27)?,
     })
 }
 

@@ -79,6 +79,9 @@ struct Fixture {
     bob: Zeroizing<Vec<u8>>,
     carol_wrong: String,
     erin_id: i64,
+    /// Kate's code accepted at `NOW` over RADIUS from `gw1`, with a
+    /// renegotiation window of an hour.
+    kate_used: String,
 }
 
 /// Enrolments in every state, with used steps, failures, a lock, a last
@@ -149,6 +152,13 @@ fn populate(store: &Store) -> Fixture {
     imported(store, "hank", 5);
     assert_eq!(store.revoke("hank").expect("revoke"), 1);
 
+    let kate = imported(store, "kate", 6);
+    let kate_used = PARAMS.code_at(&kate, NOW).to_string();
+    assert_eq!(
+        verify_radius(store, "kate", &kate_used, "gw1", 3600, false, NOW),
+        VerifyOutcome::Accept
+    );
+
     // Jack's token came twice: the first one is replaced.
     import(store, "jack", b"12345678901234567890", 30, Some(1_000));
     import(store, "jack", b"09876543210987654321", 30, Some(2_000));
@@ -169,6 +179,7 @@ fn populate(store: &Store) -> Fixture {
         bob,
         carol_wrong,
         erin_id: erin.id,
+        kate_used,
     }
 }
 
@@ -201,8 +212,8 @@ fn copy_carries_every_row_and_keeps_deciding_the_same() {
             "revoked"
         ]
     );
-    assert_eq!(report.copy.tally.enrolments(), 10);
-    assert_eq!(report.copy.tally.audit_rows, 6);
+    assert_eq!(report.copy.tally.enrolments(), 11);
+    assert_eq!(report.copy.tally.audit_rows, 7);
     assert_eq!(report.copy.tally.meta_rows, 1);
     assert_eq!(report.copy.tally.locked, 1);
     assert_eq!(rows(&store), before, "the source is unchanged");
@@ -246,6 +257,32 @@ fn copy_carries_every_row_and_keeps_deciding_the_same() {
         ),
         VerifyOutcome::Accept
     );
+    // The renegotiation window came along: the same code from the same
+    // client is accepted again, from another client it is a replay.
+    assert_eq!(
+        verify_radius(
+            &copy,
+            "kate",
+            &fixture.kate_used,
+            "gw1",
+            3600,
+            false,
+            NOW + 5
+        ),
+        VerifyOutcome::Reauth
+    );
+    assert!(matches!(
+        verify_radius(
+            &copy,
+            "kate",
+            &fixture.kate_used,
+            "gw2",
+            3600,
+            false,
+            NOW + 6
+        ),
+        VerifyOutcome::Reject(_)
+    ));
     // The lock holds; the last wrong code's fingerprint (keyed with the ID)
     // still recognises it.
     assert_eq!(
@@ -282,7 +319,7 @@ fn copy_carries_every_row_and_keeps_deciding_the_same() {
     let audit_rows = before.audit.len();
     verify(&copy, "nobody", "123456", NOW);
     let after = rows(&copy);
-    assert_eq!(after.audit.len(), audit_rows + 5);
+    assert_eq!(after.audit.len(), audit_rows + 7);
     assert!(after.audit.windows(2).all(|w| w[0].id < w[1].id));
 }
 
