@@ -2,7 +2,6 @@
 //! and recording the activation password), confirms them with their first
 //! code, and shows what the store holds.
 
-
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
