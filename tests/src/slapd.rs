@@ -108,7 +108,8 @@ pub enum Bind {
 }
 
 /// The slapd configuration: the schemas, TLS, one mdb database of at
-/// most `maxsize` bytes and who may see what; `loglevel` goes to syslog.
+/// most `maxsize` bytes, indexed by uid as a directory of users is, and
+/// who may see what; `loglevel` goes to syslog.
 fn slapd_conf(dir: &Path, maxsize: usize, loglevel: &str) -> String {
     let dir = dir.display();
     format!(
@@ -126,6 +127,8 @@ fn slapd_conf(dir: &Path, maxsize: usize, loglevel: &str) -> String {
          maxsize {maxsize}\n\
          suffix \"{SUFFIX}\"\n\
          directory {dir}/db\n\
+         index objectClass eq\n\
+         index uid eq\n\
          access to dn.subtree=\"ou=staff,{SUFFIX}\"\n  \
            by dn.exact=\"cn=reader,{SUFFIX}\" read\n  \
            by anonymous auth\n  \

@@ -28,7 +28,8 @@
 //! (User-Name, PAP User-Password, Message-Authenticator), each for a
 //! distinct user with a valid code (for otpd: users × the previous, current
 //! and next step, in that order). A request unanswered after `--timeout-ms`
-//! counts as a timeout and is not retransmitted. Each round runs otpd,
+//! counts as a timeout and is not retransmitted (its answer, if one comes
+//! later, as late). Each round runs otpd,
 //! fr-totp, fr-pap (and fr-sql) for `--seconds` each; the end prints the
 //! medians and the per-round ratios. "server us" is the CPU time of the
 //! target's processes (all otpd nodes, or FreeRADIUS) per answered
@@ -329,8 +330,10 @@ struct Tally {
     accepted: usize,
     rejected: usize,
     timeouts: usize,
-    /// Answers that match no outstanding request or fail the
-    /// Response Authenticator check.
+    /// Answers to requests that had timed out already.
+    late: usize,
+    /// Answers that match no request, outstanding or timed out, or fail
+    /// the Response Authenticator check.
     bad: usize,
     /// Some accepted (user, step), for the replay check.
     accepted_samples: Vec<(usize, u64)>,
@@ -359,6 +362,9 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
         .expect("read timeout");
     let mut rng = Rng(load.seed);
     let mut slots: Vec<Option<Pending>> = (0..256).map(|_| None).collect();
+    // The authenticator of the request that timed out last on each
+    // identifier, until the identifier is used again.
+    let mut expired: Vec<Option<[u8; 16]>> = vec![None; 256];
     let mut outstanding = 0usize;
     let mut next_id = (load.seed % 256) as usize;
     let mut tally = Tally {
@@ -394,6 +400,7 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
                 true,
             )
             .expect("encode");
+            expired[id] = None;
             slots[id] = Some(Pending {
                 authenticator,
                 sent: Instant::now(),
@@ -418,7 +425,13 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
                     .as_ref()
                     .is_some_and(|p| answer.is_response_to(&p.authenticator, SECRET));
                 if !matches {
-                    tally.bad += 1;
+                    let late = expired[id]
+                        .take_if(|authenticator| answer.is_response_to(authenticator, SECRET));
+                    if late.is_some() {
+                        tally.late += 1;
+                    } else {
+                        tally.bad += 1;
+                    }
                     continue;
                 }
                 let pending = slots[id].take().expect("slot");
@@ -449,12 +462,12 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
         let now = Instant::now();
         if now.duration_since(last_sweep) >= Duration::from_millis(5) {
             last_sweep = now;
-            for slot in slots.iter_mut() {
+            for (slot, expired) in slots.iter_mut().zip(expired.iter_mut()) {
                 if slot
                     .as_ref()
                     .is_some_and(|p| now.duration_since(p.sent) >= load.timeout)
                 {
-                    *slot = None;
+                    *expired = slot.take().map(|p| p.authenticator);
                     outstanding -= 1;
                     tally.timeouts += 1;
                 }
@@ -469,6 +482,7 @@ struct Figures {
     accepted: usize,
     rejected: usize,
     timeouts: usize,
+    late: usize,
     bad: usize,
     p50: f64,
     p99: f64,
@@ -643,6 +657,7 @@ fn run(
         accepted: tallies.iter().map(|t| t.accepted).sum(),
         rejected: tallies.iter().map(|t| t.rejected).sum(),
         timeouts: tallies.iter().map(|t| t.timeouts).sum(),
+        late: tallies.iter().map(|t| t.late).sum(),
         bad: tallies.iter().map(|t| t.bad).sum(),
         p50: e2e::percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         p99: e2e::percentile(&latencies, 0.99).as_secs_f64() * 1e3,
@@ -1287,13 +1302,14 @@ fn main() {
         );
     }
     println!(
-        "{:>5} {:>12} {:>10} {:>8} {:>7} {:>8} {:>4} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9}",
+        "{:>5} {:>12} {:>10} {:>8} {:>7} {:>8} {:>5} {:>4} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9}",
         "round",
         "target",
         "requests/s",
         "accepts",
         "rejects",
         "timeouts",
+        "late",
         "bad",
         "p50 ms",
         "p99 ms",
@@ -1324,13 +1340,14 @@ fn main() {
                     &rejects[i],
                 );
                 println!(
-                    "{:>5} {:>12} {:>10.0} {:>8} {:>7} {:>8} {:>4} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>7.1} {:>9.1}",
+                    "{:>5} {:>12} {:>10.0} {:>8} {:>7} {:>8} {:>5} {:>4} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>7.1} {:>9.1}",
                     round,
                     kind.name(),
                     f.rate,
                     f.accepted,
                     f.rejected,
                     f.timeouts,
+                    f.late,
                     f.bad,
                     f.p50,
                     f.p99,
