@@ -1,8 +1,11 @@
 //! RADIUS throughput and latency: otpd against FreeRADIUS 3.2 with
 //! rlm_totp, with plain PAP, and (`--store postgresql`) with rlm_sql doing
-//! PAP from the same PostgreSQL, on this machine, in alternating rounds.
+//! PAP from the same PostgreSQL, or (`--first-factor ldap`) the directory
+//! password and the code in one field against rlm_ldap + rlm_totp, on this
+//! machine, in alternating rounds.
 //!
-//! As root, with `apt-get install -y freeradius` done: gives N users a
+//! As root, with `apt-get install -y freeradius` done (and
+//! `freeradius-ldap` for `--first-factor ldap`): gives N users a
 //! random TOTP secret each and imports them into a fresh otpd store
 //! (300-second steps, so the run never crosses a step boundary); writes a
 //! private copy of /etc/freeradius/3.0 whose `files` module holds the same
@@ -1087,6 +1090,10 @@ fn main() {
     assert!(
         Path::new("/usr/lib/freeradius/rlm_totp.so").is_file(),
         "FreeRADIUS with rlm_totp is not installed: apt-get install -y freeradius"
+    );
+    assert!(
+        o.ldap.is_none() || Path::new("/usr/lib/freeradius/rlm_ldap.so").is_file(),
+        "FreeRADIUS's rlm_ldap is not installed: apt-get install -y freeradius-ldap"
     );
     let (bench, secrets) = e2e::BenchNodes::prepare(&o.nodes, params(OTPD_PERIOD), |users| {
         let mut rng = Rng(e2e::now_unix() ^ 0x5eed);
