@@ -50,6 +50,7 @@ packages=(
   prometheus         # scrapes otpd's /metrics (private config and data dir)
   nginx              # the reverse proxy in front of the activation page
   rsyslog            # a real syslog daemon receiving otpd's and pam_otp's lines
+  freeradius-ldap    # rlm_ldap, for bench-radius --first-factor ldap (a benchmark, not a test)
 )
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -7,7 +7,7 @@
 //! 127.0.0.1 and is signed by a CA made for this server; a second CA that
 //! signed nothing is there for tests that must see TLS fail. The directory
 //! `dc=example,dc=com` holds the users of [`User`], each with a random
-//! password hashed `{SSHA}` by slappasswd:
+//! password hashed `{SSHA}`:
 //! - `ou=people` and `ou=partners` anyone may search;
 //! - `ou=staff` only [`PrivateSlapd::reader_dn`] may search (anonymous
 //!   searches do not see it), while its users may still bind;
@@ -15,7 +15,8 @@
 //!   finds two entries.
 //!
 //! Starting a server takes a fraction of a second; a test binary shares
-//! one ([`PrivateSlapd::shared`]). A supervising shell starts slapd and,
+//! one ([`PrivateSlapd::shared`]). A benchmark starts one with thousands
+//! of users more in `ou=people` and no log ([`PrivateSlapd::start_for_bench`]). A supervising shell starts slapd and,
 //! once its stdin closes (the [`PrivateSlapd`] is dropped or the test
 //! process has exited, however it ended), kills it and removes the
 //! directory, so no server outlives its tests.
@@ -96,9 +97,20 @@ pub fn user_dn(uid: &str, unit: &str) -> String {
     format!("uid={value},ou={unit},{SUFFIX}")
 }
 
-/// The slapd configuration: the schemas, TLS, one mdb database and who
-/// may see what.
-fn slapd_conf(dir: &Path) -> String {
+/// How to find a user's entry before the bind: [`PrivateSlapd::ldap_table`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// The DN `uid={user},ou=people,...`, no search.
+    Template,
+    /// An anonymous search for `(uid={user})` in `ou=people`, then a bind
+    /// as the entry found.
+    Search,
+}
+
+/// The slapd configuration: the schemas, TLS, one mdb database of at
+/// most `maxsize` bytes, indexed by uid as a directory of users is, and
+/// who may see what; `loglevel` goes to syslog.
+fn slapd_conf(dir: &Path, maxsize: usize, loglevel: &str) -> String {
     let dir = dir.display();
     format!(
         "include /etc/ldap/schema/core.schema\n\
@@ -106,14 +118,17 @@ fn slapd_conf(dir: &Path) -> String {
          include /etc/ldap/schema/inetorgperson.schema\n\
          modulepath /usr/lib/ldap\n\
          moduleload back_mdb\n\
+         loglevel {loglevel}\n\
          pidfile {dir}/slapd.pid\n\
          TLSCACertificateFile {dir}/ca.pem\n\
          TLSCertificateFile {dir}/server.crt\n\
          TLSCertificateKeyFile {dir}/server.key\n\
          database mdb\n\
-         maxsize 16777216\n\
+         maxsize {maxsize}\n\
          suffix \"{SUFFIX}\"\n\
          directory {dir}/db\n\
+         index objectClass eq\n\
+         index uid eq\n\
          access to dn.subtree=\"ou=staff,{SUFFIX}\"\n  \
            by dn.exact=\"cn=reader,{SUFFIX}\" read\n  \
            by anonymous auth\n  \
@@ -126,13 +141,13 @@ fn slapd_conf(dir: &Path) -> String {
     )
 }
 
-/// Starts slapd (`$1` the config dir, `$2` its listeners) in the
-/// foreground of a background job, prints its PID, and waits for stdin
+/// Starts slapd (`$1` the config dir, `$2` its listeners, `$3` what it
+/// logs to `slapd.log`) in the foreground of a background job, prints its PID, and waits for stdin
 /// to close; then kills slapd (even a stopped one) and removes `$1`. It
 /// ignores the terminal's SIGINT and SIGHUP, so that Ctrl-C on a test run
 /// still cleans up.
 const SUPERVISOR: &str = r#"trap '' INT HUP
-slapd -f "$1/slapd.conf" -h "$2" -d stats >"$1/slapd.log" 2>&1 </dev/null &
+slapd -f "$1/slapd.conf" -h "$2" -d "$3" >"$1/slapd.log" 2>&1 </dev/null &
 echo "$!"
 read -r _
 kill -KILL "$!" 2>/dev/null
@@ -151,6 +166,8 @@ pub struct PrivateSlapd {
     pid: u32,
     passwords: Vec<(User, String)>,
     reader_password: String,
+    /// The users of [`PrivateSlapd::start_for_bench`]: uid and password.
+    people: Vec<(String, String)>,
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
 }
 
@@ -159,11 +176,18 @@ impl PrivateSlapd {
     /// temp dir and starts slapd; returns once both ports take
     /// connections. Panics with the server's log when it does not come up.
     pub fn start() -> PrivateSlapd {
-        require_tools(&[
-            ("slapd", "slapd"),
-            ("slapadd", "slapd"),
-            ("slappasswd", "slapd"),
-        ]);
+        PrivateSlapd::launch(Vec::new(), "stats")
+    }
+
+    /// [`PrivateSlapd::start`] with `people` (uid and password) in
+    /// `ou=people` besides the users of [`User`], and with nothing logged:
+    /// a line per operation would measure the log.
+    pub fn start_for_bench(people: Vec<(String, String)>) -> PrivateSlapd {
+        PrivateSlapd::launch(people, "none")
+    }
+
+    fn launch(people: Vec<(String, String)>, log: &str) -> PrivateSlapd {
+        require_tools(&[("slapd", "slapd"), ("slapadd", "slapd")]);
         let dir = tempfile::Builder::new()
             .prefix("otpd-slapd.")
             .tempdir_in("/tmp")
@@ -171,11 +195,14 @@ impl PrivateSlapd {
             .keep();
         write_certificates(&dir);
         fs::create_dir(dir.join("db")).expect("create db/");
-        fs::write(dir.join("slapd.conf"), slapd_conf(&dir)).expect("write slapd.conf");
+        // 16 MiB, and 2 KiB per entry of `people`: a limit, not an allocation.
+        let maxsize = (1 << 24) + 2048 * people.len();
+        fs::write(dir.join("slapd.conf"), slapd_conf(&dir, maxsize, log))
+            .expect("write slapd.conf");
         let passwords: Vec<(User, String)> =
             User::ALL.iter().map(|u| (*u, random_password())).collect();
         let reader_password = random_password();
-        load_entries(&dir, &passwords, &reader_password);
+        load_entries(&dir, &passwords, &reader_password, &people);
         write_private_file(
             &dir.join("reader.password"),
             &format!("{reader_password}\n"),
@@ -185,7 +212,7 @@ impl PrivateSlapd {
         let listeners = format!("ldap://127.0.0.1:{ldap_port}/ ldaps://127.0.0.1:{ldaps_port}/");
         let mut supervisor = Command::new("sh");
         supervisor.args(["-c", SUPERVISOR, "otpd-slapd"]);
-        supervisor.arg(&dir).arg(listeners);
+        supervisor.arg(&dir).arg(listeners).arg(log);
         // Its stdout says slapd's PID; closing its stdin ends it. Out of the
         // test's process group: Ctrl-C does not reach it.
         supervisor.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -205,6 +232,7 @@ impl PrivateSlapd {
             ldaps_port,
             passwords,
             reader_password,
+            people,
             supervisor: Mutex::new(Some((child, stdin))),
         };
         server.wait_until_listening();
@@ -240,6 +268,13 @@ impl PrivateSlapd {
         format!("ldaps://localhost:{}", self.ldaps_port)
     }
 
+    /// `ldaps://127.0.0.1:PORT`: the URL for clients built on libldap
+    /// (FreeRADIUS's rlm_ldap), which checks the certificate of a
+    /// `localhost` URL against the machine's host name instead.
+    pub fn ldaps_address_url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.ldaps_port)
+    }
+
     /// `ldap://localhost:PORT`, where StartTLS is offered.
     pub fn ldap_url(&self) -> String {
         format!("ldap://localhost:{}", self.ldap_port)
@@ -268,8 +303,32 @@ impl PrivateSlapd {
     /// appear in what the code under test says.
     pub fn all_passwords(&self) -> Vec<&str> {
         let mut all: Vec<&str> = self.passwords.iter().map(|(_, p)| p.as_str()).collect();
+        all.extend(self.people.iter().map(|(_, p)| p.as_str()));
         all.push(&self.reader_password);
         all
+    }
+
+    /// The `[ldap]` table of an otpd that checks passwords here, over
+    /// [`PrivateSlapd::ldaps_address_url`] (what a libldap client must
+    /// use, so a benchmark can give both the same), finding the entry in
+    /// `ou=people` by `bind`.
+    pub fn ldap_table(&self, bind: Bind) -> String {
+        let find = match bind {
+            Bind::Template => format!("bind_dn = \"uid={{user}},ou=people,{SUFFIX}\"\n"),
+            Bind::Search => format!(
+                "search_base = \"ou=people,{SUFFIX}\"\nsearch_filter = \"(uid={{user}})\"\n"
+            ),
+        };
+        format!(
+            "\n[ldap]\nurl = \"{}\"\nca_file = \"{}\"\n{find}",
+            self.ldaps_address_url(),
+            self.ca_file().display()
+        )
+    }
+
+    /// The PID of slapd, whose CPU time a benchmark reads.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// The account that may search `ou=staff`.
@@ -321,30 +380,37 @@ fn random_password() -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
 }
 
-/// `password` hashed `{SSHA}` by slappasswd, read from a file (not the
-/// command line).
-fn ssha(dir: &Path, password: &str) -> String {
-    let file = dir.join("hash-me");
-    write_private_file(&file, password);
-    let output = run_with_input(
-        Command::new("slappasswd")
-            .args(["-h", "{SSHA}", "-T"])
-            .arg(&file),
-        "",
-    );
-    fs::remove_file(&file).expect("remove the hashed file");
-    assert!(output.status.success(), "slappasswd: {}", describe(&output));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+/// `password` hashed `{SSHA}` (RFC 2307 style: base64 of the SHA-1 of the
+/// password and a random 8-byte salt, then the salt), as slappasswd
+/// does; here, since a slappasswd per entry would take minutes for
+/// thousands.
+fn ssha(password: &str) -> String {
+    use rand::RngCore;
+    use sha1::{Digest, Sha1};
+    let mut salt = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut salt);
+    let mut hashed = Sha1::new()
+        .chain_update(password.as_bytes())
+        .chain_update(salt)
+        .finalize()
+        .to_vec();
+    hashed.extend_from_slice(&salt);
+    format!("{{SSHA}}{}", data_encoding::BASE64.encode(&hashed))
 }
 
-/// Loads the suffix, the units, the reader and the users into the
-/// database with slapadd, before the server starts.
-fn load_entries(dir: &Path, passwords: &[(User, String)], reader_password: &str) {
+/// Loads the suffix, the units, the reader, the users and `people` into
+/// the database with slapadd, before the server starts.
+fn load_entries(
+    dir: &Path,
+    passwords: &[(User, String)],
+    reader_password: &str,
+    people: &[(String, String)],
+) {
     let mut ldif = format!(
         "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
          dn: cn=reader,{SUFFIX}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
          cn: reader\nuserPassword: {}\n\n",
-        ssha(dir, reader_password)
+        ssha(reader_password)
     );
     for unit in ["people", "partners", "staff"] {
         ldif.push_str(&format!(
@@ -352,7 +418,7 @@ fn load_entries(dir: &Path, passwords: &[(User, String)], reader_password: &str)
         ));
     }
     for (user, password) in passwords {
-        let hash = ssha(dir, password);
+        let hash = ssha(password);
         for unit in user.units() {
             ldif.push_str(&format!(
                 "dn: {}\nobjectClass: inetOrgPerson\nuid: {}\ncn: {unit} user\nsn: user\n\
@@ -362,10 +428,19 @@ fn load_entries(dir: &Path, passwords: &[(User, String)], reader_password: &str)
             ));
         }
     }
+    for (uid, password) in people {
+        ldif.push_str(&format!(
+            "dn: {}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: bench user\nsn: user\n\
+             userPassword: {}\n\n",
+            user_dn(uid, "people"),
+            ssha(password)
+        ));
+    }
     let file = dir.join("entries.ldif");
     fs::write(&file, ldif).expect("write entries.ldif");
     let output = run_with_input(
         Command::new("slapadd")
+            .arg("-q")
             .arg("-f")
             .arg(dir.join("slapd.conf"))
             .arg("-l")

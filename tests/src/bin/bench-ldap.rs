@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use e2e::slapd::{PrivateSlapd, User, SUFFIX};
+use e2e::slapd::{Bind, PrivateSlapd, User};
 use otpcore::config::Config;
 use otpldap::{Directory, Verdict};
 
@@ -29,10 +29,8 @@ fn main() {
     assert!(checks > 0, "--checks must be > 0");
     let slapd = PrivateSlapd::start();
     let text = format!(
-        "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n[ldap]\n\
-         url = \"{}\"\nca_file = \"{}\"\nbind_dn = \"uid={{user}},ou=people,{SUFFIX}\"\n",
-        slapd.ldaps_url(),
-        slapd.ca_file().display()
+        "service_id = \"X\"\nissuer = \"I\"\nstate_dir = \"/tmp/x\"\n{}",
+        slapd.ldap_table(Bind::Template)
     );
     let config = Config::parse(&text, Path::new("otpd.toml"), false)
         .expect("config")

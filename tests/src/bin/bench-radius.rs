@@ -1,8 +1,11 @@
 //! RADIUS throughput and latency: otpd against FreeRADIUS 3.2 with
 //! rlm_totp, with plain PAP, and (`--store postgresql`) with rlm_sql doing
-//! PAP from the same PostgreSQL, on this machine, in alternating rounds.
+//! PAP from the same PostgreSQL, or (`--first-factor ldap`) the directory
+//! password and the code in one field against rlm_ldap + rlm_totp, on this
+//! machine, in alternating rounds.
 //!
-//! As root, with `apt-get install -y freeradius` done: gives N users a
+//! As root, with `apt-get install -y freeradius` done (and
+//! `freeradius-ldap` for `--first-factor ldap`): gives N users a
 //! random TOTP secret each and imports them into a fresh otpd store
 //! (300-second steps, so the run never crosses a step boundary); writes a
 //! private copy of /etc/freeradius/3.0 whose `files` module holds the same
@@ -28,7 +31,8 @@
 //! (User-Name, PAP User-Password, Message-Authenticator), each for a
 //! distinct user with a valid code (for otpd: users × the previous, current
 //! and next step, in that order). A request unanswered after `--timeout-ms`
-//! counts as a timeout and is not retransmitted. Each round runs otpd,
+//! counts as a timeout and is not retransmitted (its answer, if one comes
+//! later, as late). Each round runs otpd,
 //! fr-totp, fr-pap (and fr-sql) for `--seconds` each; the end prints the
 //! medians and the per-round ratios. "server us" is the CPU time of the
 //! target's processes (all otpd nodes, or FreeRADIUS) per answered
@@ -37,22 +41,53 @@
 //! during the run are sent again (same user, same step) to otpd, each to
 //! the node after the one that accepted it, and to rlm_totp.
 //!
+//! `--first-factor ldap`: the password and the code in one User-Password,
+//! the password checked by a bind to a private slapd (`e2e::slapd`, on
+//! loopback, over ldaps://, started with no log) whose `ou=people` holds
+//! the N users uN, each with a random password. The targets are then
+//! otpd-ldap (otpd with `[radius] first_factor = "ldap"` and `[ldap]`),
+//! fr-ldap-totp and fr-ldap, two sites of FreeRADIUS ([`FR_LDAP_SITES`])
+//! on ports of their own with the module [`FR_LDAP_MODULE`] (rlm_ldap, its
+//! default pool): fr-ldap-totp splits User-Password in unlang into the
+//! password and the last 6 digits, takes the user's `TOTP-Secret` from the
+//! `files` module (the same secrets as otpd's, for the same users uN),
+//! binds as the user with the password (rlm_ldap) and checks the code
+//! (rlm_totp); fr-ldap binds with the password alone (PAP to the
+//! directory, no code). All three send the same users. `--ldap-bind dn`
+//! (the default) finds the user's entry by a DN template
+//! (`uid={user},ou=people,...`: otpd's `bind_dn`, FreeRADIUS's
+//! `control:LDAP-UserDN` set in unlang, the name escaped by `ldapquote`),
+//! `--ldap-bind search` by an anonymous search for `(uid=...)` in
+//! `ou=people`, then a bind as the entry found (otpd's `search_base` and
+//! `search_filter`, rlm_ldap's `ldap` in authorize). "ldap us" is slapd's
+//! CPU time per answered request, counted in the CPU ratios.
+//!
+//! rlm_totp takes only the code of the step a request arrives in: each
+//! run of fr-totp or fr-ldap-totp starts early enough in a 30-second step
+//! to end in it (when `--seconds` leaves room for that). The bench exits
+//! with status 1 when an answer was wrong (a reject, other than otpd's
+//! replays of a code that repeats an earlier step's; a bad authenticator)
+//! and panics when a peer does not start; timeouts are counted, not
+//! judged.
+//!
 //! cargo build --release -p otpd && cargo build --release -p e2e --bin bench-radius
 //! target/release/bench-radius [--users N] [--seconds S] [--rounds R]
 //!     [--sockets K] [--inflight W] [--timeout-ms T] [--synchronous normal|full]
-//!     [--store sqlite|postgresql] [--nodes N]
+//!     [--store sqlite|postgresql] [--nodes N] [--first-factor none|ldap]
+//!     [--ldap-bind dn|search]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::slapd::{Bind, PrivateSlapd, SUFFIX};
 use e2e::{BenchStore, Server};
 use otpcore::radius::{self, code, Packet};
 use otpcore::totp::{self, Algorithm, TokenParams};
@@ -74,6 +109,8 @@ struct Options {
     sockets: usize,
     inflight: usize,
     timeout: Duration,
+    /// `--first-factor ldap`: how the directory finds the user's entry.
+    ldap: Option<Bind>,
 }
 
 fn options() -> Options {
@@ -83,6 +120,8 @@ fn options() -> Options {
     let mut sockets = 32;
     let mut inflight = 4;
     let mut timeout = Duration::from_secs(1);
+    let mut first_factor = "none".to_owned();
+    let mut bind = Bind::Template;
     let nodes = e2e::NodeOptions::from_args("bench-radius", 100_000, |flag, value| {
         match flag {
             "--rounds" => rounds = e2e::bench_value(value, "--rounds R"),
@@ -90,6 +129,14 @@ fn options() -> Options {
             "--inflight" => inflight = e2e::bench_value(value, "--inflight W"),
             "--timeout-ms" => {
                 timeout = Duration::from_millis(e2e::bench_value(value, "--timeout-ms T"))
+            }
+            "--first-factor" => first_factor = value.to_owned(),
+            "--ldap-bind" => {
+                bind = match value {
+                    "dn" => Bind::Template,
+                    "search" => Bind::Search,
+                    _ => panic!("--ldap-bind dn|search: cannot read {value:?}"),
+                }
             }
             _ => return false,
         }
@@ -99,12 +146,18 @@ fn options() -> Options {
         (1..=200).contains(&inflight),
         "--inflight must be 1 to 200 (one RADIUS identifier each)"
     );
+    let ldap = match first_factor.as_str() {
+        "none" => None,
+        "ldap" => Some(bind),
+        _ => panic!("--first-factor none|ldap: cannot read {first_factor:?}"),
+    };
     Options {
         nodes,
         rounds,
         sockets,
         inflight,
         timeout,
+        ldap,
     }
 }
 
@@ -118,6 +171,14 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// 20 random letters and digits.
+    fn password(&mut self) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..20)
+            .map(|_| char::from(ALPHABET[(self.next() % ALPHABET.len() as u64) as usize]))
+            .collect()
     }
 
     fn authenticator(&mut self) -> [u8; 16] {
@@ -134,7 +195,13 @@ enum Kind {
     FrTotp,
     FrPap,
     FrSql,
+    OtpdLdap,
+    FrLdapTotp,
+    FrLdap,
 }
+
+/// How many kinds there are.
+const KINDS: usize = 7;
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -143,12 +210,28 @@ impl Kind {
             Kind::FrTotp => "fr-totp",
             Kind::FrPap => "fr-pap",
             Kind::FrSql => "fr-sql",
+            Kind::OtpdLdap => "otpd-ldap",
+            Kind::FrLdapTotp => "fr-ldap-totp",
+            Kind::FrLdap => "fr-ldap",
         }
+    }
+
+    fn is_otpd(self) -> bool {
+        matches!(self, Kind::Otpd | Kind::OtpdLdap)
+    }
+
+    /// Whether the target takes rlm_totp's codes, of 30-second steps.
+    fn is_rlm_totp(self) -> bool {
+        matches!(self, Kind::FrTotp | Kind::FrLdapTotp)
     }
 }
 
-/// The targets of a run, otpd first; fr-sql only with PostgreSQL.
-fn targets(postgresql: bool) -> Vec<Kind> {
+/// The targets of a run, otpd first, rlm_totp second; fr-sql only with
+/// PostgreSQL; with a first factor, only those that check it.
+fn targets(postgresql: bool, ldap: bool) -> Vec<Kind> {
+    if ldap {
+        return vec![Kind::OtpdLdap, Kind::FrLdapTotp, Kind::FrLdap];
+    }
     let mut kinds = vec![Kind::Otpd, Kind::FrTotp, Kind::FrPap];
     if postgresql {
         kinds.push(Kind::FrSql);
@@ -159,8 +242,10 @@ fn targets(postgresql: bool) -> Vec<Kind> {
 /// The users and which (user, step) each target gets next.
 struct Users {
     secrets: Vec<Vec<u8>>,
+    /// The directory passwords of the users uN (with a first factor).
+    passwords: Vec<String>,
     otpd_base_step: u64,
-    next: [AtomicUsize; 4],
+    next: [AtomicUsize; KINDS],
 }
 
 fn params(period: u64) -> TokenParams {
@@ -184,12 +269,14 @@ impl Users {
         let n = self.next[kind as usize].fetch_add(1, Ordering::Relaxed);
         let user = n % self.secrets.len();
         match kind {
-            Kind::Otpd => {
+            Kind::Otpd | Kind::OtpdLdap => {
                 let pass = n / self.secrets.len();
                 (pass < 3).then(|| (user, self.otpd_base_step - 1 + pass as u64))
             }
-            Kind::FrTotp => Some((user, params(FR_PERIOD).step_at(e2e::now_unix()))),
-            Kind::FrPap | Kind::FrSql => Some((user, 0)),
+            Kind::FrTotp | Kind::FrLdapTotp => {
+                Some((user, params(FR_PERIOD).step_at(e2e::now_unix())))
+            }
+            Kind::FrPap | Kind::FrSql | Kind::FrLdap => Some((user, 0)),
         }
     }
 
@@ -209,11 +296,25 @@ impl Users {
             ),
             Kind::FrPap => (format!("p{user}"), pap_password(user)),
             Kind::FrSql => (format!("s{user}"), pap_password(user)),
+            Kind::OtpdLdap | Kind::FrLdapTotp => {
+                let period = if kind == Kind::OtpdLdap {
+                    OTPD_PERIOD
+                } else {
+                    FR_PERIOD
+                };
+                let code = params(period).code_for_step(&self.secrets[user], step);
+                (
+                    format!("u{user}"),
+                    format!("{}{}", self.passwords[user], code.as_str()),
+                )
+            }
+            Kind::FrLdap => (format!("u{user}"), self.passwords[user].clone()),
         }
     }
 
-    fn exhausted(&self) -> bool {
-        self.next[Kind::Otpd as usize].load(Ordering::Relaxed) >= 3 * self.secrets.len()
+    /// Whether otpd, `kind`, has had every (user, step) it can take.
+    fn exhausted(&self, kind: Kind) -> bool {
+        self.next[kind as usize].load(Ordering::Relaxed) >= 3 * self.secrets.len()
     }
 }
 
@@ -232,8 +333,10 @@ struct Tally {
     accepted: usize,
     rejected: usize,
     timeouts: usize,
-    /// Answers that match no outstanding request or fail the
-    /// Response Authenticator check.
+    /// Answers to requests that had timed out already.
+    late: usize,
+    /// Answers that match no request, outstanding or timed out, or fail
+    /// the Response Authenticator check.
     bad: usize,
     /// Some accepted (user, step), for the replay check.
     accepted_samples: Vec<(usize, u64)>,
@@ -262,6 +365,9 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
         .expect("read timeout");
     let mut rng = Rng(load.seed);
     let mut slots: Vec<Option<Pending>> = (0..256).map(|_| None).collect();
+    // The authenticator of the request that timed out last on each
+    // identifier, until the identifier is used again.
+    let mut expired: Vec<Option<[u8; 16]>> = vec![None; 256];
     let mut outstanding = 0usize;
     let mut next_id = (load.seed % 256) as usize;
     let mut tally = Tally {
@@ -297,6 +403,7 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
                 true,
             )
             .expect("encode");
+            expired[id] = None;
             slots[id] = Some(Pending {
                 authenticator,
                 sent: Instant::now(),
@@ -321,7 +428,13 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
                     .as_ref()
                     .is_some_and(|p| answer.is_response_to(&p.authenticator, SECRET));
                 if !matches {
-                    tally.bad += 1;
+                    let late = expired[id]
+                        .take_if(|authenticator| answer.is_response_to(authenticator, SECRET));
+                    if late.is_some() {
+                        tally.late += 1;
+                    } else {
+                        tally.bad += 1;
+                    }
                     continue;
                 }
                 let pending = slots[id].take().expect("slot");
@@ -352,12 +465,12 @@ fn client(load: &Load, users: &Users, stop: &AtomicBool) -> Tally {
         let now = Instant::now();
         if now.duration_since(last_sweep) >= Duration::from_millis(5) {
             last_sweep = now;
-            for slot in slots.iter_mut() {
+            for (slot, expired) in slots.iter_mut().zip(expired.iter_mut()) {
                 if slot
                     .as_ref()
                     .is_some_and(|p| now.duration_since(p.sent) >= load.timeout)
                 {
-                    *slot = None;
+                    *expired = slot.take().map(|p| p.authenticator);
                     outstanding -= 1;
                     tally.timeouts += 1;
                 }
@@ -372,6 +485,7 @@ struct Figures {
     accepted: usize,
     rejected: usize,
     timeouts: usize,
+    late: usize,
     bad: usize,
     p50: f64,
     p99: f64,
@@ -379,6 +493,8 @@ struct Figures {
     server_us: f64,
     /// CPU time the PostgreSQL server spent per answered request, µs.
     db_us: f64,
+    /// CPU time slapd spent per answered request, µs.
+    ldap_us: f64,
     /// CPU time this load generator spent per answered request, µs.
     client_us: f64,
 }
@@ -439,6 +555,14 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// How many seconds must be left of rlm_totp's step when a run of
+/// fr-totp or fr-ldap-totp starts, so that its last request arrives in that
+/// step; `None` when a run is too long for one step.
+fn totp_budget(o: &Options) -> Option<u64> {
+    let budget = o.nodes.seconds.ceil() as u64 + 1;
+    (budget < FR_PERIOD).then_some(budget)
+}
+
 /// Where a target listens and which processes serve it.
 struct Target {
     addresses: Vec<SocketAddr>,
@@ -451,21 +575,37 @@ impl Target {
     }
 }
 
+/// The servers behind the targets, whose CPU time is counted too: the
+/// PostgreSQL server of the cluster in `db`, slapd of PID `slapd`.
+struct Behind {
+    db: Option<PathBuf>,
+    slapd: Option<String>,
+}
+
+impl Behind {
+    /// CPU seconds of the database and of slapd so far.
+    fn cpu_seconds(&self) -> (f64, f64) {
+        (
+            self.db.as_deref().map(db_cpu_seconds).unwrap_or(0.0),
+            self.slapd.as_deref().map(cpu_seconds).unwrap_or(0.0),
+        )
+    }
+}
+
 /// An accepted (user, step) and the index of the address that accepted it.
 type Sample = (usize, u64, usize);
 
 fn run(
     kind: Kind,
     target: &Target,
-    db: Option<&Path>,
+    behind: &Behind,
     o: &Options,
     users: &Arc<Users>,
     samples: &Mutex<Vec<Sample>>,
     rejects: &Mutex<Vec<(usize, u64)>>,
 ) -> Figures {
-    let db_cpu_now = || db.map(db_cpu_seconds).unwrap_or(0.0);
     let server_cpu = target.cpu_seconds();
-    let db_cpu = db_cpu_now();
+    let (db_cpu, ldap_cpu) = behind.cpu_seconds();
     let client_cpu = cpu_seconds("self");
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -492,7 +632,8 @@ fn run(
         .map(|h| h.join().expect("client"))
         .collect();
     let server_cpu = target.cpu_seconds() - server_cpu;
-    let db_cpu = db_cpu_now() - db_cpu;
+    let (db_now, ldap_now) = behind.cpu_seconds();
+    let (db_cpu, ldap_cpu) = (db_now - db_cpu, ldap_now - ldap_cpu);
     let client_cpu = cpu_seconds("self") - client_cpu;
     let mut latencies: Vec<Duration> = tallies
         .iter()
@@ -519,11 +660,13 @@ fn run(
         accepted: tallies.iter().map(|t| t.accepted).sum(),
         rejected: tallies.iter().map(|t| t.rejected).sum(),
         timeouts: tallies.iter().map(|t| t.timeouts).sum(),
+        late: tallies.iter().map(|t| t.late).sum(),
         bad: tallies.iter().map(|t| t.bad).sum(),
         p50: e2e::percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         p99: e2e::percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         server_us: server_cpu / answered * 1e6,
         db_us: db_cpu / answered * 1e6,
+        ldap_us: ldap_cpu / answered * 1e6,
         client_us: client_cpu / answered * 1e6,
     }
 }
@@ -582,10 +725,18 @@ fn wait_ready(server: &mut Server, target: SocketAddr, what: &str, user: &str, p
 
 /// otpd on `state` and `store` (a `[store]` table, empty for SQLite) with
 /// a `[radius]` section: one client at 127.0.0.1 with [`SECRET`],
-/// Message-Authenticator required.
-fn start_otpd(dir: &Path, state: &Path, store: &str, port: u16, synchronous: &str) -> Server {
+/// Message-Authenticator required, and `client` (more keys of that
+/// client, then more tables: its first factor and `[ldap]`).
+fn start_otpd(
+    dir: &Path,
+    state: &Path,
+    store: &str,
+    port: u16,
+    synchronous: &str,
+    client: &str,
+) -> Server {
     let radius = e2e::cluster::radius_toml(port, "bench", &String::from_utf8_lossy(SECRET));
-    e2e::start_otpd_on(dir, state, synchronous, &format!("{radius}{store}"))
+    e2e::start_otpd_on(dir, state, synchronous, &format!("{radius}{client}{store}"))
 }
 
 const FR_SITE: &str = r#"server bench {
@@ -636,6 +787,152 @@ const FR_SQL_SITE: &str = r#"server bench-sql {
 	}
 }
 "#;
+
+/// rlm_ldap for fr-ldap-totp and fr-ldap: slapd at URL over ldaps://,
+/// trusting its CA, searching anonymously (no `identity`) in
+/// `ou=people` for the search-then-bind sites, with Debian's default pool
+/// (up to `max_servers` connections, as many as FreeRADIUS has threads).
+const FR_LDAP_MODULE: &str = r#"ldap {
+	server = 'URL'
+	base_dn = 'ou=people,SUFFIX'
+	user_dn = "LDAP-UserDn"
+	user {
+		base_dn = "${..base_dn}"
+		filter = "(uid=%{User-Name})"
+		scope = 'sub'
+	}
+	options {
+		chase_referrals = no
+		rebind = no
+		res_timeout = 3
+		srv_timelimit = 3
+		net_timeout = 1
+		idle = 60
+		probes = 3
+		interval = 3
+		ldap_debug = 0
+	}
+	tls {
+		ca_file = 'CA'
+		require_cert = 'demand'
+	}
+	pool {
+		start = ${thread[pool].start_servers}
+		min = ${thread[pool].min_spare_servers}
+		max = ${thread[pool].max_servers}
+		spare = ${thread[pool].max_spare_servers}
+		uses = 0
+		retry_delay = 30
+		lifetime = 0
+		idle_timeout = 60
+	}
+}
+"#;
+
+/// The sites of fr-ldap-totp (port TOTP_PORT) and fr-ldap (port
+/// PAP_PORT). The first splits User-Password into the directory password
+/// and the last 6 digits, refuses users without a `TOTP-Secret` (from
+/// `files`), then binds as the user with the password (rlm_ldap, Auth-Type
+/// LDAP) and checks the code (rlm_totp); the second binds with the whole
+/// User-Password. FIND_USER is [`FR_FIND_BY_DN`] or [`FR_FIND_BY_SEARCH`].
+const FR_LDAP_SITES: &str = r#"server bench-ldap-totp {
+	listen {
+		type = auth
+		ipaddr = 127.0.0.1
+		port = TOTP_PORT
+	}
+	authorize {
+		if (&User-Password =~ /^(.+)([0-9]{6})$/) {
+			update request {
+				&TOTP-Password := "%{2}"
+				&User-Password := "%{1}"
+			}
+		}
+		else {
+			reject
+		}
+		files
+		if (!&control:TOTP-Secret) {
+			reject
+		}
+FIND_USER
+	}
+	authenticate {
+		Auth-Type LDAP {
+			ldap
+			totp
+		}
+	}
+}
+
+server bench-ldap {
+	listen {
+		type = auth
+		ipaddr = 127.0.0.1
+		port = PAP_PORT
+	}
+	authorize {
+FIND_USER
+	}
+	authenticate {
+		Auth-Type LDAP {
+			ldap
+		}
+	}
+}
+"#;
+
+/// The user's DN from a template, the name escaped: no search, the bind
+/// as that DN.
+const FR_FIND_BY_DN: &str = r#"		update control {
+			&LDAP-UserDn := "uid=%{ldapquote:%{User-Name}},ou=people,SUFFIX"
+			&Auth-Type := LDAP
+		}"#;
+
+/// The user's DN from rlm_ldap's search (in authorize), then the bind.
+const FR_FIND_BY_SEARCH: &str = r#"		ldap
+		if (ok || updated) {
+			update control {
+				&Auth-Type := LDAP
+			}
+		}
+		else {
+			reject
+		}"#;
+
+/// Where fr-ldap-totp and fr-ldap listen, and the directory.
+struct LdapSites {
+    totp_port: u16,
+    pap_port: u16,
+    url: String,
+    ca_file: PathBuf,
+    bind: Bind,
+}
+
+/// Enables rlm_ldap in `raddb` ([`FR_LDAP_MODULE`]) and the sites
+/// [`FR_LDAP_SITES`] of `sites`.
+fn enable_ldap(raddb: &Path, sites: &LdapSites) {
+    fs::write(
+        raddb.join("mods-enabled/ldap"),
+        FR_LDAP_MODULE
+            .replace("URL", &sites.url)
+            .replace("CA", &sites.ca_file.display().to_string())
+            .replace("SUFFIX", SUFFIX),
+    )
+    .expect("mods-enabled/ldap");
+    let find = match sites.bind {
+        Bind::Template => FR_FIND_BY_DN,
+        Bind::Search => FR_FIND_BY_SEARCH,
+    };
+    fs::write(
+        raddb.join("sites-enabled/bench-ldap"),
+        FR_LDAP_SITES
+            .replace("FIND_USER", &find.replace("SUFFIX", SUFFIX))
+            .replace("TOTP_PORT", &sites.totp_port.to_string())
+            .replace("PAP_PORT", &sites.pap_port.to_string()),
+    )
+    .expect("ldap sites");
+}
 
 /// Where fr-sql listens and the libpq connection string of its database.
 struct SqlSite {
@@ -698,12 +995,21 @@ fn fill_radcheck(store: &BenchStore, users: usize) {
 }
 
 /// Copies /etc/freeradius/3.0 to `dir/raddb`, with only the bench site (and
-/// the fr-sql site of `sql`), one client, rlm_totp enabled, and the users;
-/// starts `freeradius -f`.
-fn start_freeradius(dir: &Path, port: u16, users: &Users, sql: Option<&SqlSite>) -> Server {
+/// the fr-sql site of `sql`, the sites of `ldap`), one client, rlm_totp
+/// enabled, and the users; starts `freeradius -f`.
+fn start_freeradius(
+    dir: &Path,
+    port: u16,
+    users: &Users,
+    sql: Option<&SqlSite>,
+    ldap: Option<&LdapSites>,
+) -> Server {
     let raddb = e2e::private_raddb(dir);
     if let Some(site) = sql {
         enable_sql(&raddb, site);
+    }
+    if let Some(sites) = ldap {
+        enable_ldap(&raddb, sites);
     }
     let totp_link = raddb.join("mods-enabled/totp");
     if fs::symlink_metadata(&totp_link).is_err() {
@@ -733,6 +1039,12 @@ fn start_freeradius(dir: &Path, port: u16, users: &Users, sql: Option<&SqlSite>)
             "p{i} Cleartext-Password := \"{}\"\n",
             pap_password(i)
         ));
+        if ldap.is_some() {
+            authorize.push_str(&format!(
+                "u{i} TOTP-Secret := \"{}\"\n",
+                totp::base32(secret).as_str()
+            ));
+        }
     }
     fs::write(raddb.join("mods-config/files/authorize"), authorize).expect("users");
     let log = dir.join("freeradius.log");
@@ -779,6 +1091,10 @@ fn main() {
         Path::new("/usr/lib/freeradius/rlm_totp.so").is_file(),
         "FreeRADIUS with rlm_totp is not installed: apt-get install -y freeradius"
     );
+    assert!(
+        o.ldap.is_none() || Path::new("/usr/lib/freeradius/rlm_ldap.so").is_file(),
+        "FreeRADIUS's rlm_ldap is not installed: apt-get install -y freeradius-ldap"
+    );
     let (bench, secrets) = e2e::BenchNodes::prepare(&o.nodes, params(OTPD_PERIOD), |users| {
         let mut rng = Rng(e2e::now_unix() ^ 0x5eed);
         (0..users)
@@ -786,9 +1102,9 @@ fn main() {
             .collect()
     });
     let store = &bench.store;
-    let postgresql = store.postgres().is_some();
-    let kinds = targets(postgresql);
-    if postgresql {
+    let kinds = targets(store.postgres().is_some(), o.ldap.is_some());
+    let sql = kinds.contains(&Kind::FrSql);
+    if sql {
         let started = Instant::now();
         fill_radcheck(store, o.nodes.users);
         eprintln!(
@@ -796,26 +1112,65 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
     }
+    let passwords: Vec<String> = match o.ldap {
+        Some(_) => {
+            let mut rng = Rng(e2e::now_unix() ^ 0x1da9);
+            (0..o.nodes.users).map(|_| rng.password()).collect()
+        }
+        None => Vec::new(),
+    };
+    let slapd = o.ldap.map(|_| {
+        let started = Instant::now();
+        let people = passwords
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("u{i}"), p.clone()))
+            .collect();
+        let slapd = PrivateSlapd::start_for_bench(people);
+        eprintln!(
+            "slapd with {} users ready in {:.1} s",
+            passwords.len(),
+            started.elapsed().as_secs_f64()
+        );
+        slapd
+    });
     let mut users = Users {
         secrets,
+        passwords,
         otpd_base_step: 0,
         next: Default::default(),
     };
 
     let loopback = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
     let fr_addr = loopback(e2e::free_port());
-    let sql_site = store.postgres().map(|(server, cluster)| SqlSite {
-        port: e2e::free_port(),
-        conninfo: format!(
-            "host={} port={} dbname={} user={}",
-            server.dir().display(),
-            server.port(),
-            cluster.db.name,
-            e2e::postgres::ROLE
-        ),
+    let ldap_sites = o.ldap.zip(slapd.as_ref()).map(|(bind, slapd)| LdapSites {
+        totp_port: e2e::free_port(),
+        pap_port: e2e::free_port(),
+        url: slapd.ldaps_address_url(),
+        ca_file: slapd.ca_file(),
+        bind,
     });
+    let sql_site = store
+        .postgres()
+        .filter(|_| sql)
+        .map(|(server, cluster)| SqlSite {
+            port: e2e::free_port(),
+            conninfo: format!(
+                "host={} port={} dbname={} user={}",
+                server.dir().display(),
+                server.port(),
+                cluster.db.name,
+                e2e::postgres::ROLE
+            ),
+        });
     let started = Instant::now();
-    let mut freeradius = start_freeradius(bench.dir(), fr_addr.port(), &users, sql_site.as_ref());
+    let mut freeradius = start_freeradius(
+        bench.dir(),
+        fr_addr.port(),
+        &users,
+        sql_site.as_ref(),
+        ldap_sites.as_ref(),
+    );
     wait_ready(
         &mut freeradius,
         fr_addr,
@@ -833,6 +1188,24 @@ fn main() {
             &pap_password(0),
         );
     }
+    if let Some(sites) = &ldap_sites {
+        for (kind, port) in [
+            (Kind::FrLdapTotp, sites.totp_port),
+            (Kind::FrLdap, sites.pap_port),
+        ] {
+            let (_, step) = users
+                .take(kind)
+                .expect("rlm_totp's user-steps never run out");
+            let (name, password) = users.credentials(kind, 0, step);
+            wait_ready(
+                &mut freeradius,
+                loopback(port),
+                "freeradius",
+                &name,
+                &password,
+            );
+        }
+    }
     eprintln!(
         "freeradius ready in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -842,6 +1215,10 @@ fn main() {
         .iter()
         .map(|_| loopback(e2e::free_port()))
         .collect();
+    let client = match o.ldap.zip(slapd.as_ref()) {
+        Some((bind, slapd)) => format!("first_factor = \"ldap\"\n{}", slapd.ldap_table(bind)),
+        None => String::new(),
+    };
     let mut nodes: Vec<Server> = bench
         .nodes
         .iter()
@@ -853,34 +1230,45 @@ fn main() {
                 store.table(),
                 addr.port(),
                 &o.nodes.synchronous,
+                &client,
             )
         })
         .collect();
     for (node, &addr) in nodes.iter_mut().zip(&otpd_addrs) {
         wait_ready(node, addr, "otpd", "nobody", "000000");
     }
-    let target_of = |kind: Kind| -> Target {
-        match kind {
-            Kind::Otpd => Target {
-                addresses: otpd_addrs.clone(),
-                pids: nodes.iter().map(|n| n.id().to_string()).collect(),
-            },
-            Kind::FrTotp | Kind::FrPap | Kind::FrSql => Target {
-                addresses: vec![match (&sql_site, kind) {
-                    (Some(site), Kind::FrSql) => loopback(site.port),
-                    _ => fr_addr,
-                }],
-                pids: vec![freeradius.id().to_string()],
-            },
+    // Where each of FreeRADIUS's targets listens.
+    let fr_addr_of = |kind: Kind| -> SocketAddr {
+        match (kind, &sql_site, &ldap_sites) {
+            (Kind::FrSql, Some(site), _) => loopback(site.port),
+            (Kind::FrLdapTotp, _, Some(sites)) => loopback(sites.totp_port),
+            (Kind::FrLdap, _, Some(sites)) => loopback(sites.pap_port),
+            _ => fr_addr,
         }
     };
-    let db_dir = store.postgres().map(|(server, _)| server.dir().to_owned());
+    let target_of = |kind: Kind| -> Target {
+        if kind.is_otpd() {
+            Target {
+                addresses: otpd_addrs.clone(),
+                pids: nodes.iter().map(|n| n.id().to_string()).collect(),
+            }
+        } else {
+            Target {
+                addresses: vec![fr_addr_of(kind)],
+                pids: vec![freeradius.id().to_string()],
+            }
+        }
+    };
+    let behind = Behind {
+        db: store.postgres().map(|(server, _)| server.dir().to_owned()),
+        slapd: slapd.as_ref().map(|s| s.pid().to_string()),
+    };
 
-    // The whole run must stay inside one of otpd's steps.
-    let budget = (o.rounds as f64
-        * kinds.len() as f64
-        * (o.nodes.seconds + 1.5 + PAUSE.as_secs_f64())) as u64
-        + 30;
+    // The whole run must stay inside one of otpd's steps, with the waits
+    // for room in rlm_totp's steps.
+    let per_run = o.nodes.seconds + 1.5 + PAUSE.as_secs_f64();
+    let totp_wait = totp_budget(&o).map_or(0, |b| b + 1) as f64;
+    let budget = (o.rounds as f64 * (kinds.len() as f64 * per_run + totp_wait)) as u64 + 30;
     e2e::wait_for_room_in_step(OTPD_PERIOD, budget);
     users.otpd_base_step = params(OTPD_PERIOD).step_at(e2e::now_unix());
     let users = Arc::new(users);
@@ -909,23 +1297,36 @@ fn main() {
     );
     println!("{version}");
     println!("FreeRADIUS thread pool (defaults): {}", freeradius_pool());
+    if let Some(bind) = o.ldap {
+        println!(
+            "password and code in User-Password; the password checked by a bind to slapd \
+             (ldaps:// on loopback, {} users), the entry found by {}",
+            o.nodes.users,
+            match bind {
+                Bind::Template => "a DN template",
+                Bind::Search => "an anonymous search",
+            }
+        );
+    }
     println!(
-        "{:>5} {:>8} {:>10} {:>8} {:>7} {:>8} {:>4} {:>7} {:>7} {:>9} {:>7} {:>9}",
+        "{:>5} {:>12} {:>10} {:>8} {:>7} {:>8} {:>5} {:>4} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9}",
         "round",
         "target",
         "requests/s",
         "accepts",
         "rejects",
         "timeouts",
+        "late",
         "bad",
         "p50 ms",
         "p99 ms",
         "server us",
         "db us",
+        "ldap us",
         "client us"
     );
-    let samples: [Mutex<Vec<Sample>>; 4] = Default::default();
-    let rejects: [Mutex<Vec<(usize, u64)>>; 4] = Default::default();
+    let samples: [Mutex<Vec<Sample>>; KINDS] = Default::default();
+    let rejects: [Mutex<Vec<(usize, u64)>>; KINDS] = Default::default();
     // Per round, the figures of each of `kinds`, in that order.
     let mut results: Vec<Vec<Figures>> = Vec::new();
     for round in 1..=o.rounds {
@@ -933,28 +1334,33 @@ fn main() {
             .iter()
             .map(|&kind| {
                 let i = kind as usize;
+                if let Some(budget) = totp_budget(&o).filter(|_| kind.is_rlm_totp()) {
+                    e2e::wait_for_room_in_step(FR_PERIOD, budget);
+                }
                 let f = run(
                     kind,
                     &target_of(kind),
-                    db_dir.as_deref(),
+                    &behind,
                     &o,
                     &users,
                     &samples[i],
                     &rejects[i],
                 );
                 println!(
-                    "{:>5} {:>8} {:>10.0} {:>8} {:>7} {:>8} {:>4} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>9.1}",
+                    "{:>5} {:>12} {:>10.0} {:>8} {:>7} {:>8} {:>5} {:>4} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>7.1} {:>9.1}",
                     round,
                     kind.name(),
                     f.rate,
                     f.accepted,
                     f.rejected,
                     f.timeouts,
+                    f.late,
                     f.bad,
                     f.p50,
                     f.p99,
                     f.server_us,
                     f.db_us,
+                    f.ldap_us,
                     f.client_us
                 );
                 // FreeRADIUS keeps every request for cleanup_delay (5 s) and
@@ -965,35 +1371,36 @@ fn main() {
             })
             .collect();
         results.push(figures);
-        if users.exhausted() {
+        if users.exhausted(kinds[0]) {
             println!("(otpd ran out of user-steps: raise --users)");
         }
     }
 
     println!();
     println!(
-        "{:>8} {:>10} {:>7} {:>7} {:>9} {:>7} {:>9}   (medians over the rounds)",
-        "target", "requests/s", "p50 ms", "p99 ms", "server us", "db us", "client us"
+        "{:>12} {:>10} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9}   (medians over the rounds)",
+        "target", "requests/s", "p50 ms", "p99 ms", "server us", "db us", "ldap us", "client us"
     );
     for (i, kind) in kinds.iter().enumerate() {
         let of = |f: fn(&Figures) -> f64| {
             e2e::median(&results.iter().map(|r| f(&r[i])).collect::<Vec<_>>())
         };
         println!(
-            "{:>8} {:>10.0} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>9.1}",
+            "{:>12} {:>10.0} {:>7.3} {:>7.3} {:>9.1} {:>7.1} {:>7.1} {:>9.1}",
             kind.name(),
             of(|f| f.rate),
             of(|f| f.p50),
             of(|f| f.p99),
             of(|f| f.server_us),
             of(|f| f.db_us),
+            of(|f| f.ldap_us),
             of(|f| f.client_us),
         );
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
-    // Throughput, ours over theirs; CPU per request (server and database),
-    // theirs over ours (> 1: otpd spends less CPU per request).
-    let cpu = |f: &Figures| f.server_us + f.db_us;
+    // Throughput, ours over theirs; CPU per request (server, database and
+    // directory), theirs over ours (> 1: otpd spends less CPU per request).
+    let cpu = |f: &Figures| f.server_us + f.db_us + f.ldap_us;
     let rate_ratio = |r: &[Figures], other: usize| ratio(r[0].rate, r[other].rate);
     let cpu_ratio = |r: &[Figures], other: usize| ratio(cpu(&r[other]), cpu(&r[0]));
     // Per round: throughput against each other target, then CPU.
@@ -1017,10 +1424,11 @@ fn main() {
                 .map(|i| format!("cpu {}/otpd", kinds[i].name())),
         )
         .collect();
+    let width = labels.iter().map(String::len).max().unwrap_or(0).max(16);
     let line = |first: &str, cells: &[String]| {
         let mut text = format!("{first:>6}");
         for cell in cells {
-            text.push_str(&format!(" {cell:>16}"));
+            text.push_str(&format!(" {cell:>width$}"));
         }
         text
     };
@@ -1034,22 +1442,26 @@ fn main() {
     let medians: Vec<f64> = (0..labels.len())
         .map(|c| e2e::median(&ratios.iter().map(|r| r[c]).collect::<Vec<_>>()))
         .collect();
-    println!(
-        "{}   (goals: otpd/fr-totp >= 2, otpd/fr-pap >= 1, otpd/fr-sql >= 5)",
-        line("median", &figures(&medians))
-    );
+    let goals = if o.ldap.is_none() {
+        "   (goals: otpd/fr-totp >= 2, otpd/fr-pap >= 1, otpd/fr-sql >= 5)"
+    } else {
+        ""
+    };
+    println!("{}{goals}", line("median", &figures(&medians)));
 
     // otpd takes the earliest step in its window whose code matches; when
     // a user's code repeats that of an earlier, already used step (one in
     // a million per step pair), the request is a replay to otpd.
-    let otpd_rejects = rejects[Kind::Otpd as usize].lock().unwrap().clone();
+    let otpd = kinds[0];
+    let otpd_rejects = rejects[otpd as usize].lock().unwrap().clone();
+    let mut repeats = 0;
     if !otpd_rejects.is_empty() {
-        let repeats = otpd_rejects
+        repeats = otpd_rejects
             .iter()
             .filter(|&&(user, step)| {
-                let code = users.credentials(Kind::Otpd, user, step).1;
+                let code = users.credentials(otpd, user, step).1;
                 (users.otpd_base_step - 1..step)
-                    .any(|earlier| users.credentials(Kind::Otpd, user, earlier).1 == code)
+                    .any(|earlier| users.credentials(otpd, user, earlier).1 == code)
             })
             .count();
         println!(
@@ -1058,6 +1470,19 @@ fn main() {
             otpd_rejects.len()
         );
     }
+    // Every request of the run should have been accepted: the wrong
+    // answers, per target.
+    let wrong: Vec<(Kind, usize)> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| {
+            let rejected: usize = results.iter().map(|r| r[i].rejected).sum();
+            let bad: usize = results.iter().map(|r| r[i].bad).sum();
+            let explained = if i == 0 { repeats } else { 0 };
+            (kind, rejected - explained + bad)
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
 
     // Replays. otpd: codes it accepted during the run, same user and step,
     // each to the node after the one that accepted it (the same node when
@@ -1076,11 +1501,11 @@ fn main() {
             &mut rng,
         )
     };
-    let otpd_samples = samples[Kind::Otpd as usize].lock().unwrap().clone();
+    let otpd_samples = samples[otpd as usize].lock().unwrap().clone();
     let mut again = [0usize; 3];
     for &(user, step, node) in &otpd_samples {
         let other = otpd_addrs[(node + 1) % otpd_addrs.len()];
-        match tally(Kind::Otpd, other, user, step) {
+        match tally(otpd, other, user, step) {
             Some(true) => again[0] += 1,
             Some(false) => again[1] += 1,
             None => again[2] += 1,
@@ -1098,10 +1523,11 @@ fn main() {
         std::thread::sleep(Duration::from_secs(6));
     }
     let step = fr_period.step_at(e2e::now_unix());
+    let rlm_totp = kinds[1];
     let mut twice = [0usize; 3];
     for user in 0..REPLAYS {
-        let first = tally(Kind::FrTotp, fr_addr, user, step);
-        let second = tally(Kind::FrTotp, fr_addr, user, step);
+        let first = tally(rlm_totp, fr_addr_of(rlm_totp), user, step);
+        let second = tally(rlm_totp, fr_addr_of(rlm_totp), user, step);
         if first == Some(true) {
             match second {
                 Some(true) => twice[0] += 1,
@@ -1111,9 +1537,12 @@ fn main() {
         }
     }
     println!(
-        "fr-totp, {REPLAYS} current codes each sent twice: second accepted {}, rejected {}, \
+        "{}, {REPLAYS} current codes each sent twice: second accepted {}, rejected {}, \
          unanswered {}",
-        twice[0], twice[1], twice[2]
+        rlm_totp.name(),
+        twice[0],
+        twice[1],
+        twice[2]
     );
     let mut servers: Vec<(&mut Server, String)> = nodes
         .iter_mut()
@@ -1135,5 +1564,14 @@ fn main() {
                 println!("  {line}");
             }
         }
+    }
+    if !wrong.is_empty() {
+        for (kind, n) in &wrong {
+            println!(
+                "{}: {n} wrong answers (rejects or bad authenticators)",
+                kind.name()
+            );
+        }
+        std::process::exit(1);
     }
 }
