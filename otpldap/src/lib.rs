@@ -10,8 +10,10 @@
 //! user's DN (the `bind_dn` template, or one search), and binds as it with
 //! the password.
 //!
-//! Connections are kept for the next check, at most [`POOL_SIZE`] idle
-//! ones, once a check on them ended cleanly: the user's bind answered
+//! At most [`CONNECTIONS`] checks use the directory at once, each on a
+//! connection of its own; the others wait for one of them to end, within
+//! their `timeout_ms`. Connections are kept for the next check once a check
+//! on them ended cleanly: the user's bind answered
 //! success or `invalidCredentials`, or the search answered that no entry
 //! matches. After any other answer, an error or a timeout the connection is
 //! closed. A reused connection is still bound as the last user: in
@@ -54,6 +56,7 @@ use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchOptions, StdStream};
 use otpcore::config::{LdapBind, LdapConfig, LdapRuleError, LdapTransport, LdapUrl};
 use otpproto::logtext;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 /// What the directory said of a password.
@@ -69,6 +72,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Step {
+    /// Waiting for one of the [`CONNECTIONS`] other checks to end.
+    Waiting,
     Connecting,
     /// The TLS handshake, after StartTLS for `ldap://`.
     Tls,
@@ -85,6 +90,7 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Step::Waiting => "waiting for a free connection",
             Step::Connecting => "connecting",
             Step::Tls => "setting up TLS",
             Step::SearchAccountBind => "binding as search_bind_dn",
@@ -199,6 +205,8 @@ pub struct Directory {
     timeout_ms: u64,
     /// Idle connections that ended their last check cleanly, newest last.
     idle: Mutex<Vec<Connection>>,
+    /// One permit per check at work: [`CONNECTIONS`].
+    slots: Semaphore,
 }
 
 impl fmt::Debug for Directory {
@@ -242,6 +250,7 @@ impl Progress {
 
     fn get(&self) -> Step {
         [
+            Step::Waiting,
             Step::Connecting,
             Step::Tls,
             Step::SearchAccountBind,
@@ -251,12 +260,16 @@ impl Progress {
         ]
         .into_iter()
         .find(|s| *s as u8 == self.0.load(Ordering::Relaxed))
-        .unwrap_or(Step::Connecting)
+        .unwrap_or(Step::Waiting)
     }
 }
 
-/// How many idle connections a [`Directory`] keeps for later checks.
-pub const POOL_SIZE: usize = 4;
+/// How many checks a [`Directory`] runs at once, hence how many
+/// connections it opens to the directory at most (and keeps for later
+/// checks). More checks wait for one of them rather than open more:
+/// a connection's TCP and TLS set-up costs the directory and otpd far more
+/// than the bind that follows.
+pub const CONNECTIONS: usize = 16;
 
 /// The task that drives one connection; aborted, and the connection
 /// closed, when this is dropped.
@@ -347,6 +360,7 @@ impl Directory {
             find,
             timeout_ms: config.timeout_ms,
             idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(CONNECTIONS),
         })
     }
 
@@ -357,7 +371,7 @@ impl Directory {
             Ok(p) if !p.is_empty() && !p.contains('\0') && !user.is_empty() => p,
             _ => return Ok(Verdict::Wrong),
         };
-        let progress = Progress(AtomicU8::new(Step::Connecting as u8));
+        let progress = Progress(AtomicU8::new(Step::Waiting as u8));
         let deadline = Duration::from_millis(self.timeout_ms);
         match tokio::time::timeout(deadline, self.exchange(user, password, &progress)).await {
             Ok(verdict) => verdict,
@@ -378,6 +392,13 @@ impl Directory {
         password: &str,
         progress: &Progress,
     ) -> Result<Verdict, LdapError> {
+        // The semaphore is never closed; were it, the check could not say.
+        let _slot = self.slots.acquire().await.map_err(|_| LdapError::Timeout {
+            url: self.url.to_string(),
+            timeout_ms: self.timeout_ms,
+            step: Step::Waiting,
+        })?;
+        progress.set(Step::Connecting);
         if let Some(mut connection) = self.take_idle() {
             let outcome = self
                 .bind_user(&mut connection.ldap, user, password, progress, true)
@@ -419,11 +440,11 @@ impl Directory {
         None
     }
 
-    /// Keeps `connection` for a later check, unless [`POOL_SIZE`] are
+    /// Keeps `connection` for a later check, unless [`CONNECTIONS`] are
     /// kept already.
     fn keep(&self, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < POOL_SIZE {
+        if idle.len() < CONNECTIONS {
             idle.push(connection);
         }
     }
@@ -437,8 +458,12 @@ impl Directory {
     /// Connects and sets up TLS.
     async fn connect(&self, progress: &Progress) -> Result<Connection, LdapError> {
         let url = self.url.to_string();
+        // Without TCP_NODELAY, the handshake's and the bind's small
+        // writes wait for the server's delayed acknowledgement (some 40 ms
+        // each on Linux).
         let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
             .await
+            .and_then(|s| s.set_nodelay(true).map(|()| s))
             .and_then(|s| s.into_std())
             .map_err(|e| LdapError::Unreachable {
                 url: url.clone(),
@@ -668,6 +693,47 @@ mod tests {
     fn private_file(path: &Path, text: &str, mode: u32) {
         std::fs::write(path, text).expect("write");
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// Checks beyond [`CONNECTIONS`] wait for a free connection instead
+    /// of opening more: against a server that accepts and never answers,
+    /// no more than that many connections reach it before the deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_beyond_the_connections_wait_for_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = listener.local_addr().expect("address").port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let config = ldap(&[
+            format!("url = \"ldap://127.0.0.1:{port}\""),
+            "bind_dn = \"uid={user},dc=example\"".to_owned(),
+            "timeout_ms = 500".to_owned(),
+        ]);
+        let directory = Arc::new(Directory::open(&config).expect("open"));
+        let checks: Vec<_> = (0..CONNECTIONS + 8)
+            .map(|_| {
+                let directory = Arc::clone(&directory);
+                tokio::spawn(async move { directory.check_password("alice", b"pw").await })
+            })
+            .collect();
+        // Halfway to the deadline every check has started: the first ones
+        // hold every connection, the others wait.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
+        for check in checks {
+            let result = check.await.expect("check");
+            assert!(
+                matches!(result, Err(LdapError::Timeout { .. })),
+                "a silent server gives a timeout, not {result:?}"
+            );
+        }
     }
 
     #[tokio::test]
