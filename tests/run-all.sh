@@ -50,6 +50,7 @@ packages=(
   prometheus         # scrapes otpd's /metrics (private config and data dir)
   nginx              # the reverse proxy in front of the activation page
   rsyslog            # a real syslog daemon receiving otpd's and pam_otp's lines
+  adjtimex           # reads the kernel's clock state, to compare with otpd's /metrics
 )
 
 if [ "$(id -u)" -eq 0 ]; then
