@@ -216,10 +216,8 @@ fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
 
     // The audit trail names the clients, never nginx or a claim.
     let output = env.otpctl(&["audit", "--json"], "");
-    let entries: Value = serde_json::from_slice(&output.stdout).expect("audit JSON");
+    let entries = e2e::stdout_json_lines(&output);
     let limited: Vec<&str> = entries
-        .as_array()
-        .expect("array")
         .iter()
         .filter(|e| {
             e["reason"]
@@ -228,15 +226,13 @@ fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
         })
         .filter_map(|e| e["peer"].as_str())
         .collect();
-    assert_eq!(limited, ["127.0.0.3", "127.0.0.5"], "{entries}");
+    assert_eq!(limited, ["127.0.0.3", "127.0.0.5"], "{entries:?}");
     let activated: Vec<&str> = entries
-        .as_array()
-        .expect("array")
         .iter()
         .filter(|e| e["user"] == "alice" && e["channel"] == "http" && e["result"] == "ok")
         .filter_map(|e| e["peer"].as_str())
         .collect();
-    assert_eq!(activated, ["127.0.0.4"], "{entries}");
+    assert_eq!(activated, ["127.0.0.4"], "{entries:?}");
 
     // The metrics listener's output passes promtool, and health is good.
     let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
