@@ -757,7 +757,7 @@ fn root_otpctl_becomes_the_owner_of_state_dir() {
     chown_tree(&fresh, &user);
     let output = list_on_state_dir(env.root(), "fresh", &fresh);
     assert_success(&output, "otpctl list on a fresh state_dir of another user");
-    assert_eq!(stdout(&output), "");
+    assert_eq!(stdout_json(&output), json!([]));
     let created = owners(&fresh);
     let names: Vec<&str> = created.iter().map(|(n, _, _)| n.as_str()).collect();
     assert!(names.contains(&otpstore::DB_FILE), "{names:?}");
