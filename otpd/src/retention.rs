@@ -2,10 +2,10 @@
 //! and every hour, entries older than the retention are deleted in the
 //! background, [`BATCH`] per statement, and after each statement the pruner
 //! rests [`REST_FACTOR`] times as long as the statement took (at least
-//! [`MIN_PAUSE`]). So it uses at most a tenth of the store's time, whatever
+//! [`MIN_PAUSE`]). So it uses at most a fifth of the store's time, whatever
 //! the store's speed, and logins never wait long for the store: a statement
-//! is short, and one slowed down by logins (the store serves one call at a
-//! time) makes the pruner rest longer.
+//! is short (a few milliseconds), and one slowed down by logins (the store
+//! serves one call at a time) makes the pruner rest longer.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use crate::daemon::{unix_now, Daemon, Shutdown};
 
 /// Audit entries deleted by one statement.
-pub const BATCH: u64 = 200;
+pub const BATCH: u64 = 100;
 /// The rest after a statement, in multiples of the time it took.
-const REST_FACTOR: u32 = 9;
+const REST_FACTOR: u32 = 4;
 /// The shortest rest between two statements.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
 /// How often the trail is pruned.
@@ -89,11 +89,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rest_keeps_the_pruner_to_a_tenth_of_the_store() {
+    fn the_rest_keeps_the_pruner_to_a_fifth_of_the_store() {
         for took in [20u64, 35, 120, 1500] {
             let took = Duration::from_millis(took);
             let share = took.as_secs_f64() / (took + pause_after(took)).as_secs_f64();
-            assert!((share - 0.1).abs() < 1e-9, "{took:?}: {share}");
+            assert!((share - 0.2).abs() < 1e-9, "{took:?}: {share}");
         }
         // A statement that took no time still leaves the store a rest.
         assert_eq!(pause_after(Duration::ZERO), MIN_PAUSE);
