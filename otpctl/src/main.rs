@@ -160,6 +160,7 @@ enum Command {
         /// Only entries from this time on (YYYY-MM-DD or RFC 3339 UTC).
         #[arg(long, value_name = "TIME", value_parser = parse_since)]
         since: Option<u64>,
+        /// One JSON object a line (JSON Lines), printed as read.
         #[arg(long)]
         json: bool,
     },
@@ -1132,38 +1133,66 @@ impl Ctx {
         }
     }
 
+    /// Prints the audit trail as it is read, one entry a line (a JSON
+    /// object each with `--json`): memory does not grow with the trail. A
+    /// reader that goes away (`| head`) ends it quietly.
     fn audit_trail(&self, user: Option<&str>, since: Option<u64>, json: bool) -> Outcome {
-        let entries = self.store.audit_entries(user, since.unwrap_or(0))?;
-        if json {
-            let values: Vec<_> = entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "time": rfc3339(e.time),
-                        "user": e.user,
-                        "channel": e.channel,
-                        "peer": e.peer,
-                        "result": e.result.as_str(),
-                        "reason": e.reason,
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::Value::Array(values));
-        } else {
-            for e in &entries {
-                println!(
-                    "{} {:<6} {:<5} {:<16} {} [{}]",
-                    rfc3339(e.time),
-                    e.channel,
-                    e.result,
-                    e.user,
-                    e.reason,
-                    e.peer
-                );
-            }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let printed = self
+            .store
+            .audit_each(user, since.unwrap_or(0), |e| {
+                if json {
+                    write_audit_json(&mut out, &e)
+                } else {
+                    writeln!(
+                        out,
+                        "{} {:<6} {:<5} {:<16} {} [{}]",
+                        rfc3339(e.time),
+                        e.channel,
+                        e.result,
+                        e.user,
+                        e.reason,
+                        e.peer
+                    )
+                    .map_err(Printing::Write)
+                }
+            })
+            .and_then(|()| out.flush().map_err(Printing::Write));
+        match printed {
+            Ok(()) => Ok(()),
+            Err(Printing::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(Printing::Write(e)) => Err(Refused(format!("cannot print the audit trail: {e}"))),
+            Err(Printing::Store(e)) => Err(Refused(e.to_string())),
         }
-        Ok(())
     }
+}
+
+/// Why printing a stream of store records stopped.
+enum Printing {
+    Store(otpstore::StoreError),
+    Write(std::io::Error),
+}
+
+impl From<otpstore::StoreError> for Printing {
+    fn from(e: otpstore::StoreError) -> Self {
+        Printing::Store(e)
+    }
+}
+
+/// One audit entry as a line of JSON.
+fn write_audit_json(out: &mut impl Write, e: &otpstore::AuditEntry) -> Result<(), Printing> {
+    let line = json!({
+        "time": rfc3339(e.time),
+        "user": e.user,
+        "channel": e.channel,
+        "peer": e.peer,
+        "result": e.result.as_str(),
+        "reason": e.reason,
+    });
+    serde_json::to_writer(&mut *out, &line)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(Printing::Write)
 }
 
 /// One side of a copy as a JSON object.

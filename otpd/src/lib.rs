@@ -9,6 +9,7 @@
 //! program starts it.
 
 mod accept;
+pub mod clock;
 pub mod daemon;
 mod enrolment;
 pub mod error;
@@ -254,7 +255,8 @@ async fn serve(config: Config) -> ExitCode {
         listeners.spawn(listener.serve(Arc::clone(&daemon), shutdown.clone()));
     }
 
-    // Off the listeners' set: its end is no reason to stop.
+    // Off the listeners' set: their end is no reason to stop.
+    tokio::spawn(clock::watch(Arc::clone(&daemon), shutdown.clone()));
     tokio::spawn(retention::prune_audit(
         Arc::clone(&daemon),
         shutdown.clone(),

@@ -22,9 +22,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use otpclock::ClockState;
 use otpcore::config::MetricsConfig;
 use otpstore::{AuditResult, Channel};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
 use prometheus::{Opts, Registry, TextEncoder};
 
 use crate::daemon::{Daemon, Shutdown};
@@ -84,6 +87,9 @@ pub struct Metrics {
     store_errors: IntCounter,
     radius_drops: IntCounterVec,
     tokens: IntGaugeVec,
+    clock_synchronised: IntGauge,
+    clock_max_error: Gauge,
+    clock_estimated_error: Gauge,
 }
 
 impl Metrics {
@@ -145,6 +151,21 @@ impl Metrics {
         registry.register(Box::new(radius_drops.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(build_info))?;
+        let clock_synchronised = IntGauge::new(
+            "otpd_clock_synchronised",
+            "1 when the kernel reports the system clock synchronised by a time service, 0 when not or when it cannot be read.",
+        )?;
+        let clock_max_error = Gauge::new(
+            "otpd_clock_max_error_seconds",
+            "The kernel's maximum error of the system clock.",
+        )?;
+        let clock_estimated_error = Gauge::new(
+            "otpd_clock_estimated_error_seconds",
+            "The kernel's estimated error of the system clock.",
+        )?;
+        registry.register(Box::new(clock_synchronised.clone()))?;
+        registry.register(Box::new(clock_max_error.clone()))?;
+        registry.register(Box::new(clock_estimated_error.clone()))?;
         let decisions = std::array::from_fn(|c| {
             std::array::from_fn(|r| {
                 decisions.with_label_values(&[CHANNELS[c].as_str(), RESULTS[r].as_str()])
@@ -158,6 +179,9 @@ impl Metrics {
             store_errors,
             radius_drops,
             tokens,
+            clock_synchronised,
+            clock_max_error,
+            clock_estimated_error,
         })
     }
 
@@ -198,6 +222,21 @@ impl Metrics {
         for (state, count) in states {
             let gauge: IntGauge = self.tokens.with_label_values(&[state.as_str()]);
             gauge.set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records the clock's state as last read; a clock that cannot be read
+    /// counts as unsynchronised, its errors as last read.
+    pub fn clock(&self, reading: &io::Result<ClockState>) {
+        match reading {
+            Ok(state) => {
+                self.clock_synchronised
+                    .set(i64::from(state.is_synchronised()));
+                self.clock_max_error.set(state.max_error.as_secs_f64());
+                self.clock_estimated_error
+                    .set(state.estimated_error.as_secs_f64());
+            }
+            Err(_) => self.clock_synchronised.set(0),
         }
     }
 
@@ -335,6 +374,8 @@ impl Scrapes {
 
 async fn metrics(State(scrapes): State<Arc<Scrapes>>) -> Response {
     scrapes.refresh_tokens().await;
+    // One system call: the clock's state as it is now, not a minute ago.
+    scrapes.daemon.metrics().clock(&otpclock::read());
     match scrapes.daemon.metrics().encode() {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => {
@@ -368,6 +409,7 @@ mod tests {
         metrics.batch(7);
         metrics.radius_dropped("malformed");
         metrics.set_tokens(&[("active".to_owned(), 3), ("issued".to_owned(), 1)]);
+        metrics.clock(&Ok(ClockState::decode(0, 0, 250_000, 1_500)));
         let text = metrics.encode().expect("encode");
         for line in [
             "otpd_decisions_total{channel=\"pam\",result=\"ok\"} 2",
@@ -378,6 +420,9 @@ mod tests {
             "otpd_radius_drops_total{reason=\"malformed\"} 1",
             "otpd_tokens{state=\"active\"} 3",
             "otpd_store_errors_total 0",
+            "otpd_clock_synchronised 1",
+            "otpd_clock_max_error_seconds 0.25",
+            "otpd_clock_estimated_error_seconds 0.0015",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
@@ -387,5 +432,12 @@ mod tests {
         metrics.set_tokens(&[("active".to_owned(), 2)]);
         let text = metrics.encode().expect("encode");
         assert!(!text.contains("state=\"issued\""), "{text}");
+        // A clock that cannot be read is no synchronised clock.
+        metrics.clock(&Err(io::Error::from(io::ErrorKind::PermissionDenied)));
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.lines().any(|l| l == "otpd_clock_synchronised 0"),
+            "{text}"
+        );
     }
 }

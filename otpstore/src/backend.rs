@@ -4,6 +4,7 @@
 //! backend reads rows, hands them to these functions and writes what they
 //! decide; the decisions themselves live here once.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use otpcore::hotp::{self, HotpParams};
@@ -129,7 +130,15 @@ pub(crate) trait Backend: Send + Sync {
     fn extend(&self, id: i64, expires_at: u64) -> Result<bool>;
     /// Appends an entry whose texts are already escaped.
     fn audit(&self, entry: &AuditEntry) -> Result<()>;
-    fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>>;
+    /// Hands `each` the audit entries, oldest first, optionally of one
+    /// user and from a time, as they are read: memory does not grow with
+    /// the trail. Stops early when `each` breaks.
+    fn audit_each(
+        &self,
+        user: Option<&str>,
+        since: u64,
+        each: &mut dyn FnMut(AuditEntry) -> ControlFlow<()>,
+    ) -> Result<()>;
     /// A reader of the whole store inside one read transaction: a
     /// consistent snapshot while others write.
     fn copy_reader(&self) -> Result<Box<dyn CopyRead + '_>>;

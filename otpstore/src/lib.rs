@@ -767,9 +767,38 @@ impl Store {
         })
     }
 
-    /// Audit entries, oldest first, optionally for one user and from a time.
+    /// Hands `each` the audit entries, oldest first, optionally of one
+    /// user and from a time, one at a time as they are read, so a trail of
+    /// any length takes little memory; the first error of `each` stops the
+    /// reading and is returned. SQLite reads in one snapshot; PostgreSQL in
+    /// pages by entry, so entries written meanwhile may be included.
+    pub fn audit_each<E: From<StoreError>>(
+        &self,
+        user: Option<&str>,
+        since: u64,
+        mut each: impl FnMut(AuditEntry) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut failed = None;
+        self.db
+            .audit_each(user, since, &mut |entry| match each(entry) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    std::ops::ControlFlow::Break(())
+                }
+            })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The audit entries of [`Store::audit_each`] in memory: for short
+    /// trails (one user's, a test's).
     pub fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
-        self.db.audit_entries(user, since)
+        let mut entries = Vec::new();
+        self.audit_each(user, since, |entry| {
+            entries.push(entry);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(entries)
     }
 
     /// Whether the database answers: one read of a single row.

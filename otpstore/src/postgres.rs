@@ -18,6 +18,7 @@ mod copy;
 pub(crate) mod url;
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 
@@ -159,6 +160,9 @@ pub(crate) struct Postgres {
 }
 
 type Client = deadpool_postgres::Client;
+
+/// Audit entries read by one query of [`Backend::audit_each`].
+pub(crate) const AUDIT_PAGE: i64 = 2000;
 
 fn small(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
@@ -1358,30 +1362,53 @@ impl Backend for Postgres {
         })
     }
 
-    fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
-        self.run(async |c| {
-            let rows = c
-                .query(
-                    "SELECT time, username, channel, peer, result, reason FROM audit \
-                     WHERE ($1::TEXT IS NULL OR username = $1) AND time >= $2 ORDER BY id",
-                    &[&user, &to_i64(since)],
-                )
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    let result: String = r.try_get(4)?;
-                    Ok(AuditEntry {
-                        time: to_u64(r.try_get(0)?),
-                        user: r.try_get(1)?,
-                        channel: r.try_get(2)?,
-                        peer: r.try_get(3)?,
-                        result: AuditResult::parse(&result)
-                            .ok_or(unreadable("a stored audit result is invalid"))?,
-                        reason: r.try_get(5)?,
+    fn audit_each(
+        &self,
+        user: Option<&str>,
+        since: u64,
+        each: &mut dyn FnMut(AuditEntry) -> ControlFlow<()>,
+    ) -> Result<()> {
+        // Pages of AUDIT_PAGE rows by ID, each one query within the store's
+        // deadline: neither memory nor one statement grows with the trail.
+        let mut after = 0i64;
+        loop {
+            let page: Vec<(i64, AuditEntry)> = self.run(async |c| {
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT id, time, username, channel, peer, result, reason FROM audit \
+                         WHERE ($1::TEXT IS NULL OR username = $1) AND time >= $2 AND id > $3 \
+                         ORDER BY id LIMIT $4",
+                    )
+                    .await?;
+                c.query(&stmt, &[&user, &to_i64(since), &after, &AUDIT_PAGE])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let result: String = r.try_get(5)?;
+                        let entry = AuditEntry {
+                            time: to_u64(r.try_get(1)?),
+                            user: r.try_get(2)?,
+                            channel: r.try_get(3)?,
+                            peer: r.try_get(4)?,
+                            result: AuditResult::parse(&result)
+                                .ok_or(unreadable("a stored audit result is invalid"))?,
+                            reason: r.try_get(6)?,
+                        };
+                        Ok((r.try_get(0)?, entry))
                     })
-                })
-                .collect()
-        })
+                    .collect()
+            })?;
+            let last_page = page.len() < AUDIT_PAGE as usize;
+            for (id, entry) in page {
+                after = id;
+                if each(entry).is_break() {
+                    return Ok(());
+                }
+            }
+            if last_page {
+                return Ok(());
+            }
+        }
     }
 
     fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {

@@ -7,6 +7,7 @@
 //! instead of failing with "database is locked".
 
 use std::fs;
+use std::ops::ControlFlow;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -767,24 +768,35 @@ impl Backend for Sqlite {
         Ok((outcome, notice))
     }
 
-    fn audit_entries(&self, user: Option<&str>, since: u64) -> Result<Vec<AuditEntry>> {
+    fn audit_each(
+        &self,
+        user: Option<&str>,
+        since: u64,
+        each: &mut dyn FnMut(AuditEntry) -> ControlFlow<()>,
+    ) -> Result<()> {
+        // One statement stepped row by row, in one read snapshot (WAL:
+        // writers go on meanwhile).
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT time, user, channel, peer, result, reason FROM audit \
              WHERE (?1 IS NULL OR user = ?1) AND time >= ?2 ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![user, to_i64(since)], |r| {
+        let mut rows = stmt.query(params![user, to_i64(since)])?;
+        while let Some(r) = rows.next()? {
             let result: String = r.get(4)?;
-            Ok(AuditEntry {
+            let entry = AuditEntry {
                 time: to_u64(r.get(0)?),
                 user: r.get(1)?,
                 channel: r.get(2)?,
                 peer: r.get(3)?,
                 result: AuditResult::parse(&result).ok_or_else(|| bad_column(4, "result"))?,
                 reason: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            };
+            if each(entry).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn prune_audit(&self, before: u64, limit: u64) -> Result<u64> {

@@ -794,6 +794,112 @@ fn audit_round_trip() {
     assert_eq!(alice, vec![30]);
 }
 
+/// The `i`th entry of a long trail: three users, both results, texts that
+/// tell the entries apart.
+fn numbered_entry(i: u64) -> AuditEntry {
+    AuditEntry {
+        time: NOW + i,
+        user: ["alice", "bob", "carol"][(i % 3) as usize].to_owned(),
+        channel: Channel::Pam.as_str().to_owned(),
+        peer: format!("uid={i} service=sshd"),
+        result: if i.is_multiple_of(2) {
+            AuditResult::Ok
+        } else {
+            AuditResult::Fail
+        },
+        reason: format!("entry {i}"),
+    }
+}
+
+/// Why a test stopped a stream of audit entries.
+enum Stopped {
+    Store(StoreError),
+    Enough,
+}
+
+impl From<StoreError> for Stopped {
+    fn from(e: StoreError) -> Self {
+        Stopped::Store(e)
+    }
+}
+
+#[test]
+fn the_audit_trail_streams_in_order_over_many_pages() {
+    let (_dir, store) = fresh();
+    let page = postgres::AUDIT_PAGE as u64;
+    let rows = 3 * page + 7;
+    // Written in one transaction, as a copy writes them.
+    let written: Vec<crate::copy::RawAudit> = (0..rows)
+        .map(|i| {
+            let e = numbered_entry(i);
+            crate::copy::RawAudit {
+                id: i64::try_from(i + 1).expect("id"),
+                time: i64::try_from(e.time).expect("time"),
+                user: e.user,
+                channel: e.channel,
+                peer: e.peer,
+                result: e.result.as_str().to_owned(),
+                reason: e.reason,
+            }
+        })
+        .collect();
+    let mut writer = store.db.copy_writer().expect("writer");
+    writer.write_audit(&written).expect("write");
+    writer.commit().expect("commit");
+
+    // Every entry, oldest first, each as written.
+    let mut next = 0u64;
+    store
+        .audit_each(None, 0, |entry| {
+            assert_eq!(entry, numbered_entry(next));
+            next += 1;
+            Ok::<(), StoreError>(())
+        })
+        .expect("stream");
+    assert_eq!(next, rows);
+
+    // One user's from a time, across pages of the whole trail.
+    let mut bobs = Vec::new();
+    store
+        .audit_each(Some("bob"), NOW + page / 2, |entry| {
+            bobs.push(entry);
+            Ok::<(), StoreError>(())
+        })
+        .expect("stream");
+    let expected: Vec<AuditEntry> = (page / 2..rows)
+        .filter(|i| i % 3 == 1)
+        .map(numbered_entry)
+        .collect();
+    assert_eq!(bobs, expected);
+
+    // The caller's error stops the reading at once and comes back.
+    let mut seen = 0u64;
+    let stopped = store.audit_each(None, 0, |_| {
+        seen += 1;
+        if seen == page + 1 {
+            Err(Stopped::Enough)
+        } else {
+            Ok(())
+        }
+    });
+    match stopped {
+        Err(Stopped::Enough) => {}
+        Err(Stopped::Store(e)) => panic!("the store failed: {e}"),
+        Ok(()) => panic!("the stream went on past the caller's error"),
+    }
+    assert_eq!(seen, page + 1);
+
+    // Nothing to read is no error.
+    let mut none = 0;
+    store
+        .audit_each(Some("nobody"), 0, |_| {
+            none += 1;
+            Ok::<(), StoreError>(())
+        })
+        .expect("stream");
+    assert_eq!(none, 0);
+}
+
 #[test]
 fn pruning_the_audit_trail_deletes_old_entries_in_bounded_batches() {
     let (_dir, store) = fresh();

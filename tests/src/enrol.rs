@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::codes::{
     normalize_base32, now_unix, oathtool_code_at, parse_rfc3339_utc, wait_for_fresh_step,
 };
-use crate::process::{assert_success, describe, stderr, stdout, stdout_json};
+use crate::process::{assert_success, describe, stderr, stdout, stdout_json, stdout_json_lines};
 use crate::{enrolment_array, shows_digits, TestEnv, SERVICE_ID};
 
 /// What `otpctl issue --json` answered.
@@ -94,10 +94,7 @@ impl TestEnv {
     pub fn audit(&self, user: &str) -> Vec<Value> {
         let output = self.otpctl(&["audit", "--user", user, "--json"], "");
         assert_success(&output, "otpctl audit");
-        stdout_json(&output)
-            .as_array()
-            .cloned()
-            .unwrap_or_else(|| panic!("audit --json is not an array: {}", describe(&output)))
+        stdout_json_lines(&output)
     }
 
     /// The enrolments of `otpctl list --json`.

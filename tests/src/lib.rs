@@ -78,7 +78,7 @@ pub use pam::{pam_module_path, pamtester, socket_exchange, PamService};
 pub use peers::{require_root_and_peers, require_tools, SYSTEM_PYTHON};
 pub use process::{
     assert_success, describe, otpctl_bin, otpd_bin, run_with_input, run_with_input_within, said,
-    stderr, stdout, stdout_json,
+    stderr, stdout, stdout_json, stdout_json_lines,
 };
 pub use radius::{
     assert_radius_decisions, private_raddb, radius_audit, start_with_radius, FreeRadiusProxy,

@@ -130,6 +130,30 @@ pub fn stdout_json(output: &Output) -> Value {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", describe(output)))
 }
 
+/// Stdout parsed as JSON Lines (`otpctl audit --json`): one JSON object a
+/// line, every line one; panics naming the line that is not.
+pub fn stdout_json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "stdout line {} is not JSON ({e}): {}",
+                    n + 1,
+                    describe(output)
+                )
+            });
+            assert!(
+                value.is_object(),
+                "stdout line {} is no object: {line}",
+                n + 1
+            );
+            value
+        })
+        .collect()
+}
+
 /// Runs `command` with `input` on its stdin and collects its output; kills
 /// it and panics after [`RUN_TIMEOUT`].
 pub fn run_with_input(command: &mut Command, input: &str) -> Output {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{assert_success, free_port, stdout_json, EnvOptions, Server, TestEnv};
+use crate::{assert_success, free_port, stdout_json_lines, EnvOptions, Server, TestEnv};
 
 /// A [`TestEnv`] whose otpd also answers RADIUS on a free 127.0.0.1 port,
 /// for one client at 127.0.0.1 named `client` with `secret` and
@@ -26,10 +26,7 @@ pub fn start_with_radius(client: &str, secret: &str) -> (TestEnv, u16) {
 pub fn radius_audit(env: &TestEnv) -> Vec<Value> {
     let audit = env.otpctl(&["audit", "--json"], "");
     assert_success(&audit, "otpctl audit");
-    stdout_json(&audit)
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    stdout_json_lines(&audit)
         .into_iter()
         .filter(|e| e["channel"] == "radius")
         .collect()

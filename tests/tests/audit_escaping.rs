@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{describe, otpctl_bin, otpd_bin, socket_exchange, stdout_json};
+use e2e::{describe, otpctl_bin, otpd_bin, socket_exchange, stdout_json_lines};
 use serde_json::json;
 
 /// otpd with only a Unix socket, logging every decision to a file (debug
@@ -130,10 +130,8 @@ fn invisible_characters_in_user_names_are_escaped_in_audit_and_log() {
     assert!(audit.status.success(), "{}", describe(&audit));
     let printed = String::from_utf8_lossy(&audit.stdout).into_owned();
     assert_eq!(raw_hidden(&printed), [], "otpctl audit --json: {printed}");
-    let entries = stdout_json(&audit);
+    let entries = stdout_json_lines(&audit);
     let audited: Vec<&str> = entries
-        .as_array()
-        .expect("array")
         .iter()
         .map(|e| e["user"].as_str().expect("user"))
         .collect();

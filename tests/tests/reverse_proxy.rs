@@ -4,7 +4,8 @@
 //! limit holds up one client without holding up another behind the same
 //! proxy; a client that talks to otpd directly cannot choose its address
 //! by sending the header itself. The `[metrics]` listener's output passes
-//! `promtool check metrics`. Clients are told apart by binding their
+//! `promtool check metrics`, and its clock gauges say what adjtimex(8)
+//! reads from the kernel. Clients are told apart by binding their
 //! sockets to different loopback addresses (127.0.0.3, 127.0.0.4, ...);
 //! nginx listens on 127.0.0.2.
 
@@ -154,7 +155,11 @@ fn otpd_behind_a_proxy(metrics_port: u16) -> TestEnv {
 #[ignore = "end-to-end: needs root and the real peers; run tests/run-all.sh"]
 fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
     require_root_and_peers();
-    require_tools(&[("nginx", "nginx"), ("promtool", "prometheus")]);
+    require_tools(&[
+        ("nginx", "nginx"),
+        ("promtool", "prometheus"),
+        ("adjtimex", "adjtimex"),
+    ]);
     let metrics_port = free_port();
     let env = otpd_behind_a_proxy(metrics_port);
     let issued = env.issue("alice", "alice@example.jp", "4321");
@@ -211,10 +216,8 @@ fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
 
     // The audit trail names the clients, never nginx or a claim.
     let output = env.otpctl(&["audit", "--json"], "");
-    let entries: Value = serde_json::from_slice(&output.stdout).expect("audit JSON");
+    let entries = e2e::stdout_json_lines(&output);
     let limited: Vec<&str> = entries
-        .as_array()
-        .expect("array")
         .iter()
         .filter(|e| {
             e["reason"]
@@ -223,21 +226,22 @@ fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
         })
         .filter_map(|e| e["peer"].as_str())
         .collect();
-    assert_eq!(limited, ["127.0.0.3", "127.0.0.5"], "{entries}");
+    assert_eq!(limited, ["127.0.0.3", "127.0.0.5"], "{entries:?}");
     let activated: Vec<&str> = entries
-        .as_array()
-        .expect("array")
         .iter()
         .filter(|e| e["user"] == "alice" && e["channel"] == "http" && e["result"] == "ok")
         .filter_map(|e| e["peer"].as_str())
         .collect();
-    assert_eq!(activated, ["127.0.0.4"], "{entries}");
+    assert_eq!(activated, ["127.0.0.4"], "{entries:?}");
 
     // The metrics listener's output passes promtool, and health is good.
     let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
     let local = Ipv4Addr::LOCALHOST;
+    let before = KernelClock::read();
     let (status, text) = request(local, metrics, "GET", "/metrics", &[], "");
+    let after = KernelClock::read();
     assert_eq!(status, 200, "{text}");
+    before.agrees_with(&after, &text, &env.otpd_log());
     assert!(
         text.contains("otpd_decisions_total{channel=\"http\",result=\"ok\"}"),
         "{text}"
@@ -264,6 +268,78 @@ fn nginx_names_the_client_and_a_direct_claim_is_ignored() {
     );
     let (status, text) = request(local, metrics, "GET", "/healthz", &[], "");
     assert_eq!(status, 200, "{text}");
+}
+
+/// The kernel's clock state as adjtimex(8) prints it, read-only.
+#[derive(Debug)]
+struct KernelClock {
+    synchronised: bool,
+    /// Microseconds.
+    max_error: u64,
+}
+
+impl KernelClock {
+    fn read() -> KernelClock {
+        let output = Command::new("adjtimex")
+            .arg("--print")
+            .output()
+            .expect("adjtimex");
+        assert!(output.status.success(), "adjtimex --print: {output:?}");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let field = |name: &str| -> i64 {
+            text.lines()
+                .find_map(|l| {
+                    let (key, value) = l.split_once([':', '='])?;
+                    (key.trim() == name).then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("adjtimex --print has no {name}: {text}"))
+        };
+        const TIME_ERROR: i64 = 5;
+        const STA_UNSYNC: i64 = 0x40;
+        KernelClock {
+            synchronised: field("return value") != TIME_ERROR && field("status") & STA_UNSYNC == 0,
+            max_error: u64::try_from(field("maxerror")).unwrap_or(0),
+        }
+    }
+
+    /// Checks that the scrape `metrics`, taken between `self` and `after`,
+    /// reports the kernel's state, and that otpd's log said it at start.
+    fn agrees_with(&self, after: &KernelClock, metrics: &str, log: &str) {
+        let value = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        };
+        assert_eq!(
+            self.synchronised, after.synchronised,
+            "the clock changed its state during the scrape: {self:?} {after:?}"
+        );
+        let synchronised = value("otpd_clock_synchronised");
+        assert_eq!(
+            synchronised,
+            f64::from(u8::from(self.synchronised)),
+            "{self:?}"
+        );
+        // The maximum error grows while unsynchronised (at most 16 s), so
+        // the scrape's lies between the readings before and after it.
+        let max_error = (value("otpd_clock_max_error_seconds") * 1e6).round() as u64;
+        let (low, high) = (
+            self.max_error.min(after.max_error),
+            self.max_error.max(after.max_error),
+        );
+        assert!(
+            (low..=high).contains(&max_error),
+            "otpd says {max_error} us, adjtimex {low}..{high} us"
+        );
+        value("otpd_clock_estimated_error_seconds");
+        let said = if self.synchronised {
+            "clock: the system clock is synchronised"
+        } else {
+            "clock: the system clock is not synchronised"
+        };
+        assert!(log.contains(said), "otpd's log lacks {said:?}:\n{log}");
+    }
 }
 
 /// A private Prometheus that scrapes `target` every second, killed on drop.

@@ -16,7 +16,7 @@ use e2e::postgres::{Database, PrivatePostgres};
 use e2e::{
     assert_success, import_active_tokens, now_unix, oathtool_code, otpctl_bin,
     require_root_and_peers, run_with_input, socket_exchange, start_otpd_on, start_socket_otpd,
-    stderr, stdout_json, wait_for_fresh_step, Server,
+    stderr, stdout_json, stdout_json_lines, wait_for_fresh_step, Server,
 };
 use otpcore::totp::{Algorithm, TokenParams};
 use serde_json::{json, Value};
@@ -223,9 +223,9 @@ fn a_served_sqlite_store_of_100000_tokens_moves_to_postgresql() {
     let pg_config = pg_dir.join("otpd.toml");
     let trail = otpctl(&pg_config, &["audit", "--user", &name(used), "--json"]);
     assert_success(&trail, "otpctl audit");
-    let trail = stdout_json(&trail);
-    let last = trail.as_array().and_then(|a| a.last()).expect("an entry");
-    assert_eq!(last["reason"], "code already used", "{trail}");
+    let trail = stdout_json_lines(&trail);
+    let last = trail.last().expect("an entry");
+    assert_eq!(last["reason"], "code already used", "{trail:?}");
 
     // A sample spread over the range, the first and the last, log in.
     wait_for_fresh_step(PERIOD);
