@@ -19,7 +19,7 @@ const WRONG_PASSWORD: &str = "9999";
 /// Checks, once the secret is known, that the setup mail carries neither
 /// the activation password nor the secret.
 fn assert_mail_keeps_secrets(env: &TestEnv, user_id: &str, secret: &str) {
-    let mails = env.mails();
+    let mails = env.setup_mails();
     assert_eq!(mails.len(), 1, "one setup mail expected: {mails:#?}");
     let mail = &mails[0];
     let plain_secret = e2e::normalize_base32(secret)

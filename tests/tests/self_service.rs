@@ -258,9 +258,9 @@ fn enrol_on_a_terminal(
         .spawn()
         .expect("expect(1) runs (Debian package expect)");
     // The phone: the setup mail, the page, the app's code.
-    let mails = env.mails().len();
+    let mails = env.setup_mails().len();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while env.mails().len() == mails {
+    while env.setup_mails().len() == mails {
         if let Some(status) = dialogue.try_wait().expect("try_wait") {
             panic!(
                 "the dialogue ended ({status}) before a mail came:\n{}",
@@ -430,7 +430,7 @@ fn replacing_an_active_token_needs_a_current_code_or_a_recovery_code() {
     let (email, first_user_id) = (issued.email, issued.user_id);
     let pam = pam(&env);
     let mut first = Phone::new(&first_secret);
-    let mails = env.mails().len();
+    let mails = env.setup_mails().len();
 
     // Without a code: refused, nothing changes.
     let output = enrol_as(
@@ -464,7 +464,7 @@ fn replacing_an_active_token_needs_a_current_code_or_a_recovery_code() {
     let show = env.show(&user.name);
     assert_eq!(show["state"], "active");
     assert_eq!(show["user_id"], first_user_id.as_str());
-    assert_eq!(env.mails().len(), mails, "a refused enrol sent mail");
+    assert_eq!(env.setup_mails().len(), mails, "a refused enrol sent mail");
     let refusals: Vec<Value> = self_entries(&env, &user.name)
         .into_iter()
         .filter(|e| e["result"] == "fail")
