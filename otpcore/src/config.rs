@@ -1424,7 +1424,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_example_loads() {
+    fn shipped_example_loads() {
         let c = parse(SHIPPED_EXAMPLE).expect("the shipped example loads");
         assert_eq!(c.service_id, "EXAMPLE");
         assert_eq!(c.token.period, 60);

@@ -338,9 +338,10 @@ pub fn exchange(
     let start = Instant::now();
     // A deadline past what the clock can hold is now: fail closed.
     let deadline = start.checked_add(timeout).unwrap_or(start);
+    // Any local address and port of the server's family.
     let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V4(_) => (Ipv4Addr::from(0u32), 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::from(0u128), 0).into(),
     };
     // Opened with SOCK_CLOEXEC: a host that forks does not leak it.
     let socket = UdpSocket::bind(local).map_err(ServerError::Socket)?;
