@@ -164,6 +164,13 @@ fn feed_bytes(digest: &mut Sha256, v: &[u8]) {
     digest.update(v);
 }
 
+fn feed_opt_bytes(digest: &mut Sha256, v: Option<&[u8]>) {
+    match v {
+        Some(v) => feed_bytes(digest, v),
+        None => digest.update([b'n']),
+    }
+}
+
 impl Keyed for RawEnrolment {
     fn id(&self) -> i64 {
         self.id
@@ -194,25 +201,13 @@ impl Keyed for RawEnrolment {
         feed_opt(d, self.last_step);
         feed_int(d, self.failures);
         feed_opt(d, self.locked_until);
-        match &self.last_wrong {
-            Some(fp) => feed_bytes(d, fp),
-            None => d.update([b'n']),
-        }
+        feed_opt_bytes(d, self.last_wrong.as_deref());
         feed_opt(d, self.last_wrong_at);
         feed_int(d, self.drift);
         feed_bytes(d, self.kind.as_bytes());
-        match &self.serial {
-            Some(serial) => feed_bytes(d, serial.as_bytes()),
-            None => d.update([b'n']),
-        }
-        match &self.reauth_fp {
-            Some(fp) => feed_bytes(d, fp),
-            None => d.update([b'n']),
-        }
-        match &self.reauth_client {
-            Some(client) => feed_bytes(d, client.as_bytes()),
-            None => d.update([b'n']),
-        }
+        feed_opt_bytes(d, self.serial.as_deref().map(str::as_bytes));
+        feed_opt_bytes(d, self.reauth_fp.as_deref());
+        feed_opt_bytes(d, self.reauth_client.as_deref().map(str::as_bytes));
         feed_opt(d, self.reauth_at);
     }
 }
