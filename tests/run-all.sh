@@ -51,6 +51,7 @@ packages=(
   nginx              # the reverse proxy in front of the activation page
   rsyslog            # a real syslog daemon receiving otpd's and pam_otp's lines
   freeradius-ldap    # rlm_ldap, for bench-radius --first-factor ldap (a benchmark, not a test)
+  freeradius-postgresql  # rlm_sql_postgresql, for bench-radius --store postgresql (a benchmark, not a test)
   adjtimex           # reads the kernel's clock state, to compare with otpd's /metrics
   time               # GNU time: otpctl's peak memory while it prints a long audit trail
 )
