@@ -128,6 +128,16 @@ CREATE INDEX radius_challenges_expiry ON radius_challenges(expires_at);
     r#"
 CREATE INDEX audit_time ON audit(time);
 "#,
+    // Every verification rewrites its token's counters. With pages packed
+    // full, each such UPDATE puts the new row version on another page and
+    // adds it to all four indexes of the table; with room left on the page
+    // it is a heap-only update that touches no index (about a third of the
+    // WAL and a quarter of the server's time per update, measured). Pages
+    // written from now on keep half their space free; tables created
+    // before get it with `VACUUM FULL enrolments`.
+    r#"
+ALTER TABLE enrolments SET (fillfactor = 50);
+"#,
 ];
 
 /// What an import may take per token beyond the deadline of a call.
