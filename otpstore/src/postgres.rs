@@ -130,7 +130,7 @@ CREATE INDEX audit_time ON audit(time);
 "#,
     // Every verification rewrites its token's counters. With pages packed
     // full, each such UPDATE puts the new row version on another page and
-    // adds it to all four indexes of the table; with room left on the page
+    // adds it to the table's indexes; with room left on the page
     // it is a heap-only update that touches no index (about a third of the
     // WAL and a quarter of the server's time per update, measured). Pages
     // written from now on keep half their space free; tables created
