@@ -238,6 +238,44 @@ fn odd_forms_that_have_always_been_accepted() {
     }
 }
 
+/// A request read with borrowed texts, made owned to compare.
+fn read_owned(line: &[u8]) -> Result<Request, Fault> {
+    read_request(line).map(|request| match request {
+        Request::Verify(v) => Request::Verify(Verify {
+            user: v.user.into_owned(),
+            otp: v.otp.into_owned(),
+            service: v.service.map(Text::into_owned),
+            rhost: v.rhost.map(Text::into_owned),
+            nullok: v.nullok,
+        }),
+        Request::Status => Request::Status,
+    })
+}
+
+#[test]
+fn texts_are_borrowed_from_the_line_unless_escaped() {
+    let line = b"{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"12\\u0033\",\"service\":\"sshd\"}\n";
+    let Ok(Request::Verify(v)) = read_request(line) else {
+        panic!("not read");
+    };
+    assert!(matches!(v.user.0, Cow::Borrowed("alice")));
+    assert!(matches!(&v.otp.0, Cow::Owned(otp) if otp == "123"));
+    assert_eq!(v.service.as_deref(), Some("sshd"));
+    assert_eq!(v.rhost, None);
+    assert_eq!(&*v.user, "alice");
+    assert_eq!(v.otp.as_str(), "123");
+    for bad in [
+        &b"{\"op\":\"verify\",\"user\":1,\"otp\":\"1\"}"[..],
+        b"{\"op\":\"verify\",\"otp\":\"1\"}",
+        b"[\"verify\",\"a\"]",
+        b"\xff",
+        b"{",
+    ] {
+        assert_eq!(read_owned(bad), parse_request(bad), "{bad:?}");
+        assert!(read_owned(bad).is_err());
+    }
+}
+
 #[test]
 fn no_fault_quotes_what_the_peer_sent() {
     // Texts that read like serde's own errors are values like any other.
@@ -480,6 +518,16 @@ proptest! {
         if let Ok(request) = parse_request(&bytes) {
             prop_assert_eq!(parse_request(line(&request).as_bytes()), Ok(request));
         }
+    }
+
+    #[test]
+    fn borrowed_and_owned_reads_agree(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        prop_assert_eq!(read_owned(&bytes), parse_request(&bytes));
+    }
+
+    #[test]
+    fn borrowed_and_owned_reads_agree_on_request_like_lines(text in request_text()) {
+        prop_assert_eq!(read_owned(text.as_bytes()), parse_request(text.as_bytes()));
     }
 
     #[test]
