@@ -254,7 +254,8 @@ fn read_owned(line: &[u8]) -> Result<Request, Fault> {
 
 #[test]
 fn texts_are_borrowed_from_the_line_unless_escaped() {
-    let line = b"{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"12\\u0033\",\"service\":\"sshd\"}\n";
+    let line =
+        b"{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"12\\u0033\",\"service\":\"sshd\"}\n";
     let Ok(Request::Verify(v)) = read_request(line) else {
         panic!("not read");
     };
