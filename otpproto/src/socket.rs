@@ -186,7 +186,52 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Fault> {
 /// no JSON escape, as otpd reads a request: the same requests read, the
 /// same faults.
 pub fn read_request(line: &[u8]) -> Result<Request<Text<'_>>, Fault> {
-    parse(line)
+    common_verify(line).map_or_else(|| parse(line), |v| Ok(Request::Verify(v)))
+}
+
+/// The common request, `{"op":"verify",...}` as an object, read straight
+/// into its fields: [`Request`]'s deserializer first buffers the whole
+/// object to find `op`. `None` for anything else (a status request, the
+/// array form, anything refused): then [`Request`]'s deserializer reads
+/// the line, and names the fault. Whatever this reads, that deserializer
+/// reads alike.
+fn common_verify(line: &[u8]) -> Option<Verify<Text<'_>>> {
+    /// A verify request's fields, `user` and `otp` optional here (`null`
+    /// reads as missing: then the whole line is read again). A field given
+    /// twice or of the wrong kind fails the read, and
+    /// so does any other key: its value would be skipped here, not read
+    /// whole (a number out of range is an error only when read).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fields<'a> {
+        #[serde(borrow)]
+        op: Text<'a>,
+        #[serde(borrow)]
+        user: Option<Text<'a>>,
+        #[serde(borrow)]
+        otp: Option<Text<'a>>,
+        #[serde(borrow)]
+        service: Option<Text<'a>>,
+        #[serde(borrow)]
+        rhost: Option<Text<'a>>,
+        #[serde(default)]
+        nullok: bool,
+    }
+    let text = std::str::from_utf8(line).ok()?.trim_end();
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let fields: Fields<'_> = serde_json::from_str(text).ok()?;
+    if fields.op.as_str() != "verify" {
+        return None;
+    }
+    Some(Verify {
+        user: fields.user?,
+        otp: fields.otp?,
+        service: fields.service,
+        rhost: fields.rhost,
+        nullok: fields.nullok,
+    })
 }
 
 fn parse<'a, S: Deserialize<'a>>(line: &'a [u8]) -> Result<Request<S>, Fault> {
