@@ -267,30 +267,29 @@ fn texts_are_borrowed_from_the_line_unless_escaped() {
     assert_eq!(&*v.user, "alice");
     assert_eq!(v.otp.as_str(), "123");
     // Lines the common form does not take, read as the deserializer
-    // reads them.
-    for odd in [
-        &b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"nullok\":null}"[..],
+    // reads them: the first six are refused.
+    let odd: [&[u8]; 15] = [
+        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"nullok\":null}",
         b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"x\":1e999}",
-        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"x\":[1]}",
-        b"{\"op\":\"verify\",\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\"}",
-        b"{\"user\":\"a\",\"otp\":\"1\",\"op\":\"verify\"}",
         b"{\"op\":\"verify\",\"user\":null,\"otp\":\"1\"}",
+        b"{\"op\":\"verify\",\"user\":1,\"otp\":\"1\"}",
+        b"{\"op\":\"verify\",\"otp\":\"1\"}",
+        b"[\"verify\",\"a\"]",
+        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"x\":[1]}",
+        b"{\"user\":\"a\",\"otp\":\"1\",\"op\":\"verify\"}",
         b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"service\":null}",
         b"{\"op\":\"status\",\"user\":5}",
         b"[\"verify\",\"a\",\"1\"]",
         b"  {\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\"}  \r\n",
-    ] {
-        assert_eq!(read_owned(odd), parse_request(odd), "{odd:?}");
-    }
-    for bad in [
-        &b"{\"op\":\"verify\",\"user\":1,\"otp\":\"1\"}"[..],
-        b"{\"op\":\"verify\",\"otp\":\"1\"}",
-        b"[\"verify\",\"a\"]",
+        b"{\"op\":\"verify\",\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\"}",
         b"\xff",
         b"{",
-    ] {
-        assert_eq!(read_owned(bad), parse_request(bad), "{bad:?}");
-        assert!(read_owned(bad).is_err());
+    ];
+    for (n, line) in odd.into_iter().enumerate() {
+        assert_eq!(read_owned(line), parse_request(line), "{line:?}");
+        if n < 6 {
+            assert!(read_owned(line).is_err(), "{line:?}");
+        }
     }
 }
 
