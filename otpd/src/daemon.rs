@@ -107,20 +107,15 @@ impl Daemon {
 
     fn log_as(&self, d: &Decision<'_>, counted: AuditResult) {
         self.metrics.decided(d.channel, counted);
-        let result = d.result();
-        let line = format!(
-            "{} {result} user={} peer={}: {}",
-            d.channel.as_str(),
-            printable(d.user),
-            printable(d.peer),
-            d.reason
-        );
         // Under systemd stderr and syslog both reach the journal: a decision
         // goes to stderr at info level only when syslog is not there.
         let Some(syslog) = &self.syslog else {
-            log::info!("{line}");
+            if log::log_enabled!(log::Level::Info) {
+                log::info!("{}", DecisionLine(d));
+            }
             return;
         };
+        let line = DecisionLine(d).to_string();
         log::debug!("{line}");
         let mut syslog = syslog.lock().unwrap_or_else(|e| e.into_inner());
         let sent = if d.ok {
@@ -131,6 +126,28 @@ impl Daemon {
         if let Err(e) = sent {
             log::warn!("syslog: {e}; decision: {line}");
         }
+    }
+}
+
+/// A decision as its log line shows it: `pam ok user=alice peer=uid=0
+/// pid=7: code accepted`, the user and peer escaped
+/// ([`otpproto::logtext`]). Written where it is formatted, so a line
+/// nobody prints is never built.
+struct DecisionLine<'a, 'b>(&'a Decision<'b>);
+
+impl std::fmt::Display for DecisionLine<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        let shown = |text| otpproto::logtext::escaped(text, otpproto::logtext::MAX_CHARS);
+        write!(
+            f,
+            "{} {} user={} peer={}: {}",
+            d.channel.as_str(),
+            d.result(),
+            shown(d.user),
+            shown(d.peer),
+            d.reason
+        )
     }
 }
 
@@ -158,5 +175,41 @@ impl Shutdown {
     /// Waits for the stop (or for the sender to go away).
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_line_escapes_what_came_from_outside() {
+        let decision = Decision {
+            channel: Channel::Pam,
+            peer: "uid=0 pid=7 service=ss\u{202e}hd",
+            user: "ali\nce\\",
+            ok: false,
+            reason: "wrong code",
+            time: 0,
+        };
+        assert_eq!(
+            DecisionLine(&decision).to_string(),
+            "pam fail user=ali\\u{a}ce\\\\ peer=uid=0 pid=7 service=ss\\u{202e}hd: wrong code"
+        );
+        let long = "x".repeat(otpproto::logtext::MAX_CHARS + 1);
+        let accepted = Decision {
+            channel: Channel::Radius,
+            peer: "client=vpn",
+            user: &long,
+            ok: true,
+            reason: "code accepted",
+            time: 0,
+        };
+        let line = DecisionLine(&accepted).to_string();
+        assert!(line.starts_with("radius ok user=xxx"), "{line}");
+        assert!(
+            line.ends_with("x\\... peer=client=vpn: code accepted"),
+            "{line}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use otpcore::config::SocketConfig;
 use otpcore::verify::Refusal;
 use otpproto::socket::{
-    check_verify, parse_request, Answer, Fault, Request, Status, Verify, MAX_LINE,
+    check_verify, read_request, Answer, Fault, Request, Status, Text, Verify, MAX_LINE,
 };
 use otpstore::{Channel, VerifyOutcome};
 use serde::Serialize;
@@ -176,21 +176,22 @@ impl Access {
     }
 }
 
-/// Keeps a peer-supplied label short and in one word of the peer field: a
-/// space (any visible one, U+3000 too) would start a forged `key=value`.
-/// Control, format and separator characters are left as they are: the log
-/// line and the audit trail escape them, once, where the field is written.
-fn label(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|c| {
-            if c.is_whitespace() && !otpproto::logtext::is_hidden(c) {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+/// Appends ` key=label` to `who`: a peer-supplied label kept short and in
+/// one word of the peer field: a space (any visible one, U+3000 too) would
+/// start a forged `key=value`. Control, format and separator characters
+/// are left as they are: the log line and the audit trail escape them,
+/// once, where the field is written.
+fn push_label(who: &mut String, key: &str, text: &str) {
+    who.push(' ');
+    who.push_str(key);
+    who.push('=');
+    who.extend(text.chars().take(64).map(|c| {
+        if c.is_whitespace() && !otpproto::logtext::is_hidden(c) {
+            '?'
+        } else {
+            c
+        }
+    }));
 }
 
 struct Connection {
@@ -200,7 +201,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: UnixStream, shutdown: Shutdown) {
+    async fn serve(self, mut stream: UnixStream, shutdown: Shutdown) {
         let (uid, gid, pid) = match stream.peer_cred() {
             Ok(c) => (c.uid(), c.gid(), c.pid().unwrap_or(0)),
             Err(e) => {
@@ -209,7 +210,9 @@ impl Connection {
             }
         };
         let peer = format!("uid={uid} pid={pid}");
-        let (reader, mut writer) = stream.into_split();
+        // Borrowed halves: dropping them costs no shutdown(2) before the
+        // close.
+        let (reader, writer) = stream.split();
         let allowed = self.access.allows(uid, gid);
         if !allowed {
             self.daemon.log(&Decision {
@@ -222,12 +225,16 @@ impl Connection {
             });
         }
         let mut reader = BufReader::new(reader);
+        let mut writer = LineWriter::new(writer);
+        // One buffer for every request of the connection, zeroed when it
+        // closes: it holds the codes.
         let mut line = Zeroizing::new(Vec::with_capacity(256));
+        let mut stop = pin!(shutdown.wait());
         loop {
             line.clear();
             let read = tokio::select! {
                 r = tokio::time::timeout(IDLE, read_line(&mut reader, &mut line)) => r,
-                () = shutdown.clone().wait() => return,
+                () = &mut stop => return,
             };
             let served = match read {
                 Err(_) | Ok(Ok(LineRead::Closed)) => return,
@@ -238,13 +245,13 @@ impl Connection {
                 Ok(Ok(LineRead::TooLong)) => {
                     // The rest of the line cannot be told from the next
                     // request: answer and hang up.
-                    let _ = write_line(&mut writer, &Answer::from(Fault::TooLong)).await;
+                    let _ = writer.send(&Answer::from(Fault::TooLong)).await;
                     return;
                 }
                 // The request is read before the refusal, so the peer
                 // gets the answer rather than a reset connection.
                 Ok(Ok(LineRead::Line)) if !allowed => {
-                    let _ = write_line(&mut writer, &Answer::from(Fault::PermissionDenied)).await;
+                    let _ = writer.send(&Answer::from(Fault::PermissionDenied)).await;
                     return;
                 }
                 Ok(Ok(LineRead::Line)) => self.answer(&line, &peer, &mut writer).await,
@@ -260,38 +267,39 @@ impl Connection {
         &self,
         line: &[u8],
         peer: &str,
-        writer: &mut W,
+        writer: &mut LineWriter<W>,
     ) -> std::io::Result<()> {
-        match parse_request(line) {
+        match read_request(line) {
             Ok(Request::Status) => {
                 let status = Status {
                     version: otpcore::VERSION.to_owned(),
                 };
-                write_line(writer, &status).await
+                writer.send(&status).await
             }
             Ok(Request::Verify(request)) => {
                 let answer = self.verify(request, peer).await;
-                write_line(writer, &answer).await
+                writer.send(&answer).await
             }
-            Err(fault) => write_line(writer, &Answer::from(fault)).await,
+            Err(fault) => writer.send(&Answer::from(fault)).await,
         }
     }
 
-    async fn verify(&self, request: Verify, peer: &str) -> Answer {
-        let otp = Zeroizing::new(request.otp);
-        if let Err(fault) = check_verify(&request.user, &otp) {
+    async fn verify(&self, request: Verify<Text<'_>>, peer: &str) -> Answer {
+        if let Err(fault) = check_verify(&request.user, &request.otp) {
             return fault.into();
         }
-        let mut who = peer.to_owned();
-        if let Some(service) = request.service {
-            who.push_str(&format!(" service={}", label(&service)));
+        let mut who = String::with_capacity(peer.len() + 96);
+        who.push_str(peer);
+        if let Some(service) = &request.service {
+            push_label(&mut who, "service", service);
         }
-        if let Some(rhost) = request.rhost {
-            who.push_str(&format!(" rhost={}", label(&rhost)));
+        if let Some(rhost) = &request.rhost {
+            push_label(&mut who, "rhost", rhost);
         }
+        let otp = Zeroizing::new(request.otp.into_owned());
         match self
             .verifier
-            .verify(request.user, otp, Channel::Pam, who)
+            .verify(request.user.into_owned(), otp, Channel::Pam, who)
             .await
         {
             VerifyOutcome::Accept | VerifyOutcome::Reauth => Answer::Accept,
@@ -299,6 +307,28 @@ impl Connection {
             VerifyOutcome::Reject(_) => Answer::Reject,
             VerifyOutcome::Error(_) => Fault::Internal.into(),
         }
+    }
+}
+
+/// Writes answer lines to one connection through a buffer kept for the
+/// connection: each line is one write, its newline included.
+struct LineWriter<W> {
+    writer: W,
+    buffer: Vec<u8>,
+}
+
+impl<W: AsyncWriteExt + Unpin> LineWriter<W> {
+    fn new(writer: W) -> LineWriter<W> {
+        LineWriter {
+            writer,
+            buffer: Vec::with_capacity(128),
+        }
+    }
+
+    async fn send(&mut self, answer: &impl Serialize) -> std::io::Result<()> {
+        self.buffer.clear();
+        encode_line(&mut self.buffer, answer)?;
+        self.writer.write_all(&self.buffer).await
     }
 }
 
@@ -342,9 +372,16 @@ pub(crate) async fn write_line<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
     answer: &impl Serialize,
 ) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
-    line.push(b'\n');
+    let mut line = Vec::new();
+    encode_line(&mut line, answer)?;
     writer.write_all(&line).await
+}
+
+/// Appends `answer` as one JSON line, its newline included, to `line`.
+fn encode_line(line: &mut Vec<u8>, answer: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *line, answer).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(())
 }
 
 #[cfg(test)]

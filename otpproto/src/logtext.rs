@@ -14,6 +14,8 @@
 //! Escape each text once, where the line or entry is written: escaping an
 //! escaped text doubles its backslashes.
 
+use std::fmt;
+
 /// The bound for one field of a log line or audit entry, in characters of
 /// the original text.
 pub const MAX_CHARS: usize = 256;
@@ -52,10 +54,18 @@ const FORMAT_AND_SEPARATORS: [(char, char); 21] = [
 /// Whether `c` is written as an escape: a control, format or line or
 /// paragraph separator character.
 pub fn is_hidden(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     c.is_control()
         || FORMAT_AND_SEPARATORS
             .iter()
             .any(|&(first, last)| first <= c && c <= last)
+}
+
+/// Whether `byte` is an ASCII character [`escape`] keeps as it is.
+fn is_plain_ascii(byte: u8) -> bool {
+    (b' '..=b'~').contains(&byte) && byte != b'\\'
 }
 
 /// `text` as a log line or audit entry may hold it: at most `max_chars` of
@@ -63,20 +73,57 @@ pub fn is_hidden(c: char) -> bool {
 /// `\u{hex}`, a backslash as `\\`, everything else as it is.
 pub fn escape(text: &str, max_chars: usize) -> String {
     let mut escaped = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(max_chars) {
-        if c == '\\' {
-            escaped.push_str("\\\\");
-        } else if is_hidden(c) {
-            escaped.extend(c.escape_unicode());
-        } else {
-            escaped.push(c);
+    // Writing into a String cannot fail.
+    let _ = write_escaped(&mut escaped, text, max_chars);
+    escaped
+}
+
+/// [`escape`] as a value that writes the escaped text where it is
+/// formatted (`format!("{}", escaped(user, MAX_CHARS))`), without a string
+/// of its own.
+pub fn escaped(text: &str, max_chars: usize) -> Escaped<'_> {
+    Escaped { text, max_chars }
+}
+
+/// A text shown as [`escape`] writes it; made by [`escaped`].
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a> {
+    text: &'a str,
+    max_chars: usize,
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, self.text, self.max_chars)
+    }
+}
+
+/// Writes `text` escaped into `out`: the runs of characters kept as they
+/// are in one piece each, so a text with nothing to escape is one write.
+fn write_escaped<W: fmt::Write>(out: &mut W, text: &str, max_chars: usize) -> fmt::Result {
+    // Printable ASCII only, and no more bytes (so no more characters)
+    // than the bound: nothing to escape or cut.
+    if text.len() <= max_chars && text.bytes().all(is_plain_ascii) {
+        return out.write_str(text);
+    }
+    // The start of the run not yet written.
+    let mut run = 0;
+    for (n, (at, c)) in text.char_indices().enumerate() {
+        if n == max_chars {
+            out.write_str(text.get(run..at).unwrap_or_default())?;
+            return out.write_str(CUT);
+        }
+        if c == '\\' || is_hidden(c) {
+            out.write_str(text.get(run..at).unwrap_or_default())?;
+            if c == '\\' {
+                out.write_str("\\\\")?;
+            } else {
+                write!(out, "{}", c.escape_unicode())?;
+            }
+            run = at + c.len_utf8();
         }
     }
-    if chars.next().is_some() {
-        escaped.push_str(CUT);
-    }
-    escaped
+    out.write_str(text.get(run..).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -109,6 +156,46 @@ mod tests {
         }
         text.push_str(rest);
         Some(text)
+    }
+
+    /// The escape character by character, as the definition reads: what
+    /// the run-by-run writer must match.
+    fn escape_by_char(text: &str, max_chars: usize) -> String {
+        let mut escaped = String::new();
+        let mut chars = text.chars();
+        for c in chars.by_ref().take(max_chars) {
+            if c == '\\' {
+                escaped.push_str("\\\\");
+            } else if is_hidden(c) {
+                escaped.extend(c.escape_unicode());
+            } else {
+                escaped.push(c);
+            }
+        }
+        if chars.next().is_some() {
+            escaped.push_str(CUT);
+        }
+        escaped
+    }
+
+    #[test]
+    fn the_displayed_form_is_the_escape() {
+        for (text, bound) in [
+            ("alice", MAX_CHARS),
+            ("alice", 5),
+            ("alice", 4),
+            ("a\\b\nc", MAX_CHARS),
+            ("\u{202e}x", 1),
+            ("日本語", 2),
+            ("", 0),
+        ] {
+            assert_eq!(escaped(text, bound).to_string(), escape(text, bound));
+            assert_eq!(escape(text, bound), escape_by_char(text, bound));
+        }
+        assert_eq!(
+            format!("user={} end", escaped("a b\tc", MAX_CHARS)),
+            "user=a b\\u{9}c end"
+        );
     }
 
     #[test]
@@ -209,6 +296,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn runs_and_characters_escape_alike(text in any::<String>(), bound in 0usize..300) {
+            let expected = escape_by_char(&text, bound);
+            prop_assert_eq!(escaped(&text, bound).to_string(), expected.clone());
+            prop_assert_eq!(escape(&text, bound), expected);
+        }
+
+        #[test]
+        fn ascii_runs_escape_alike(text in "[ -~\\t\\n\\\\]{0,80}", bound in 0usize..100) {
+            prop_assert_eq!(escape(&text, bound), escape_by_char(&text, bound));
+        }
+
         #[test]
         fn no_hidden_character_survives(text in any::<String>(), bound in 0usize..64) {
             let escaped = escape(&text, bound);

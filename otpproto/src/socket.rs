@@ -12,10 +12,12 @@
 //! ```
 //!
 //! `service`, `rhost` and `nullok` may be left out. otpd reads a request
-//! with [`parse_request`] and [`check_verify`] and writes [`Answer`] and
-//! [`Status`]; a client writes a [`Request`] and reads [`parse_answer`].
+//! with [`read_request`] (or [`parse_request`]) and [`check_verify`] and
+//! writes [`Answer`] and [`Status`]; a client writes a [`Request`] and
+//! reads [`parse_answer`].
 //! Nothing here does I/O.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
@@ -177,6 +179,62 @@ impl fmt::Display for Fault {
 /// (`["status"]`, `["verify",user,otp,service,rhost]` with an optional
 /// `nullok` after).
 pub fn parse_request(line: &[u8]) -> Result<Request, Fault> {
+    parse(line)
+}
+
+/// [`parse_request`] with the texts borrowed from `line` where they hold
+/// no JSON escape, as otpd reads a request: the same requests read, the
+/// same faults.
+pub fn read_request(line: &[u8]) -> Result<Request<Text<'_>>, Fault> {
+    common_verify(line).map_or_else(|| parse(line), |v| Ok(Request::Verify(v)))
+}
+
+/// The common request, `{"op":"verify",...}` as an object, read straight
+/// into its fields: [`Request`]'s deserializer first buffers the whole
+/// object to find `op`. `None` for anything else (a status request, the
+/// array form, anything refused): then [`Request`]'s deserializer reads
+/// the line, and names the fault. Whatever this reads, that deserializer
+/// reads alike.
+fn common_verify(line: &[u8]) -> Option<Verify<Text<'_>>> {
+    /// A verify request's fields, `user` and `otp` optional here (`null`
+    /// reads as missing: then the whole line is read again). A field given
+    /// twice or of the wrong kind fails the read, and
+    /// so does any other key: its value would be skipped here, not read
+    /// whole (a number out of range is an error only when read).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fields<'a> {
+        #[serde(borrow)]
+        op: Text<'a>,
+        #[serde(borrow)]
+        user: Option<Text<'a>>,
+        #[serde(borrow)]
+        otp: Option<Text<'a>>,
+        #[serde(borrow)]
+        service: Option<Text<'a>>,
+        #[serde(borrow)]
+        rhost: Option<Text<'a>>,
+        #[serde(default)]
+        nullok: bool,
+    }
+    let text = std::str::from_utf8(line).ok()?.trim_end();
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let fields: Fields<'_> = serde_json::from_str(text).ok()?;
+    if fields.op.as_str() != "verify" {
+        return None;
+    }
+    Some(Verify {
+        user: fields.user?,
+        otp: fields.otp?,
+        service: fields.service,
+        rhost: fields.rhost,
+        nullok: fields.nullok,
+    })
+}
+
+fn parse<'a, S: Deserialize<'a>>(line: &'a [u8]) -> Result<Request<S>, Fault> {
     let text = std::str::from_utf8(line).map_err(|_| Fault::NotUtf8)?;
     let text = text.trim_end();
     serde_json::from_str(text).map_err(|e| {
@@ -186,6 +244,58 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Fault> {
             Fault::NotObject
         }
     })
+}
+
+/// A text of a request as [`read_request`] reads it: borrowed from the
+/// line, or copied when JSON escapes had to be undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'a>(Cow<'a, str>);
+
+impl<'a> Text<'a> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text as a string of its own (a copy only when it is borrowed).
+    pub fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text)))
+    }
 }
 
 /// Whether otpd takes a verify request of `user` and `otp`: a user name of

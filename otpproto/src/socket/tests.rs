@@ -238,6 +238,61 @@ fn odd_forms_that_have_always_been_accepted() {
     }
 }
 
+/// A request read with borrowed texts, made owned to compare.
+fn read_owned(line: &[u8]) -> Result<Request, Fault> {
+    read_request(line).map(|request| match request {
+        Request::Verify(v) => Request::Verify(Verify {
+            user: v.user.into_owned(),
+            otp: v.otp.into_owned(),
+            service: v.service.map(Text::into_owned),
+            rhost: v.rhost.map(Text::into_owned),
+            nullok: v.nullok,
+        }),
+        Request::Status => Request::Status,
+    })
+}
+
+#[test]
+fn texts_are_borrowed_from_the_line_unless_escaped() {
+    let line =
+        b"{\"op\":\"verify\",\"user\":\"alice\",\"otp\":\"12\\u0033\",\"service\":\"sshd\"}\n";
+    let v = match read_request(line).unwrap() {
+        Request::Verify(v) => v,
+        Request::Status => unreachable!("a verify request"),
+    };
+    assert!(matches!(v.user.0, Cow::Borrowed("alice")));
+    assert!(matches!(&v.otp.0, Cow::Owned(otp) if otp == "123"));
+    assert_eq!(v.service.as_deref(), Some("sshd"));
+    assert_eq!(v.rhost, None);
+    assert_eq!(&*v.user, "alice");
+    assert_eq!(v.otp.as_str(), "123");
+    // Lines the common form does not take, read as the deserializer
+    // reads them: the first six are refused.
+    let odd: [&[u8]; 15] = [
+        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"nullok\":null}",
+        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"x\":1e999}",
+        b"{\"op\":\"verify\",\"user\":null,\"otp\":\"1\"}",
+        b"{\"op\":\"verify\",\"user\":1,\"otp\":\"1\"}",
+        b"{\"op\":\"verify\",\"otp\":\"1\"}",
+        b"[\"verify\",\"a\"]",
+        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"x\":[1]}",
+        b"{\"user\":\"a\",\"otp\":\"1\",\"op\":\"verify\"}",
+        b"{\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\",\"service\":null}",
+        b"{\"op\":\"status\",\"user\":5}",
+        b"[\"verify\",\"a\",\"1\"]",
+        b"  {\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\"}  \r\n",
+        b"{\"op\":\"verify\",\"op\":\"verify\",\"user\":\"a\",\"otp\":\"1\"}",
+        b"\xff",
+        b"{",
+    ];
+    for (n, line) in odd.into_iter().enumerate() {
+        assert_eq!(read_owned(line), parse_request(line), "{line:?}");
+        if n < 6 {
+            assert!(read_owned(line).is_err(), "{line:?}");
+        }
+    }
+}
+
 #[test]
 fn no_fault_quotes_what_the_peer_sent() {
     // Texts that read like serde's own errors are values like any other.
@@ -480,6 +535,16 @@ proptest! {
         if let Ok(request) = parse_request(&bytes) {
             prop_assert_eq!(parse_request(line(&request).as_bytes()), Ok(request));
         }
+    }
+
+    #[test]
+    fn borrowed_and_owned_reads_agree(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        prop_assert_eq!(read_owned(&bytes), parse_request(&bytes));
+    }
+
+    #[test]
+    fn borrowed_and_owned_reads_agree_on_request_like_lines(text in request_text()) {
+        prop_assert_eq!(read_owned(text.as_bytes()), parse_request(text.as_bytes()));
     }
 
     #[test]

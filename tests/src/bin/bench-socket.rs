@@ -4,7 +4,10 @@
 //! the otpd binary beside this one (build both with --release), then at each
 //! concurrency level runs that many clients for a fixed time, each on its
 //! own connection with one request in flight, every request for a distinct
-//! user and valid code. Prints requests/s, accepted/s and p50/p99 latency.
+//! user and valid code. Prints requests/s, accepted/s, p50/p99 latency and
+//! the CPU time (user and system) the otpd processes spent per request
+//! during the level, from /proc: on a shared machine a steadier measure of
+//! otpd's own cost than its throughput.
 //! Every accepted step is committed to the store before otpd answers.
 //! Last, the memory of each otpd: its peak resident set (VmHWM) and its
 //! resident set at the end (VmRSS), from /proc (of the program started:
@@ -167,11 +170,13 @@ fn main() {
         o.nodes.seconds
     );
     println!(
-        "{:>7} {:>10} {:>11} {:>9} {:>9} {:>7} {:>6}",
-        "clients", "requests/s", "accepted/s", "p50 ms", "p99 ms", "reject", "error"
+        "{:>7} {:>10} {:>11} {:>9} {:>9} {:>7} {:>6} {:>11}",
+        "clients", "requests/s", "accepted/s", "p50 ms", "p99 ms", "reject", "error", "cpu us/req"
     );
+    let pids: Vec<u32> = daemons.iter().map(e2e::SocketDaemon::id).collect();
     for &clients in &o.clients {
         let stop = Arc::new(AtomicBool::new(false));
+        let cpu_before = cpu_seconds(&pids);
         let started = Instant::now();
         let handles: Vec<_> = (0..clients)
             .map(|k| {
@@ -187,6 +192,7 @@ fn main() {
             .map(|h| h.join().expect("client"))
             .collect();
         let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(&pids) - cpu_before;
         let mut latencies: Vec<Duration> = tallies
             .iter()
             .flat_map(|t| t.latencies.iter().copied())
@@ -196,14 +202,15 @@ fn main() {
         let rejected: usize = tallies.iter().map(|t| t.rejected).sum();
         let errors: usize = tallies.iter().map(|t| t.errors).sum();
         println!(
-            "{:>7} {:>10.0} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>6}",
+            "{:>7} {:>10.0} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>6} {:>11.1}",
             clients,
             latencies.len() as f64 / elapsed,
             accepted as f64 / elapsed,
             e2e::percentile(&latencies, 0.50).as_secs_f64() * 1e3,
             e2e::percentile(&latencies, 0.99).as_secs_f64() * 1e3,
             rejected,
-            errors
+            errors,
+            cpu / latencies.len().max(1) as f64 * 1e6
         );
         if work.next.load(Ordering::Relaxed) >= 3 * work.secrets.len() {
             println!("(ran out of users: raise --users)");
@@ -216,6 +223,26 @@ fn main() {
             memory(daemon.id(), "VmRSS")
         );
     }
+}
+
+/// The CPU time, user and system, that the processes `pids` have used so
+/// far, in seconds: fields 14 and 15 of /proc/PID/stat, in clock ticks of
+/// 1/100 s (USER_HZ on Linux); NaN when one cannot be read.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The fields after the command name, which ends at the
+                    // last ')': the state (field 3) first.
+                    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+                    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
+                })
+                .unwrap_or(f64::NAN)
+        })
+        .sum()
 }
 
 /// The line `field` of /proc/PID/status, as the kernel writes it ("52340
