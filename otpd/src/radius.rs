@@ -21,6 +21,7 @@
 //! and retransmissions keep arriving on one socket, and its answers leave
 //! from that socket.
 
+mod batch;
 mod challenge;
 mod drops;
 mod factor;
@@ -48,6 +49,7 @@ use zeroize::Zeroizing;
 use crate::daemon::{printable, Daemon, Shutdown};
 use crate::error::ListenError;
 use crate::verifier::Verifier;
+use batch::Batch;
 use drops::{DropLog, Reason, Source};
 use login::Outcome;
 use tls::{Connection, RadsecListener};
@@ -490,17 +492,15 @@ impl Server {
             return;
         };
         let mut tasks = JoinSet::new();
-        // One byte more than the largest packet, to see oversized ones.
-        let mut buffer = vec![0u8; radius::MAX_PACKET + 1];
+        let mut batch = Batch::new();
         let stop = shutdown.wait();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                received = udp.recv_from(&mut buffer) => match received {
-                    Ok((len, from)) => {
-                        let datagram = buffer.get(..len).unwrap_or_default();
+                received = batch.receive(udp) => match received {
+                    Ok(()) => for (datagram, from) in batch.datagrams() {
                         match Arc::clone(&self.in_flight).try_acquire_owned() {
                             Err(_) => self.dropped(
                                 from,
@@ -517,7 +517,7 @@ impl Server {
                                 }
                             }
                         }
-                    }
+                    },
                     // ICMP errors from earlier sends and the like.
                     Err(e) => {
                         log::debug!("radius: receive: {e}");
@@ -526,7 +526,7 @@ impl Server {
                 },
             }
         }
-        buffer.fill(0);
+        batch.clear();
         let _ =
             tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
