@@ -280,12 +280,11 @@ impl RadiusListener {
             }
         }
         accounting_buffer.fill(0);
-        // The receive loops wait for their requests being verified.
-        let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        tasks.abort_all();
+        // The receive loops and RadSec end at once; the requests being
+        // verified get a little time to be answered.
+        while tasks.join_next().await.is_some() {}
+        let all = u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN, server.in_flight.acquire_many(all)).await;
         server.close_drop_window();
         Ok(())
     }
@@ -485,20 +484,17 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 impl Server {
     /// Receives on socket `socket` until `shutdown`, each Access-Request
     /// verified in a task of its own while a permit of `in_flight` is
-    /// free; then waits a little for the requests being verified, so their
-    /// answers still go out.
+    /// free (the task gives it back when the request is answered).
     async fn receive_loop(self: Arc<Self>, socket: usize, shutdown: Shutdown) {
         let Some(udp) = self.sockets.get(socket) else {
             return;
         };
-        let mut tasks = JoinSet::new();
         let mut batch = Batch::new();
         let stop = shutdown.wait();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 received = batch.receive(udp) => match received {
                     Ok(()) => for (datagram, from) in batch.datagrams() {
                         match Arc::clone(&self.in_flight).try_acquire_owned() {
@@ -510,7 +506,7 @@ impl Server {
                             Ok(permit) => {
                                 if let Some(work) = self.receive(datagram, from, socket) {
                                     let server = Arc::clone(&self);
-                                    tasks.spawn(async move {
+                                    tokio::spawn(async move {
                                         server.answer(work).await;
                                         drop(permit);
                                     });
@@ -527,9 +523,6 @@ impl Server {
             }
         }
         batch.clear();
-        let _ =
-            tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
-        tasks.abort_all();
     }
 
     /// Counts a dropped datagram, and logs it with `why` when it is the

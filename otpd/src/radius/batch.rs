@@ -93,3 +93,68 @@ fn socket_addr(address: SockaddrStorage) -> Option<SocketAddr> {
         .as_sockaddr_in6()
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn waiting_datagrams_come_in_one_batch_with_their_senders() {
+        runtime().block_on(async {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let to = socket.local_addr().unwrap();
+            let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            a.send_to(b"one", to).unwrap();
+            b.send_to(b"two", to).unwrap();
+            a.send_to(&[7u8; MAX_PACKET + 100], to).unwrap();
+            let mut batch = Batch::new();
+            let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+            while got.len() < 3 {
+                batch.receive(&socket).await.unwrap();
+                got.extend(batch.datagrams().map(|(d, from)| (d.to_vec(), from)));
+            }
+            assert_eq!(got[0], (b"one".to_vec(), a.local_addr().unwrap()));
+            assert_eq!(got[1], (b"two".to_vec(), b.local_addr().unwrap()));
+            // Cut at one byte past the largest packet: seen as too long.
+            assert_eq!(got[2].0.len(), MAX_PACKET + 1);
+            batch.clear();
+            assert_eq!(batch.datagrams().count(), 0);
+        });
+    }
+
+    #[test]
+    fn more_than_a_batch_waiting_takes_several() {
+        runtime().block_on(async {
+            let socket = UdpSocket::bind("[::1]:0").await.unwrap();
+            let to = socket.local_addr().unwrap();
+            let peer = std::net::UdpSocket::bind("[::1]:0").unwrap();
+            for i in 0..(BATCH + 3) {
+                peer.send_to(&[u8::try_from(i).unwrap()], to).unwrap();
+            }
+            let mut batch = Batch::new();
+            let mut seen = Vec::new();
+            let mut batches = 0;
+            while seen.len() < BATCH + 3 {
+                batch.receive(&socket).await.unwrap();
+                batches += 1;
+                assert!(batch.datagrams().count() <= BATCH);
+                for (datagram, from) in batch.datagrams() {
+                    assert_eq!(from, peer.local_addr().unwrap());
+                    seen.extend_from_slice(datagram);
+                }
+            }
+            assert!(batches >= 2);
+            let expected: Vec<u8> = (0..(BATCH + 3)).map(|i| u8::try_from(i).unwrap()).collect();
+            assert_eq!(seen, expected);
+        });
+    }
+}
