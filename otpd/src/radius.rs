@@ -405,8 +405,10 @@ impl Duplicates {
                 break;
             }
             self.order.pop_front();
-            if self.entries.get(&key).is_some_and(|(t, _)| *t == at) {
-                self.entries.remove(&key);
+            if let Entry::Occupied(entry) = self.entries.entry(key) {
+                if entry.get().0 == at {
+                    entry.remove();
+                }
             }
         }
     }
