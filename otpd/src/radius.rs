@@ -16,10 +16,12 @@
 //! too (module `tls`): the checks and answers below serve both transports.
 //!
 //! `listen` is bound once per core, every socket with `SO_REUSEPORT`, and
-//! each socket has its own receive loop: the kernel spreads the clients
-//! over the sockets by their address and port, so one client's requests
-//! and retransmissions keep arriving on one socket, and its answers leave
-//! from that socket.
+//! each socket has its own receive loop, which reads the datagrams waiting
+//! in batches (module `batch`): the kernel spreads the clients over the
+//! sockets by their address and port, so one client's requests and
+//! retransmissions keep arriving on one socket, and its answers leave from
+//! that socket. At most [`MAX_IN_FLIGHT`] Access-Requests are verified at
+//! once over all the sockets.
 
 mod batch;
 mod challenge;
