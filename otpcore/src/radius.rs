@@ -92,6 +92,51 @@ pub struct Packet<'a> {
     raw: &'a [u8],
 }
 
+/// A client's shared secret with its HMAC-MD5 state keyed once: what a
+/// server that checks and signs many packets of one client hashes with,
+/// cloning the keyed state instead of keying HMAC-MD5 again for every
+/// packet. Every function that takes a plain secret keys one for itself.
+#[derive(Clone)]
+pub struct Secret {
+    secret: Zeroizing<Vec<u8>>,
+    hmac: Hmac<Md5>,
+}
+
+impl Secret {
+    /// Keys HMAC-MD5 with `secret`.
+    pub fn new(secret: &[u8]) -> Secret {
+        // HMAC takes a key of any length (a long one is hashed first).
+        let hmac = match <Hmac<Md5> as Mac>::new_from_slice(secret) {
+            Ok(hmac) => hmac,
+            Err(_) => <Hmac<Md5> as Mac>::new(&Default::default()),
+        };
+        Secret {
+            secret: Zeroizing::new(secret.to_vec()),
+            hmac,
+        }
+    }
+
+    /// The secret's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// HMAC-MD5 of the concatenation of `parts`.
+    fn hmac_md5(&self, parts: &[&[u8]]) -> [u8; 16] {
+        let mut mac = self.hmac.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// What the Message-Authenticator of a packet says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageAuthenticator {
@@ -206,6 +251,18 @@ impl<'a> Packet<'a> {
         secret: &[u8],
         request_authenticator: Option<&[u8; 16]>,
     ) -> MessageAuthenticator {
+        self.message_authenticator_with(&Secret::new(secret), request_authenticator)
+    }
+
+    /// [`Packet::message_authenticator`] with a secret keyed beforehand.
+    /// The HMAC runs over the packet's own bytes, the authenticator field
+    /// and the Message-Authenticator's value put in as they must be, with
+    /// no copy of the packet.
+    pub fn message_authenticator_with(
+        &self,
+        secret: &Secret,
+        request_authenticator: Option<&[u8; 16]>,
+    ) -> MessageAuthenticator {
         let mut found = self
             .attributes
             .iter()
@@ -216,20 +273,15 @@ impl<'a> Packet<'a> {
         if found.next().is_some() || ma.value.len() != 16 {
             return MessageAuthenticator::Invalid;
         }
-        let mut copy = Zeroizing::new(self.raw.to_vec());
-        if let Some(auth) = request_authenticator {
-            match copy.get_mut(4..HEADER_LEN) {
-                Some(field) => field.copy_from_slice(auth),
-                None => return MessageAuthenticator::Invalid,
-            }
-        }
-        match copy.get_mut(ma.offset..ma.offset + 16) {
-            Some(value) => value.fill(0),
-            None => return MessageAuthenticator::Invalid,
-        }
-        let Some(expected) = hmac_md5(secret, &copy) else {
+        let authenticator = request_authenticator.unwrap_or(&self.authenticator);
+        let (Some(head), Some(before), Some(after)) = (
+            self.raw.get(..4),
+            self.raw.get(HEADER_LEN..ma.offset),
+            self.raw.get(ma.offset + 16..),
+        ) else {
             return MessageAuthenticator::Invalid;
         };
+        let expected = secret.hmac_md5(&[head, authenticator, before, &[0u8; 16], after]);
         if bool::from(expected.as_slice().ct_eq(ma.value)) {
             MessageAuthenticator::Valid
         } else {
@@ -288,8 +340,8 @@ impl<'a> Packet<'a> {
     /// Checks the Message-Authenticator of an Accounting-Request: computed
     /// with the authenticator field zeroed (RFC 3579 §3.2, as FreeRADIUS
     /// and every NAS do it).
-    pub fn accounting_message_authenticator(&self, secret: &[u8]) -> MessageAuthenticator {
-        self.message_authenticator(secret, Some(&[0u8; 16]))
+    pub fn accounting_message_authenticator(&self, secret: &Secret) -> MessageAuthenticator {
+        self.message_authenticator_with(secret, Some(&[0u8; 16]))
     }
 }
 
@@ -303,12 +355,6 @@ pub fn accounting_request_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16
     hash.update(packet.get(HEADER_LEN..).unwrap_or_default());
     hash.update(secret);
     hash.finalize().into()
-}
-
-fn hmac_md5(key: &[u8], data: &[u8]) -> Option<[u8; 16]> {
-    let mut mac = <Hmac<Md5> as Mac>::new_from_slice(key).ok()?;
-    mac.update(data);
-    Some(mac.finalize().into_bytes().into())
 }
 
 /// Decrypts a User-Password (RFC 2865 §5.2) and strips the NUL padding.
@@ -378,7 +424,13 @@ fn assemble(
     attributes: &[(u8, &[u8])],
     with_ma: bool,
 ) -> Result<(Vec<u8>, Option<usize>), RadiusError> {
-    let mut packet = Vec::with_capacity(MAX_PACKET);
+    let length = HEADER_LEN
+        + if with_ma { 18 } else { 0 }
+        + attributes
+            .iter()
+            .map(|(_, value)| 2 + value.len())
+            .sum::<usize>();
+    let mut packet = Vec::with_capacity(length.min(MAX_PACKET));
     packet.extend_from_slice(&[code, identifier, 0, 0]);
     packet.extend_from_slice(authenticator);
     let ma_at = if with_ma {
@@ -409,9 +461,9 @@ fn assemble(
     Ok((packet, ma_at))
 }
 
-fn fill_ma(packet: &mut [u8], ma_at: Option<usize>, secret: &[u8]) -> Result<(), RadiusError> {
+fn fill_ma(packet: &mut [u8], ma_at: Option<usize>, secret: &Secret) -> Result<(), RadiusError> {
     if let Some(at) = ma_at {
-        let mac = hmac_md5(secret, packet).ok_or(RadiusError::BadMessageAuthenticator)?;
+        let mac = secret.hmac_md5(&[packet]);
         packet
             .get_mut(at..at + 16)
             .ok_or(RadiusError::BadMessageAuthenticator)?
@@ -431,6 +483,23 @@ pub fn encode_response(
     attributes: &[(u8, &[u8])],
     secret: &[u8],
 ) -> Result<Vec<u8>, RadiusError> {
+    encode_response_with(
+        code,
+        identifier,
+        request_authenticator,
+        attributes,
+        &Secret::new(secret),
+    )
+}
+
+/// [`encode_response`] with a secret keyed beforehand.
+pub fn encode_response_with(
+    code: u8,
+    identifier: u8,
+    request_authenticator: &[u8; 16],
+    attributes: &[(u8, &[u8])],
+    secret: &Secret,
+) -> Result<Vec<u8>, RadiusError> {
     encode_reply(
         code,
         identifier,
@@ -447,7 +516,7 @@ pub fn encode_response(
 pub fn encode_accounting_response(
     identifier: u8,
     request_authenticator: &[u8; 16],
-    secret: &[u8],
+    secret: &Secret,
     message_authenticator: bool,
 ) -> Result<Vec<u8>, RadiusError> {
     encode_reply(
@@ -465,7 +534,7 @@ fn encode_reply(
     identifier: u8,
     request_authenticator: &[u8; 16],
     attributes: &[(u8, &[u8])],
-    secret: &[u8],
+    secret: &Secret,
     with_ma: bool,
 ) -> Result<Vec<u8>, RadiusError> {
     // The Message-Authenticator of an Accounting-Response is computed with
@@ -484,7 +553,7 @@ fn encode_reply(
         .copy_from_slice(request_authenticator);
     let auth = Md5::new()
         .chain_update(&packet)
-        .chain_update(secret)
+        .chain_update(secret.bytes())
         .finalize();
     packet
         .get_mut(4..HEADER_LEN)
@@ -512,7 +581,7 @@ pub fn encode_request(
         attributes,
         message_authenticator,
     )?;
-    fill_ma(&mut packet, ma_at, secret)?;
+    fill_ma(&mut packet, ma_at, &Secret::new(secret))?;
     Ok(packet)
 }
 
@@ -627,7 +696,7 @@ mod tests {
         assert!(request.accounting_request_ok(b"xyzzy5461"));
         assert!(!request.accounting_request_ok(b"xyzzy5462"));
         assert_eq!(
-            request.accounting_message_authenticator(b"xyzzy5461"),
+            request.accounting_message_authenticator(&Secret::new(b"xyzzy5461")),
             MessageAuthenticator::Absent
         );
         let encoded = encode_accounting_request(
@@ -642,8 +711,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(encoded, bytes);
-        let response =
-            encode_accounting_response(7, &request.authenticator, b"xyzzy5461", false).unwrap();
+        let response = encode_accounting_response(
+            7,
+            &request.authenticator,
+            &Secret::new(b"xyzzy5461"),
+            false,
+        )
+        .unwrap();
         assert_eq!(response, hex(ACCT_RESPONSE));
         let decoded = Packet::decode(&response).unwrap();
         assert!(decoded.is_response_to(&request.authenticator, b"xyzzy5461"));
@@ -667,11 +741,11 @@ mod tests {
         assert_eq!(request.attributes()[0].kind, attr::MESSAGE_AUTHENTICATOR);
         assert!(request.accounting_request_ok(secret));
         assert_eq!(
-            request.accounting_message_authenticator(secret),
+            request.accounting_message_authenticator(&Secret::new(secret)),
             MessageAuthenticator::Valid
         );
         assert_eq!(
-            request.accounting_message_authenticator(b"other"),
+            request.accounting_message_authenticator(&Secret::new(b"other")),
             MessageAuthenticator::Invalid
         );
         assert_eq!(
@@ -687,7 +761,8 @@ mod tests {
             }
         }
         let response =
-            encode_accounting_response(200, &request.authenticator, secret, true).unwrap();
+            encode_accounting_response(200, &request.authenticator, &Secret::new(secret), true)
+                .unwrap();
         let answer = Packet::decode(&response).unwrap();
         assert_eq!(answer.code, code::ACCOUNTING_RESPONSE);
         assert_eq!(answer.identifier, 200);
@@ -699,7 +774,9 @@ mod tests {
             MessageAuthenticator::Valid
         );
         assert!(!answer.is_response_to(&[0u8; 16], secret));
-        let bare = encode_accounting_response(200, &request.authenticator, secret, false).unwrap();
+        let bare =
+            encode_accounting_response(200, &request.authenticator, &Secret::new(secret), false)
+                .unwrap();
         assert_eq!(bare.len(), HEADER_LEN);
         assert!(Packet::decode(&bare)
             .unwrap()
@@ -745,7 +822,15 @@ mod tests {
 
         // A right Response Authenticator without a Message-Authenticator:
         // good enough for is_response_to, not for an authenticated answer.
-        let bare = encode_reply(code::ACCESS_ACCEPT, 3, &auth, &[], secret, false).unwrap();
+        let bare = encode_reply(
+            code::ACCESS_ACCEPT,
+            3,
+            &auth,
+            &[],
+            &Secret::new(secret),
+            false,
+        )
+        .unwrap();
         let bare = Packet::decode(&bare).unwrap();
         assert!(bare.is_response_to(&auth, secret));
         assert!(!bare.is_authenticated_response_to(&auth, secret));
@@ -940,7 +1025,7 @@ mod tests {
         let _ = p.is_response_to(&[0u8; 16], b"secret");
         let _ = p.is_authenticated_response_to(&[0u8; 16], b"secret");
         let _ = p.accounting_request_ok(b"secret");
-        let _ = p.accounting_message_authenticator(b"secret");
+        let _ = p.accounting_message_authenticator(&Secret::new(b"secret"));
     }
 
     proptest! {
@@ -989,6 +1074,59 @@ mod tests {
             prop_assert_eq!(decrypted.as_slice(), password.as_slice());
             let expected = if with_ma { MessageAuthenticator::Valid } else { MessageAuthenticator::Absent };
             prop_assert_eq!(p.message_authenticator(&secret, None), expected);
+        }
+
+        #[test]
+        fn message_authenticator_anywhere_checks_as_over_a_copy(
+            identifier in any::<u8>(),
+            authenticator in any::<[u8; 16]>(),
+            before in proptest::collection::vec((2u8..80, proptest::collection::vec(any::<u8>(), 0..40)), 0..4),
+            after in proptest::collection::vec((2u8..80, proptest::collection::vec(any::<u8>(), 0..40)), 0..4),
+            secret in proptest::collection::vec(any::<u8>(), 1..100),
+            response_to in proptest::option::of(any::<[u8; 16]>()),
+            flip in any::<usize>(),
+        ) {
+            // The packet, its Message-Authenticator somewhere in the middle,
+            // signed the plain way: HMAC-MD5 over a copy with the value
+            // zeroed (and the request's authenticator in place).
+            let mut packet = vec![code::ACCESS_REQUEST, identifier, 0, 0];
+            packet.extend_from_slice(&authenticator);
+            for (kind, value) in &before {
+                packet.extend_from_slice(&[*kind, (value.len() + 2) as u8]);
+                packet.extend_from_slice(value);
+            }
+            packet.extend_from_slice(&[attr::MESSAGE_AUTHENTICATOR, 18]);
+            let ma_at = packet.len();
+            packet.extend_from_slice(&[0; 16]);
+            for (kind, value) in &after {
+                packet.extend_from_slice(&[*kind, (value.len() + 2) as u8]);
+                packet.extend_from_slice(value);
+            }
+            let len = packet.len() as u16;
+            packet[2..4].copy_from_slice(&len.to_be_bytes());
+            let mut signed = packet.clone();
+            if let Some(auth) = &response_to {
+                signed[4..HEADER_LEN].copy_from_slice(auth);
+            }
+            let mut mac = <Hmac<Md5> as Mac>::new_from_slice(&secret).unwrap();
+            mac.update(&signed);
+            packet[ma_at..ma_at + 16].copy_from_slice(&mac.finalize().into_bytes());
+            let keyed = Secret::new(&secret);
+            let p = Packet::decode(&packet).unwrap();
+            prop_assert_eq!(p.message_authenticator_with(&keyed, response_to.as_ref()), MessageAuthenticator::Valid);
+            prop_assert_eq!(p.message_authenticator(&secret, response_to.as_ref()), MessageAuthenticator::Valid);
+            // Any flipped bit outside the length field and the authenticator
+            // of a response spoils it.
+            let at = flip % packet.len();
+            let ignored = (2..4).contains(&at)
+                || (response_to.is_some() && (4..HEADER_LEN).contains(&at));
+            if !ignored {
+                let mut spoiled = packet.clone();
+                spoiled[at] ^= 1;
+                if let Ok(p) = Packet::decode(&spoiled) {
+                    prop_assert_ne!(p.message_authenticator_with(&keyed, response_to.as_ref()), MessageAuthenticator::Valid);
+                }
+            }
         }
 
         #[test]

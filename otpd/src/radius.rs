@@ -14,7 +14,16 @@
 //! directory password first (`factor`), in one field or in two steps
 //! (`challenge`). With `radsec_listen`, the same requests arrive over TLS
 //! too (module `tls`): the checks and answers below serve both transports.
+//!
+//! `listen` is bound once per core, every socket with `SO_REUSEPORT`, and
+//! each socket has its own receive loop, which reads the datagrams waiting
+//! in batches (module `batch`): the kernel spreads the clients over the
+//! sockets by their address and port, so one client's requests and
+//! retransmissions keep arriving on one socket, and its answers leave from
+//! that socket. At most [`MAX_IN_FLIGHT`] Access-Requests are verified at
+//! once over all the sockets.
 
+mod batch;
 mod challenge;
 mod drops;
 mod factor;
@@ -22,22 +31,27 @@ mod login;
 mod tls;
 
 use std::borrow::Cow;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otpcore::config::{Cidr, FirstFactor, LdapConfig, RadiusConfig};
-use otpcore::radius::{self, attr, code, MessageAuthenticator, Packet};
+use otpcore::radius::{self, attr, code, MessageAuthenticator, Packet, Secret};
 use otpldap::Directory;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 use crate::daemon::{printable, Daemon, Shutdown};
 use crate::error::ListenError;
 use crate::verifier::Verifier;
+use batch::Batch;
 use drops::{DropLog, Reason, Source};
 use login::Outcome;
 use tls::{Connection, RadsecListener};
@@ -49,11 +63,13 @@ const DUPLICATE_CAPACITY: usize = 65_536;
 /// How often the drops are summed up; a source gets at most one line of
 /// its own this often.
 const DROP_WINDOW: Duration = Duration::from_secs(60);
-/// Most Access-Requests being verified at once. Past it, datagrams are
-/// dropped unread: the NAS retransmits or fails over, and a client that
-/// floods with valid requests cannot grow the verification queue that PAM
-/// logins wait in by more than this.
+/// Most Access-Requests being verified at once, over all the UDP sockets.
+/// Past it, datagrams are dropped unread: the NAS retransmits or fails
+/// over, and a client that floods with valid requests cannot grow the
+/// verification queue that PAM logins wait in by more than this.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most UDP sockets bound to `listen` (one per core, up to this).
+const MAX_SOCKETS: usize = 16;
 /// How long a stop waits for requests being verified.
 const DRAIN: Duration = Duration::from_secs(5);
 /// What every Access-Reject says, whatever the reason.
@@ -64,14 +80,16 @@ const REPLY_FAILED: &[u8] = b"Authentication failed";
 struct Client {
     name: String,
     address: Cidr,
-    secret: Zeroizing<Vec<u8>>,
+    /// The shared secret, keyed for HMAC-MD5 once.
+    secret: Secret,
     require_message_authenticator: bool,
 }
 
 /// The UDP sockets and the RadSec socket, bound, and the clients with
 /// their secrets.
 pub struct RadiusListener {
-    socket: std::net::UdpSocket,
+    /// `listen`, bound once per core with `SO_REUSEPORT`.
+    sockets: Vec<std::net::UdpSocket>,
     accounting: Option<std::net::UdpSocket>,
     radsec: Option<RadsecListener>,
     clients: Vec<Client>,
@@ -121,16 +139,19 @@ impl RadiusListener {
             clients.push(Client {
                 name: client.name.clone(),
                 address: client.address,
-                secret,
+                secret: Secret::new(&secret),
                 require_message_authenticator: client
                     .require_message_authenticator
                     .unwrap_or(config.require_message_authenticator),
             });
         }
-        let addr = config.listen;
-        let fail = |source| ListenError::Radius { addr, source };
-        let socket = std::net::UdpSocket::bind(addr).map_err(fail)?;
-        socket.set_nonblocking(true).map_err(fail)?;
+        let count = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_SOCKETS);
+        let sockets = bind_spread(config.listen, count).map_err(|source| ListenError::Radius {
+            addr: config.listen,
+            source,
+        })?;
         let accounting = match config.accounting_listen {
             Some(addr) => {
                 let fail = |source| ListenError::RadiusAccounting { addr, source };
@@ -142,7 +163,7 @@ impl RadiusListener {
         };
         let radsec = RadsecListener::bind(config)?;
         Ok(RadiusListener {
-            socket,
+            sockets,
             accounting,
             radsec,
             clients,
@@ -168,7 +189,10 @@ impl RadiusListener {
 
     /// The bound address (port 0 resolved).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        match self.sockets.first() {
+            Some(socket) => socket.local_addr(),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
     }
 
     /// The bound accounting address, if there is one.
@@ -191,7 +215,11 @@ impl RadiusListener {
         verifier: Verifier,
         shutdown: Shutdown,
     ) -> std::io::Result<()> {
-        let socket = Arc::new(UdpSocket::from_std(self.socket)?);
+        let sockets = self
+            .sockets
+            .into_iter()
+            .map(UdpSocket::from_std)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let accounting = match self.accounting {
             Some(s) => Some(UdpSocket::from_std(s)?),
             None => None,
@@ -200,27 +228,30 @@ impl RadiusListener {
             .clients
             .iter()
             .map(|c| Client {
-                secret: Zeroizing::new(tls::SECRET.to_vec()),
+                secret: Secret::new(tls::SECRET),
                 ..c.clone()
             })
             .collect();
         let server = Arc::new(Server {
             daemon,
             verifier,
-            socket: Arc::clone(&socket),
+            sockets,
             clients: self.clients,
             radsec_clients,
             accounting: accounting.is_some(),
             directory: self.directory,
             duplicates: Mutex::new(Duplicates::default()),
             drops: Mutex::new(DropLog::new(Instant::now())),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
         let mut tasks = JoinSet::new();
         if let Some(radsec) = self.radsec {
             tasks.spawn(radsec.serve(Arc::clone(&server), shutdown.clone()));
         }
+        for socket in 0..server.sockets.len() {
+            tasks.spawn(Arc::clone(&server).receive_loop(socket, shutdown.clone()));
+        }
         // One byte more than the largest packet, to see oversized ones.
-        let mut buffer = vec![0u8; radius::MAX_PACKET + 1];
         let mut accounting_buffer = vec![0u8; radius::MAX_PACKET + 1];
         let mut window =
             tokio::time::interval_at(tokio::time::Instant::now() + DROP_WINDOW, DROP_WINDOW);
@@ -232,25 +263,6 @@ impl RadiusListener {
                 () = &mut stop => break,
                 _ = window.tick() => server.close_drop_window(),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                received = socket.recv_from(&mut buffer) => match received {
-                    Ok((len, from)) => {
-                        let datagram = buffer.get(..len).unwrap_or_default();
-                        if tasks.len() >= MAX_IN_FLIGHT {
-                            server.dropped(
-                                from,
-                                Reason::Overloaded,
-                                format_args!("{MAX_IN_FLIGHT} requests are being verified already"),
-                            );
-                        } else if let Some(work) = server.receive(datagram, from) {
-                            tasks.spawn(Arc::clone(&server).answer(work));
-                        }
-                    }
-                    // ICMP errors from earlier sends and the like.
-                    Err(e) => {
-                        log::debug!("radius: receive: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
                 received = receive_from(accounting.as_ref(), &mut accounting_buffer) => match received {
                     Ok((len, from)) => {
                         let datagram = accounting_buffer.get(..len).unwrap_or_default();
@@ -269,14 +281,33 @@ impl RadiusListener {
                 },
             }
         }
-        server.close_drop_window();
-        buffer.fill(0);
         accounting_buffer.fill(0);
-        let _ =
-            tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
-        tasks.abort_all();
+        // The receive loops and RadSec end at once; the requests being
+        // verified get a little time to be answered.
+        while tasks.join_next().await.is_some() {}
+        let all = u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN, server.in_flight.acquire_many(all)).await;
+        server.close_drop_window();
         Ok(())
     }
+}
+
+/// `count` UDP sockets bound to `addr` with `SO_REUSEPORT` (port 0: the
+/// port the first one gets), non-blocking.
+fn bind_spread(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let mut sockets: Vec<std::net::UdpSocket> = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let at = match sockets.first() {
+            Some(first) => first.local_addr()?,
+            None => addr,
+        };
+        let socket = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        sockets.push(socket.into());
+    }
+    Ok(sockets)
 }
 
 /// A datagram from `socket`, or never when there is none.
@@ -293,7 +324,33 @@ async fn receive_from(
 /// Key of the duplicate cache: where the request came from (for UDP the
 /// client's address and port, for RadSec its connection), identifier,
 /// request authenticator.
-type RequestKey = (Conversation, u8, [u8; 16]);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RequestKey {
+    conversation: Conversation,
+    identifier: u8,
+    authenticator: [u8; 16],
+}
+
+/// Every field of the key goes into the hash, in three writes (the
+/// derived hash makes a dozen small ones, through the enum and the
+/// address); the cache's hasher is std's, keyed at random at start.
+impl Hash for RequestKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (place, tail) = match self.conversation {
+            Conversation::Udp(addr) => {
+                let ip = match addr.ip() {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                (u128::from(ip), u64::from(addr.port()) << 8)
+            }
+            Conversation::Tls(id) => (u128::from(id), 1 << 63),
+        };
+        state.write_u128(u128::from_ne_bytes(self.authenticator));
+        state.write_u128(place);
+        state.write_u64(tail | u64::from(self.identifier));
+    }
+}
 
 /// Where requests come from, as the duplicate cache tells them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -304,10 +361,11 @@ enum Conversation {
 }
 
 /// Where a request came from, so where its answer goes and which secret
-/// signs it: the client's own over UDP, `radsec` over TLS.
+/// signs it: the client's own over UDP (the answer leaves from the socket
+/// it arrived on), `radsec` over TLS.
 #[derive(Clone)]
 enum Peer {
-    Udp(SocketAddr),
+    Udp { addr: SocketAddr, socket: usize },
     Tls(Arc<Connection>),
 }
 
@@ -315,14 +373,14 @@ impl Peer {
     /// The client's address and port.
     fn addr(&self) -> SocketAddr {
         match self {
-            Peer::Udp(addr) => *addr,
+            Peer::Udp { addr, .. } => *addr,
             Peer::Tls(connection) => connection.addr,
         }
     }
 
     fn conversation(&self) -> Conversation {
         match self {
-            Peer::Udp(addr) => Conversation::Udp(*addr),
+            Peer::Udp { addr, .. } => Conversation::Udp(*addr),
             Peer::Tls(connection) => Conversation::Tls(connection.id),
         }
     }
@@ -337,7 +395,7 @@ enum Cached {
 /// Answers of the last 30 s, bounded.
 #[derive(Default)]
 struct Duplicates {
-    entries: HashMap<RequestKey, (Instant, Cached)>,
+    entries: HashMap<RequestKey, (Instant, Cached), RandomState>,
     order: VecDeque<(Instant, RequestKey)>,
 }
 
@@ -349,21 +407,26 @@ impl Duplicates {
                 break;
             }
             self.order.pop_front();
-            if self.entries.get(&key).is_some_and(|(t, _)| *t == at) {
-                self.entries.remove(&key);
+            if let Entry::Occupied(entry) = self.entries.entry(key) {
+                if entry.get().0 == at {
+                    entry.remove();
+                }
             }
         }
     }
 
-    fn get(&mut self, key: &RequestKey, now: Instant) -> Option<&Cached> {
+    /// What is cached for `key`; when nothing is, `key` becomes pending
+    /// and `None` is returned.
+    fn get_or_pend(&mut self, key: RequestKey, now: Instant) -> Option<&Cached> {
         self.expire(now);
-        self.entries.get(key).map(|(_, c)| c)
-    }
-
-    fn insert(&mut self, key: RequestKey, value: Cached, now: Instant) {
-        self.expire(now);
-        self.entries.insert(key, (now, value));
-        self.order.push_back((now, key));
+        match self.entries.entry(key) {
+            Entry::Occupied(entry) => Some(&entry.into_mut().1),
+            Entry::Vacant(entry) => {
+                entry.insert((now, Cached::Pending));
+                self.order.push_back((now, key));
+                None
+            }
+        }
     }
 
     /// Forgets a pending request that got no answer, so that its
@@ -383,7 +446,8 @@ impl Duplicates {
 struct Server {
     daemon: Arc<Daemon>,
     verifier: Verifier,
-    socket: Arc<UdpSocket>,
+    /// `listen`, once per core.
+    sockets: Vec<UdpSocket>,
     /// The clients as they are over UDP, and the same over RadSec, where
     /// every secret is `radsec`: a client has the same index in both.
     clients: Vec<Client>,
@@ -393,6 +457,8 @@ struct Server {
     directory: Option<Directory>,
     duplicates: Mutex<Duplicates>,
     drops: Mutex<DropLog>,
+    /// Access-Requests over UDP being verified, over all the sockets.
+    in_flight: Arc<Semaphore>,
 }
 
 /// An authenticated Access-Request to verify.
@@ -420,6 +486,49 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Server {
+    /// Receives on socket `socket` until `shutdown`, each Access-Request
+    /// verified in a task of its own while a permit of `in_flight` is
+    /// free (the task gives it back when the request is answered).
+    async fn receive_loop(self: Arc<Self>, socket: usize, shutdown: Shutdown) {
+        let Some(udp) = self.sockets.get(socket) else {
+            return;
+        };
+        let mut batch = Batch::new();
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                received = batch.receive(udp) => match received {
+                    Ok(()) => for (datagram, from) in batch.datagrams() {
+                        match Arc::clone(&self.in_flight).try_acquire_owned() {
+                            Err(_) => self.dropped(
+                                from,
+                                Reason::Overloaded,
+                                format_args!("{MAX_IN_FLIGHT} requests are being verified already"),
+                            ),
+                            Ok(permit) => {
+                                if let Some(work) = self.receive(datagram, from, socket) {
+                                    let server = Arc::clone(&self);
+                                    tokio::spawn(async move {
+                                        server.answer(work).await;
+                                        drop(permit);
+                                    });
+                                }
+                            }
+                        }
+                    },
+                    // ICMP errors from earlier sends and the like.
+                    Err(e) => {
+                        log::debug!("radius: receive: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        batch.clear();
+    }
+
     /// Counts a dropped datagram, and logs it with `why` when it is the
     /// first from its source in this window and the window still has room
     /// for a line.
@@ -451,7 +560,7 @@ impl Server {
     /// The clients as `peer`'s transport sees them.
     fn clients(&self, peer: &Peer) -> &[Client] {
         match peer {
-            Peer::Udp(_) => &self.clients,
+            Peer::Udp { .. } => &self.clients,
             Peer::Tls(_) => &self.radsec_clients,
         }
     }
@@ -463,9 +572,13 @@ impl Server {
 
     fn send(&self, bytes: &[u8], to: &Peer) {
         match to {
-            Peer::Udp(to) => {
-                if let Err(e) = self.socket.try_send_to(bytes, *to) {
-                    log::warn!("radius: cannot answer {to}: {e}");
+            Peer::Udp { addr, socket } => {
+                let sent = match self.sockets.get(*socket) {
+                    Some(udp) => udp.try_send_to(bytes, *addr),
+                    None => Err(std::io::ErrorKind::NotConnected.into()),
+                };
+                if let Err(e) = sent {
+                    log::warn!("radius: cannot answer {addr}: {e}");
                 }
             }
             Peer::Tls(connection) => connection.send(bytes),
@@ -484,15 +597,17 @@ impl Server {
             );
             return None;
         };
-        self.accounting_request(datagram, &Peer::Udp(from), index)
+        self.accounting_request(datagram, from, self.clients.get(index)?)
     }
 
-    /// Checks an Accounting-Request from client `index` of `peer`'s
-    /// transport; returns the Accounting-Response to send, or `None`
-    /// (dropped, and logged).
-    fn accounting_request(&self, datagram: &[u8], peer: &Peer, index: usize) -> Option<Vec<u8>> {
-        let from = peer.addr();
-        let client = self.clients(peer).get(index)?;
+    /// Checks an Accounting-Request from `client` at `from`; returns the
+    /// Accounting-Response to send, or `None` (dropped, and logged).
+    fn accounting_request(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        client: &Client,
+    ) -> Option<Vec<u8>> {
         let packet = match Packet::decode(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -518,7 +633,7 @@ impl Server {
             );
             return None;
         }
-        if !packet.accounting_request_ok(&client.secret) {
+        if !packet.accounting_request_ok(client.secret.bytes()) {
             self.dropped(
                 from,
                 Reason::BadAuthenticator,
@@ -568,9 +683,10 @@ impl Server {
         }
     }
 
-    /// Checks one datagram; answers what needs no verification (Status-
-    /// Server, duplicates) and returns the Access-Requests to verify.
-    fn receive(&self, datagram: &[u8], from: SocketAddr) -> Option<Work> {
+    /// Checks one datagram that arrived on socket `socket`; answers what
+    /// needs no verification (Status-Server, duplicates) and returns the
+    /// Access-Requests to verify.
+    fn receive(&self, datagram: &[u8], from: SocketAddr, socket: usize) -> Option<Work> {
         let from = canonical(from);
         let Some(index) = self.client_of(from.ip()) else {
             self.dropped(
@@ -580,7 +696,7 @@ impl Server {
             );
             return None;
         };
-        self.request(datagram, Peer::Udp(from), index)
+        self.request(datagram, Peer::Udp { addr: from, socket }, index)
     }
 
     /// Checks one packet from client `index` of `peer`'s transport;
@@ -600,7 +716,7 @@ impl Server {
                 return None;
             }
         };
-        let ma = packet.message_authenticator(&client.secret, None);
+        let ma = packet.message_authenticator_with(&client.secret, None);
         let refusal: Option<(Reason, Cow<'static, str>)> = match (packet.code, ma) {
             (_, MessageAuthenticator::Invalid) => Some((
                 Reason::BadAuthenticator,
@@ -633,7 +749,7 @@ impl Server {
             return None;
         }
         if packet.code == code::STATUS_SERVER {
-            match radius::encode_response(
+            match radius::encode_response_with(
                 code::ACCESS_ACCEPT,
                 packet.identifier,
                 &packet.authenticator,
@@ -646,11 +762,14 @@ impl Server {
             return None;
         }
 
-        let key = (peer.conversation(), packet.identifier, packet.authenticator);
-        let now = Instant::now();
+        let key = RequestKey {
+            conversation: peer.conversation(),
+            identifier: packet.identifier,
+            authenticator: packet.authenticator,
+        };
         {
             let mut duplicates = self.duplicates.lock().unwrap_or_else(|e| e.into_inner());
-            match duplicates.get(&key, now) {
+            match duplicates.get_or_pend(key, Instant::now()) {
                 Some(Cached::Answer(bytes)) => {
                     log::debug!("radius: retransmission from {from}: cached answer sent");
                     let bytes = bytes.clone();
@@ -662,7 +781,7 @@ impl Server {
                     log::debug!("radius: retransmission from {from} while verifying: ignored");
                     return None;
                 }
-                None => duplicates.insert(key, Cached::Pending, now),
+                None => {}
             }
         }
 
@@ -671,8 +790,18 @@ impl Server {
             .and_then(|u| std::str::from_utf8(u).ok())
             .map(str::to_owned)
             .unwrap_or_default();
-        let password = match packet.user_password(&client.secret) {
-            Ok(Some(p)) => Some(Zeroizing::new(String::from_utf8_lossy(&p).into_owned())),
+        let password = match packet.user_password(client.secret.bytes()) {
+            Ok(Some(mut p)) => Some(Zeroizing::new(
+                // The decrypted bytes become the string without a copy
+                // when they are UTF-8, as codes are.
+                match String::from_utf8(std::mem::take(&mut *p)) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let bytes = Zeroizing::new(e.into_bytes());
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    }
+                },
+            )),
             Ok(None) | Err(_) => None,
         };
         Some(Work {
@@ -695,21 +824,21 @@ impl Server {
         let from = work.peer.addr();
         let peer = format!("nas={} addr={from}", client.name);
         let encoded = match self.decide(&work, client, peer).await {
-            Outcome::Accept => radius::encode_response(
+            Outcome::Accept => radius::encode_response_with(
                 code::ACCESS_ACCEPT,
                 work.identifier,
                 &work.authenticator,
                 &[],
                 &client.secret,
             ),
-            Outcome::Reject => radius::encode_response(
+            Outcome::Reject => radius::encode_response_with(
                 code::ACCESS_REJECT,
                 work.identifier,
                 &work.authenticator,
                 &[(attr::REPLY_MESSAGE, REPLY_FAILED)],
                 &client.secret,
             ),
-            Outcome::Challenge(state) => radius::encode_response(
+            Outcome::Challenge(state) => radius::encode_response_with(
                 code::ACCESS_CHALLENGE,
                 work.identifier,
                 &work.authenticator,
@@ -737,11 +866,14 @@ impl Server {
                 return;
             }
         };
+        // Sent first, then kept for retransmissions without a copy: a
+        // retransmission in between finds the request pending and is
+        // dropped, as while it was verified.
+        self.send(&bytes, &work.peer);
         self.duplicates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .answer(&work.key, bytes.clone());
-        self.send(&bytes, &work.peer);
+            .answer(&work.key, bytes);
     }
 }
 
@@ -751,29 +883,33 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> RequestKey {
-        (
-            Conversation::Udp("127.0.0.1:1000".parse().unwrap()),
-            n,
-            [n; 16],
-        )
+        RequestKey {
+            conversation: Conversation::Udp("127.0.0.1:1000".parse().unwrap()),
+            identifier: n,
+            authenticator: [n; 16],
+        }
     }
 
     #[test]
     fn duplicates_expire_and_stay_bounded() {
         let mut d = Duplicates::default();
         let t0 = Instant::now();
-        d.insert(key(1), Cached::Pending, t0);
+        assert!(d.get_or_pend(key(1), t0).is_none());
+        assert!(matches!(d.get_or_pend(key(1), t0), Some(Cached::Pending)));
         d.answer(&key(1), vec![1, 2, 3]);
-        assert!(matches!(d.get(&key(1), t0), Some(Cached::Answer(b)) if b == &[1, 2, 3]));
-        assert!(d.get(&key(2), t0).is_none());
+        assert!(matches!(d.get_or_pend(key(1), t0), Some(Cached::Answer(b)) if b == &[1, 2, 3]));
+        assert!(d.get_or_pend(key(2), t0).is_none());
+        d.forget(&key(2));
         let later = t0 + DUPLICATE_TTL + Duration::from_secs(1);
-        assert!(d.get(&key(1), later).is_none());
+        assert!(d.get_or_pend(key(1), later).is_none());
+        d.forget(&key(1));
+        d.expire(later + DUPLICATE_TTL);
         assert!(d.entries.is_empty() && d.order.is_empty());
         for i in 0..(DUPLICATE_CAPACITY + 10) {
-            let k = (
-                Conversation::Udp("127.0.0.1:1".parse().unwrap()),
-                0,
-                [
+            let k = RequestKey {
+                conversation: Conversation::Udp("127.0.0.1:1".parse().unwrap()),
+                identifier: 0,
+                authenticator: [
                     (i % 256) as u8,
                     (i / 256 % 256) as u8,
                     (i / 65536) as u8,
@@ -791,8 +927,8 @@ mod tests {
                     0,
                     0,
                 ],
-            );
-            d.insert(k, Cached::Pending, t0);
+            };
+            assert!(d.get_or_pend(k, t0).is_none());
         }
         assert!(d.entries.len() <= DUPLICATE_CAPACITY);
         assert_eq!(d.order.len(), d.entries.len());

@@ -26,12 +26,15 @@ pub(super) fn split_code(field: &str, digits: u32) -> Option<(&str, &str)> {
 /// Asks the directory whether `password` is `user`'s, within its
 /// `timeout_ms` (the check runs on the async runtime and never blocks a
 /// worker thread). A failure to ask is logged, never with the password.
+/// The exchange with the directory is a large future: it is boxed, so
+/// that every RADIUS request's task stays small to spawn and to finish
+/// (the tasks of logins without the directory carry only its pointer).
 pub(super) async fn check(directory: Option<&Directory>, user: &str, password: &str) -> Password {
     let Some(directory) = directory else {
         log::error!("radius: a client's first factor is the directory, but there is no [ldap]");
         return Password::Unknown;
     };
-    match directory.check_password(user, password.as_bytes()).await {
+    match Box::pin(directory.check_password(user, password.as_bytes())).await {
         Ok(Verdict::Right) => Password::Right,
         Ok(Verdict::Wrong) => Password::Wrong,
         Err(e) => {

@@ -389,7 +389,11 @@ impl Server {
     /// to verify.
     fn packet(&self, packet: &[u8], peer: Peer, index: usize) -> Option<Work> {
         if self.accounting && packet.first() == Some(&code::ACCOUNTING_REQUEST) {
-            if let Some(answer) = self.accounting_request(packet, &peer, index) {
+            let answer = self
+                .radsec_clients
+                .get(index)
+                .and_then(|client| self.accounting_request(packet, peer.addr(), client));
+            if let Some(answer) = answer {
                 self.send(&answer, &peer);
             }
             return None;

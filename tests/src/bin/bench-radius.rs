@@ -70,8 +70,12 @@
 //! and panics when a peer does not start; timeouts are counted, not
 //! judged.
 //!
+//! The otpd target runs `target/release/otpd`, or the binary `OTPD_BIN`
+//! names: two builds are compared by alternating runs of the bench, one
+//! with each.
+//!
 //! cargo build --release -p otpd && cargo build --release -p e2e --bin bench-radius
-//! target/release/bench-radius [--users N] [--seconds S] [--rounds R]
+//! [OTPD_BIN=path] target/release/bench-radius [--users N] [--seconds S] [--rounds R]
 //!     [--sockets K] [--inflight W] [--timeout-ms T] [--synchronous normal|full]
 //!     [--store sqlite|postgresql] [--nodes N] [--first-factor none|ldap]
 //!     [--ldap-bind dn|search]
