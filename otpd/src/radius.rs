@@ -294,7 +294,15 @@ impl RadiusListener {
 
 /// `count` UDP sockets bound to `addr` with `SO_REUSEPORT` (port 0: the
 /// port the first one gets), non-blocking.
+///
+/// A port somebody already holds is refused as a plain bind would refuse
+/// it: the address is first bound once without `SO_REUSEPORT` and let go,
+/// so a second otpd of the same user on the same port fails to start
+/// instead of quietly taking half of the first one's requests.
 fn bind_spread(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    if addr.port() != 0 {
+        drop(std::net::UdpSocket::bind(addr)?);
+    }
     let mut sockets: Vec<std::net::UdpSocket> = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let at = match sockets.first() {
@@ -888,6 +896,19 @@ mod tests {
             identifier: n,
             authenticator: [n; 16],
         }
+    }
+
+    #[test]
+    fn a_port_in_use_is_refused_even_to_the_same_user() {
+        let group = bind_spread("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        assert_eq!(group.len(), 2);
+        let taken = group[0].local_addr().unwrap();
+        assert_eq!(group[1].local_addr().unwrap(), taken);
+        let second = bind_spread(taken, 2).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        drop(group);
+        let again = bind_spread(taken, 2).unwrap();
+        assert_eq!(again[0].local_addr().unwrap(), taken);
     }
 
     #[test]
