@@ -417,7 +417,12 @@ pub(crate) enum Plan {
     Answer(VerifyOutcome),
     /// Accept if `step` is still later than the stored last step (one
     /// conditional UPDATE that also clears the failures); a replay if not.
-    Advance { id: i64, step: u64 },
+    /// `fingerprint` is the code's, for the renegotiation window.
+    Advance {
+        id: i64,
+        step: u64,
+        fingerprint: [u8; 16],
+    },
     /// Refuse, storing the new failure counters; `notice` when they lock
     /// the token.
     Fail {
@@ -431,7 +436,7 @@ pub(crate) enum Plan {
 /// Decides one code against the user's active token (`None`: no token).
 pub(crate) fn plan_verification(
     keys: &Keys,
-    row: Option<TokenRow>,
+    row: Option<&TokenRow>,
     request: &VerifyRequest<'_>,
     now: u64,
     policy: &Policy,
@@ -464,6 +469,7 @@ pub(crate) fn plan_verification(
         locked_until: row.locked_until.map(to_u64),
         last_wrong: row
             .last_wrong
+            .as_ref()
             .and_then(|fp| <[u8; 16]>::try_from(fp.as_slice()).ok())
             .zip(row.last_wrong_at.map(to_u64)),
         drift: row.drift,
@@ -503,7 +509,11 @@ pub(crate) fn plan_verification(
         }
     };
     Ok(match verdict {
-        Verdict::Accept { step } => Plan::Advance { id: row.id, step },
+        Verdict::Accept { step } => Plan::Advance {
+            id: row.id,
+            step,
+            fingerprint,
+        },
         Verdict::Reject {
             refusal,
             update: Some(update),
@@ -544,20 +554,12 @@ fn reauthorised(
 /// code's fingerprint, the RADIUS client and the time; `None` (nothing to
 /// reaccept) for the other channels.
 pub(crate) fn reauth_after_accept(
-    keys: &Keys,
-    id: i64,
+    fingerprint: [u8; 16],
     request: &VerifyRequest<'_>,
     now: u64,
-) -> Result<Option<(Vec<u8>, String, i64)>> {
-    let Some(reauth) = request.reauth else {
-        return Ok(None);
-    };
-    let fingerprint = keys.fingerprint(id, request.code)?;
-    Ok(Some((
-        fingerprint.to_vec(),
-        reauth.client.to_owned(),
-        to_i64(now),
-    )))
+) -> Option<(Vec<u8>, String, i64)> {
+    let reauth = request.reauth?;
+    Some((fingerprint.to_vec(), reauth.client.to_owned(), to_i64(now)))
 }
 
 /// The outcome of an [`Plan::Advance`]: whether its conditional UPDATE won.

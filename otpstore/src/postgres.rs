@@ -530,10 +530,15 @@ async fn verify_all(
     let mut notices = Vec::new();
     for request in requests {
         let token = tokens.get_mut(request.user);
-        let row = token.as_ref().map(|t| t.row.clone());
-        let outcome = match (plan_verification(keys, row, request, now, policy)?, token) {
+        let plan = plan_verification(keys, token.as_deref().map(|t| &t.row), request, now, policy)?;
+        let outcome = match (plan, token) {
             (Plan::Answer(outcome), _) => outcome,
-            (Plan::Advance { step, .. }, Some(token)) => {
+            (
+                Plan::Advance {
+                    step, fingerprint, ..
+                },
+                Some(token),
+            ) => {
                 let won = token.row.last_step.is_none_or(|last| to_u64(last) < step);
                 if won {
                     token.set(&Counters {
@@ -543,7 +548,7 @@ async fn verify_all(
                         last_wrong: None,
                         drift: token.row.drift,
                     });
-                    let reauth = reauth_after_accept(keys, token.row.id, request, now)?;
+                    let reauth = reauth_after_accept(fingerprint, request, now);
                     if token.row.reauth.is_some() || reauth.is_some() {
                         let (fp, client, at) = match &reauth {
                             Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),

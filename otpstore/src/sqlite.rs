@@ -1181,16 +1181,20 @@ fn verify_one(
         })
         .optional()?;
     let had_reauth = row.as_ref().is_some_and(|r| r.reauth.is_some());
-    match plan_verification(keys, row, request, now, policy)? {
+    match plan_verification(keys, row.as_ref(), request, now, policy)? {
         Plan::Answer(outcome) => Ok((outcome, None)),
-        Plan::Advance { id, step } => {
+        Plan::Advance {
+            id,
+            step,
+            fingerprint,
+        } => {
             let won = tx
                 .prepare_cached(
                     "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
                      last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
                 )?
                 .execute(params![id, to_i64(step)])?;
-            let reauth = reauth_after_accept(keys, id, request, now)?;
+            let reauth = reauth_after_accept(fingerprint, request, now);
             if won == 1 && (had_reauth || reauth.is_some()) {
                 let (fp, client, at) = match reauth {
                     Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
