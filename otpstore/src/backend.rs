@@ -552,13 +552,13 @@ fn reauthorised(
 
 /// What an accepted `request` leaves for the renegotiation window: the
 /// code's fingerprint, the RADIUS client and the time; `None` (nothing to
-/// reaccept) for the other channels.
+/// reaccept) for the other channels and for a client without a window.
 pub(crate) fn reauth_after_accept(
     fingerprint: [u8; 16],
     request: &VerifyRequest<'_>,
     now: u64,
 ) -> Option<(Vec<u8>, String, i64)> {
-    let reauth = request.reauth?;
+    let reauth = request.reauth.filter(|r| r.seconds > 0)?;
     Some((fingerprint.to_vec(), reauth.client.to_owned(), to_i64(now)))
 }
 

@@ -548,19 +548,7 @@ async fn verify_all(
                         last_wrong: None,
                         drift: token.row.drift,
                     });
-                    let reauth = reauth_after_accept(fingerprint, request, now);
-                    if token.row.reauth.is_some() || reauth.is_some() {
-                        let (fp, client, at) = match &reauth {
-                            Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
-                            None => (None, None, None),
-                        };
-                        tx.execute(
-                            "UPDATE enrolments SET reauth_fp = $2, reauth_client = $3, reauth_at = $4 WHERE id = $1",
-                            &[&token.row.id, &fp, &client, &at],
-                        )
-                        .await?;
-                        token.row.reauth = reauth;
-                    }
+                    token.row.reauth = reauth_after_accept(fingerprint, request, now);
                 }
                 advanced(won)
             }
@@ -641,9 +629,10 @@ impl Token {
     }
 }
 
-/// Writes the counters of the changed tokens in one UPDATE, each row only
-/// if its last step is still the one it was read with (the rows are locked,
-/// so a row that fails this is a broken invariant: the batch is refused).
+/// Writes the counters and the renegotiation window of the changed tokens
+/// in one UPDATE, each row only if its last step is still the one it was
+/// read with (the rows are locked, so a row that fails this is a broken
+/// invariant: the batch is refused).
 async fn write_counters<'a>(
     tx: &impl GenericClient,
     tokens: impl Iterator<Item = &'a Token>,
@@ -655,6 +644,9 @@ async fn write_counters<'a>(
     let mut wrong = Vec::new();
     let mut wrong_at = Vec::new();
     let mut read = Vec::new();
+    let mut reauth_fp = Vec::new();
+    let mut reauth_client = Vec::new();
+    let mut reauth_at = Vec::new();
     for t in tokens {
         ids.push(t.row.id);
         steps.push(t.row.last_step);
@@ -663,6 +655,10 @@ async fn write_counters<'a>(
         wrong.push(t.row.last_wrong.clone());
         wrong_at.push(t.row.last_wrong_at);
         read.push(t.read_step);
+        let reauth = t.row.reauth.as_ref();
+        reauth_fp.push(reauth.map(|(fp, _, _)| fp.as_slice()));
+        reauth_client.push(reauth.map(|(_, client, _)| client.as_str()));
+        reauth_at.push(reauth.map(|(_, _, at)| *at));
     }
     if ids.is_empty() {
         return Ok(());
@@ -670,16 +666,28 @@ async fn write_counters<'a>(
     let update = tx
         .prepare_cached(
             "UPDATE enrolments e SET last_step = v.s, failures = v.f, locked_until = v.l, \
-             last_wrong = v.w, last_wrong_at = v.wa \
-             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[]) \
-             AS v(id, s, f, l, w, wa, r) \
+             last_wrong = v.w, last_wrong_at = v.wa, reauth_fp = v.rf, reauth_client = v.rc, reauth_at = v.ra \
+             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[], \
+             $8::BYTEA[], $9::TEXT[], $10::BIGINT[]) \
+             AS v(id, s, f, l, w, wa, r, rf, rc, ra) \
              WHERE e.id = v.id AND e.state = 'active' AND e.last_step IS NOT DISTINCT FROM v.r",
         )
         .await?;
     let written = tx
         .execute(
             &update,
-            &[&ids, &steps, &failures, &locked, &wrong, &wrong_at, &read],
+            &[
+                &ids,
+                &steps,
+                &failures,
+                &locked,
+                &wrong,
+                &wrong_at,
+                &read,
+                &reauth_fp,
+                &reauth_client,
+                &reauth_at,
+            ],
         )
         .await?;
     if written != ids.len() as u64 {

@@ -1188,23 +1188,28 @@ fn verify_one(
             step,
             fingerprint,
         } => {
-            let won = tx
-                .prepare_cached(
-                    "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
-                     last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
-                )?
-                .execute(params![id, to_i64(step)])?;
-            let reauth = reauth_after_accept(fingerprint, request, now);
-            if won == 1 && (had_reauth || reauth.is_some()) {
-                let (fp, client, at) = match reauth {
-                    Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
-                    None => (None, None, None),
-                };
-                tx.prepare_cached(
-                    "UPDATE enrolments SET reauth_fp = ?2, reauth_client = ?3, reauth_at = ?4 WHERE id = ?1",
-                )?
-                .execute(params![id, fp, client, at])?;
-            }
+            // The step, and the renegotiation window's columns when they
+            // change, in one conditional UPDATE.
+            let won = match reauth_after_accept(fingerprint, request, now) {
+                None if !had_reauth => tx
+                    .prepare_cached(
+                        "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
+                         last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
+                    )?
+                    .execute(params![id, to_i64(step)])?,
+                reauth => {
+                    let (fp, client, at) = match reauth {
+                        Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
+                        None => (None, None, None),
+                    };
+                    tx.prepare_cached(
+                        "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
+                         last_wrong_at = NULL, reauth_fp = ?3, reauth_client = ?4, reauth_at = ?5 \
+                         WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
+                    )?
+                    .execute(params![id, to_i64(step), fp, client, at])?
+                }
+            };
             Ok((advanced(won == 1), None))
         }
         Plan::Fail {

@@ -1350,6 +1350,11 @@ fn the_same_code_from_the_same_client_is_reaccepted_within_the_window_only() {
         VerifyOutcome::Accept
     );
     assert!(refused(radius(&bobs, "gw1", 600, NOW + 181)));
+    // A code accepted through a client without a window leaves nothing to
+    // reaccept, whatever window a later request of it carries.
+    let later = PARAMS.code_at(&secret, NOW + 240);
+    assert_eq!(radius(&later, "gw1", 0, NOW + 240), VerifyOutcome::Accept);
+    assert!(refused(radius(&later, "gw1", 600, NOW + 241)));
 }
 
 #[test]
