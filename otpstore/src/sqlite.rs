@@ -10,7 +10,7 @@ use std::fs;
 use std::ops::ControlFlow;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use otpcore::enrol::State;
@@ -489,13 +489,9 @@ impl Backend for Sqlite {
         for request in requests {
             let (outcome, notice) = verify_one(&tx, keys, request, now, policy)?;
             notices.extend(notice);
-            let (result, reason) = audit_result(&outcome);
-            tx.prepare_cached(
-                "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![to_i64(now), audit_text(request.user), request.channel.as_str(), audit_text(request.peer), result.as_str(), reason])?;
             outcomes.push(outcome);
         }
+        insert_audit_rows(&tx, requests, &outcomes, now)?;
         tx.commit()?;
         Ok((outcomes, notices))
     }
@@ -1232,6 +1228,81 @@ fn verify_one(
             Ok((VerifyOutcome::Reject(refusal), notice.map(|n| *n)))
         }
     }
+}
+
+/// Most audit rows written by one INSERT.
+const AUDIT_ROWS: usize = 32;
+
+/// One audit row of a verification.
+struct AuditRow {
+    user: String,
+    channel: &'static str,
+    peer: String,
+    result: &'static str,
+    reason: &'static str,
+}
+
+/// Writes the audit rows of a batch's decisions inside its transaction, in
+/// their order, with as few INSERTs as the statements for 32, 16, 8, 4, 2
+/// and 1 rows allow (six statements in the connection's cache, at most six
+/// INSERTs for the rows past the last 32).
+fn insert_audit_rows(
+    tx: &rusqlite::Transaction<'_>,
+    requests: &[VerifyRequest<'_>],
+    outcomes: &[VerifyOutcome],
+    now: u64,
+) -> Result<()> {
+    let time = to_i64(now);
+    let rows: Vec<AuditRow> = requests
+        .iter()
+        .zip(outcomes)
+        .map(|(request, outcome)| {
+            let (result, reason) = audit_result(outcome);
+            AuditRow {
+                user: audit_text(request.user),
+                channel: request.channel.as_str(),
+                peer: audit_text(request.peer),
+                result: result.as_str(),
+                reason,
+            }
+        })
+        .collect();
+    let mut left = rows.as_slice();
+    while !left.is_empty() {
+        let n = AUDIT_ROWS.min(1 << left.len().ilog2());
+        let (chunk, rest) = left.split_at(n);
+        left = rest;
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n * 6);
+        for row in chunk {
+            values.extend([
+                &time as &dyn rusqlite::ToSql,
+                &row.user,
+                &row.channel,
+                &row.peer,
+                &row.result,
+                &row.reason,
+            ]);
+        }
+        tx.prepare_cached(audit_insert(n))?
+            .execute(values.as_slice())?;
+    }
+    Ok(())
+}
+
+/// The INSERT of `n` audit rows, `n` a power of two up to [`AUDIT_ROWS`].
+fn audit_insert(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        (0..=AUDIT_ROWS.ilog2())
+            .map(|k| {
+                format!(
+                    "INSERT INTO audit (time, user, channel, peer, result, reason) VALUES {}",
+                    vec!["(?, ?, ?, ?, ?, ?)"; 1 << k].join(", ")
+                )
+            })
+            .collect()
+    });
+    &sql[n.ilog2() as usize]
 }
 
 /// Marks `user`'s active token replaced inside the caller's transaction;

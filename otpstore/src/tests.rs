@@ -397,6 +397,38 @@ fn verification_accepts_once_and_audits() {
 }
 
 #[test]
+fn a_batch_of_any_size_audits_every_request_in_its_order() {
+    let (_dir, store) = fresh();
+    let mut expected = Vec::new();
+    for size in [1, 3, 31, 32, 33, 63, 70] {
+        let names: Vec<(String, String)> = (0..size)
+            .map(|i| (format!("nobody{size}-{i}"), format!("peer {i}")))
+            .collect();
+        let batch: Vec<VerifyRequest<'_>> = names
+            .iter()
+            .map(|(user, peer)| VerifyRequest {
+                user,
+                code: "123456",
+                channel: Channel::Pam,
+                peer,
+                reauth: None,
+                first_factor_wrong: false,
+            })
+            .collect();
+        let outcomes = store.verify_batch(&batch, NOW, &POLICY).expect("verify");
+        assert_eq!(outcomes.len(), size);
+        expected.extend(names);
+    }
+    let audited: Vec<(String, String)> = store
+        .audit_entries(None, 0)
+        .expect("audit")
+        .into_iter()
+        .map(|a| (a.user, a.peer))
+        .collect();
+    assert_eq!(audited, expected);
+}
+
+#[test]
 fn one_batch_decides_in_order_and_audits_every_request() {
     let (_dir, store) = fresh();
     let alice = active_token(&store, "alice");
