@@ -486,10 +486,15 @@ impl Backend for Sqlite {
         let tx = write_transaction(&mut conn)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut notices = Vec::new();
-        for request in requests {
-            let (outcome, notice) = verify_one(&tx, keys, request, now, policy)?;
-            notices.extend(notice);
-            outcomes.push(outcome);
+        {
+            let mut token = tx.prepare_cached(TOKEN_SELECT)?;
+            let mut advance = tx.prepare_cached(ADVANCE)?;
+            for request in requests {
+                let (outcome, notice) =
+                    verify_one(&tx, &mut token, &mut advance, keys, request, now, policy)?;
+                notices.extend(notice);
+                outcomes.push(outcome);
+            }
         }
         insert_audit_rows(&tx, requests, &outcomes, now)?;
         tx.commit()?;
@@ -1135,20 +1140,30 @@ fn insert_enrolment(tx: &rusqlite::Transaction<'_>, keys: &Keys, row: &Insert<'_
     Ok(tx.last_insert_rowid())
 }
 
-/// Verifies one code inside the caller's transaction.
+/// A user's active token, as verification reads it.
+const TOKEN_SELECT: &str =
+    "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
+     last_wrong, last_wrong_at, drift, kind, reauth_fp, reauth_client, reauth_at, \
+     email, language, service_id FROM enrolments WHERE user = ?1 AND state = 'active'";
+
+/// An accepted code's step, if no later step was accepted first.
+const ADVANCE: &str =
+    "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
+     last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)";
+
+/// Verifies one code inside the caller's transaction, with the batch's
+/// statements for reading the token ([`TOKEN_SELECT`]) and for advancing
+/// its step ([`ADVANCE`]).
 fn verify_one(
     tx: &rusqlite::Transaction<'_>,
+    token: &mut rusqlite::Statement<'_>,
+    advance: &mut rusqlite::Statement<'_>,
     keys: &Keys,
     request: &VerifyRequest<'_>,
     now: u64,
     policy: &Policy,
 ) -> Result<(VerifyOutcome, Option<Notice>)> {
-    let row = tx
-        .prepare_cached(
-            "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, kind, reauth_fp, reauth_client, reauth_at, \
-             email, language, service_id FROM enrolments WHERE user = ?1 AND state = 'active'",
-        )?
+    let row = token
         .query_row(params![request.user], |r| {
             Ok(TokenRow {
                 id: r.get(0)?,
@@ -1187,12 +1202,7 @@ fn verify_one(
             // The step, and the renegotiation window's columns when they
             // change, in one conditional UPDATE.
             let won = match reauth_after_accept(fingerprint, request, now) {
-                None if !had_reauth => tx
-                    .prepare_cached(
-                        "UPDATE enrolments SET last_step = ?2, failures = 0, locked_until = NULL, last_wrong = NULL, \
-                         last_wrong_at = NULL WHERE id = ?1 AND state = 'active' AND (last_step IS NULL OR last_step < ?2)",
-                    )?
-                    .execute(params![id, to_i64(step)])?,
+                None if !had_reauth => advance.execute(params![id, to_i64(step)])?,
                 reauth => {
                     let (fp, client, at) = match reauth {
                         Some((fp, client, at)) => (Some(fp), Some(client), Some(at)),
