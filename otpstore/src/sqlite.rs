@@ -1254,8 +1254,8 @@ struct AuditRow {
 
 /// Writes the audit rows of a batch's decisions inside its transaction, in
 /// their order, with as few INSERTs as the statements for 32, 16, 8, 4, 2
-/// and 1 rows allow (six statements in the connection's cache, at most six
-/// INSERTs for the rows past the last 32).
+/// and 1 rows allow (six statements in the connection's cache; after the
+/// last full 32, at most five INSERTs for the rest).
 fn insert_audit_rows(
     tx: &rusqlite::Transaction<'_>,
     requests: &[VerifyRequest<'_>],
