@@ -15,27 +15,39 @@ use crate::codes::now_unix;
 use crate::daemon::{import_active_tokens, BenchStore};
 
 /// Hands each `--flag value` pair of the command line to `set`, which
-/// answers false for a flag it does not know: that ends the program with a
-/// pointer to the usage comment at the top of `bench`'s source.
+/// answers false for a flag it does not know: that ends the program (exit
+/// status 2; 0 for `--help`) with a pointer to the usage comment at the
+/// top of `bench`'s source.
 pub fn bench_args(bench: &str, mut set: impl FnMut(&str, &str) -> bool) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).map(String::as_str).unwrap_or_default();
+        if pair[0] == "--help" || pair[0] == "-h" {
+            println!("usage: see the comment at the top of tests/src/bin/{bench}.rs");
+            std::process::exit(0);
+        }
         if !set(&pair[0], value) {
-            panic!(
-                "unknown option {}; see the comment at the top of {bench}.rs",
+            usage_error(&format!(
+                "unknown option {}; see the comment at the top of tests/src/bin/{bench}.rs",
                 pair[0]
-            );
+            ));
         }
     }
 }
 
-/// `value` parsed; a panic showing `usage` (e.g. `--users N`) when it does
-/// not parse.
+/// `value` parsed; the program ends (exit status 2) showing `usage` (e.g.
+/// `--users N`) when it does not parse.
 pub fn bench_value<T: FromStr>(value: &str, usage: &str) -> T {
     value
         .parse()
-        .unwrap_or_else(|_| panic!("{usage}: cannot read {value:?}"))
+        .unwrap_or_else(|_| usage_error(&format!("{usage}: cannot read {value:?}")))
+}
+
+/// Ends the program on a command line it cannot use: `message` on
+/// standard error, exit status 2.
+pub fn usage_error(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(2)
 }
 
 /// The options of a benchmark of otpd nodes on a store of their own:
@@ -53,8 +65,8 @@ impl NodeOptions {
     /// Reads the command line of `bench`: these options, starting from
     /// `users` users, 3 seconds, `synchronous = normal`, SQLite and one
     /// node, and those that `own` takes (it answers false for a flag it
-    /// does not know). Panics when the nodes and the store do not go
-    /// together.
+    /// does not know). Ends the program (exit status 2) when the nodes and
+    /// the store do not go together.
     pub fn from_args(
         bench: &str,
         users: usize,
@@ -78,10 +90,9 @@ impl NodeOptions {
             }
             true
         });
-        assert!(
-            o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql"),
-            "--nodes above 1 needs --store postgresql; --nodes 0 serves nobody"
-        );
+        if !(o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql")) {
+            usage_error("--nodes above 1 needs --store postgresql; --nodes 0 serves nobody");
+        }
         o
     }
 }

@@ -53,8 +53,8 @@ pub mod postgres;
 pub mod slapd;
 
 pub use bench::{
-    bench_args, bench_value, median, percentile, wait_for_room_in_step, BenchNode, BenchNodes,
-    NodeOptions,
+    bench_args, bench_value, median, percentile, usage_error, wait_for_room_in_step, BenchNode,
+    BenchNodes, NodeOptions,
 };
 pub use checks::{
     assert_no_secret, assert_prompted_without_echo, enrolment_array, grouped, shows_digits,

@@ -139,21 +139,22 @@ fn options() -> Options {
                 bind = match value {
                     "dn" => Bind::Template,
                     "search" => Bind::Search,
-                    _ => panic!("--ldap-bind dn|search: cannot read {value:?}"),
+                    _ => e2e::usage_error(&format!("--ldap-bind dn|search: cannot read {value:?}")),
                 }
             }
             _ => return false,
         }
         true
     });
-    assert!(
-        (1..=200).contains(&inflight),
-        "--inflight must be 1 to 200 (one RADIUS identifier each)"
-    );
+    if !(1..=200).contains(&inflight) {
+        e2e::usage_error("--inflight must be 1 to 200 (one RADIUS identifier each)");
+    }
     let ldap = match first_factor.as_str() {
         "none" => None,
         "ldap" => Some(bind),
-        _ => panic!("--first-factor none|ldap: cannot read {first_factor:?}"),
+        _ => e2e::usage_error(&format!(
+            "--first-factor none|ldap: cannot read {first_factor:?}"
+        )),
     };
     Options {
         nodes,
