@@ -356,17 +356,22 @@ fn active_token(store: &Store, user: &str) -> Zeroizing<Vec<u8>> {
     secret
 }
 
-fn verify(store: &Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
-    let request = VerifyRequest {
+/// A request of `code` for `user` from `peer`, outside RADIUS's window and
+/// first factor.
+fn request<'a>(user: &'a str, code: &'a str, channel: Channel, peer: &'a str) -> VerifyRequest<'a> {
+    VerifyRequest {
         user,
         code,
-        channel: Channel::Pam,
-        peer: "uid=0",
+        channel,
+        peer,
         reauth: None,
         first_factor_wrong: false,
-    };
+    }
+}
+
+fn verify(store: &Store, user: &str, code: &str, now: u64) -> VerifyOutcome {
     store
-        .verify_batch(&[request], now, &POLICY)
+        .verify_batch(&[request(user, code, Channel::Pam, "uid=0")], now, &POLICY)
         .expect("verify")
         .remove(0)
 }
@@ -406,14 +411,7 @@ fn a_batch_of_any_size_audits_every_request_in_its_order() {
             .collect();
         let batch: Vec<VerifyRequest<'_>> = names
             .iter()
-            .map(|(user, peer)| VerifyRequest {
-                user,
-                code: "123456",
-                channel: Channel::Pam,
-                peer,
-                reauth: None,
-                first_factor_wrong: false,
-            })
+            .map(|(user, peer)| request(user, "123456", Channel::Pam, peer))
             .collect();
         let outcomes = store.verify_batch(&batch, NOW, &POLICY).expect("verify");
         assert_eq!(outcomes.len(), size);
@@ -443,21 +441,14 @@ fn one_batch_decides_in_order_and_audits_every_request() {
         .into_iter()
         .find(|c| !bob_codes.iter().any(|b| b == c))
         .expect("a wrong code");
-    let request = |user, code| VerifyRequest {
-        user,
-        code,
-        channel: Channel::Radius,
-        peer: "nas=gw",
-        reauth: None,
-        first_factor_wrong: false,
-    };
+    let radius = |user, code| request(user, code, Channel::Radius, "nas=gw");
     let batch = [
-        request("zed", &code),
-        request("bob", wrong),
-        request("alice", &code),
-        request("alice", &code),
-        request("bob", wrong),
-        request("alice", &next),
+        radius("zed", &code),
+        radius("bob", wrong),
+        radius("alice", &code),
+        radius("alice", &code),
+        radius("bob", wrong),
+        radius("alice", &next),
     ];
     let outcomes = store
         .verify_batch(&batch, NOW + 60, &POLICY)

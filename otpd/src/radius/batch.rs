@@ -106,12 +106,18 @@ mod tests {
             .unwrap()
     }
 
+    /// A receiving socket on `ip`, its address, and a sending socket there.
+    async fn receiver_and_sender(ip: &str) -> (UdpSocket, SocketAddr, std::net::UdpSocket) {
+        let socket = UdpSocket::bind((ip, 0)).await.unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        (socket, to, sender)
+    }
+
     #[test]
     fn waiting_datagrams_come_in_one_batch_with_their_senders() {
         runtime().block_on(async {
-            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let to = socket.local_addr().unwrap();
-            let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (socket, to, a) = receiver_and_sender("127.0.0.1").await;
             let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             a.send_to(b"one", to).unwrap();
             b.send_to(b"two", to).unwrap();
@@ -134,9 +140,7 @@ mod tests {
     #[test]
     fn more_than_a_batch_waiting_takes_several() {
         runtime().block_on(async {
-            let socket = UdpSocket::bind("[::1]:0").await.unwrap();
-            let to = socket.local_addr().unwrap();
-            let peer = std::net::UdpSocket::bind("[::1]:0").unwrap();
+            let (socket, to, peer) = receiver_and_sender("::1").await;
             for i in 0..(BATCH + 3) {
                 peer.send_to(&[u8::try_from(i).unwrap()], to).unwrap();
             }
