@@ -28,6 +28,7 @@ use otpcore::notice::{Notice, What};
 use otpcore::rules::UserId;
 use otpcore::totp::{Algorithm, TokenParams};
 use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
@@ -137,6 +138,19 @@ CREATE INDEX audit_time ON audit(time);
     // before get it with `VACUUM FULL enrolments`.
     r#"
 ALTER TABLE enrolments SET (fillfactor = 50);
+"#,
+    // A batch's write and its COMMIT go to the server together; the write
+    // must fail, and so turn the COMMIT into a rollback, when it did not
+    // write every token the batch locked.
+    r#"
+CREATE FUNCTION otpd_all_written(written BIGINT, expected BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
+BEGIN
+    IF written <> expected THEN
+        RAISE EXCEPTION 'a locked token changed during its verification';
+    END IF;
+    RETURN written;
+END
+$$;
 "#,
 ];
 
@@ -307,11 +321,7 @@ impl Postgres {
     }
 
     /// One enrolment selected by `condition` on `$1` (the newest).
-    fn query_one(
-        &self,
-        condition: &str,
-        value: &(dyn tokio_postgres::types::ToSql + Sync),
-    ) -> Result<Option<Enrolment>> {
+    fn query_one(&self, condition: &str, value: &(dyn ToSql + Sync)) -> Result<Option<Enrolment>> {
         let sql = format!(
             "SELECT {ENROLMENT_COLUMNS} FROM enrolments WHERE {condition} ORDER BY id DESC LIMIT 1"
         );
@@ -326,11 +336,7 @@ impl Postgres {
     }
 
     /// Runs one statement that changes rows; how many it changed.
-    fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64> {
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         self.run(async |c| {
             let stmt = c.prepare_cached(sql).await?;
             Ok(c.execute(&stmt, params).await?)
@@ -464,16 +470,45 @@ async fn insert_enrolment(tx: &impl GenericClient, keys: &Keys, row: &Insert<'_>
     Ok(inserted.try_get(0)?)
 }
 
-/// Verifies a batch inside the caller's transaction in five round trips
-/// whatever its size: the users' active rows are read and locked at once
-/// (`FOR UPDATE`, in the order of the user names, so batches of two nodes
-/// that share users wait for each other instead of deadlocking); the codes
-/// are decided in the order they came, each seeing the decisions before it
-/// (the same user twice in a batch: the second is a replay); every changed
-/// row is written by one UPDATE that is conditional on the last step it was
-/// read with; one INSERT writes the audit rows.
+/// The read of a batch: the users' active rows, locked (`FOR UPDATE`, in
+/// the order of the user names, so batches of two nodes that share users
+/// wait for each other instead of deadlocking).
+const BATCH_READ: &str =
+    "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
+     last_wrong, last_wrong_at, drift, username, kind, reauth_fp, reauth_client, reauth_at, \
+     email, language, service_id FROM enrolments \
+     WHERE username = ANY($1) AND state = 'active' ORDER BY username FOR UPDATE";
+
+/// The write of a batch: the counters and the renegotiation window of the
+/// changed tokens, each row only if its last step is still the one it was
+/// read with, and the audit rows in the order of the requests. The rows
+/// are locked, so a row that fails the condition is a broken invariant:
+/// `otpd_all_written` then fails the statement, and with it the
+/// transaction.
+const BATCH_WRITE: &str = "WITH written AS (\
+     UPDATE enrolments e SET last_step = v.s, failures = v.f, locked_until = v.l, \
+     last_wrong = v.w, last_wrong_at = v.wa, reauth_fp = v.rf, reauth_client = v.rc, reauth_at = v.ra \
+     FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[], \
+     $8::BYTEA[], $9::TEXT[], $10::BIGINT[]) \
+     AS v(id, s, f, l, w, wa, r, rf, rc, ra) \
+     WHERE e.id = v.id AND e.state = 'active' AND e.last_step IS NOT DISTINCT FROM v.r \
+     RETURNING 1), \
+     audited AS (\
+     INSERT INTO audit (time, username, channel, peer, result, reason) \
+     SELECT $11, u, c, p, r, w FROM unnest($12::TEXT[], $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[]) \
+     WITH ORDINALITY AS a(u, c, p, r, w, n) ORDER BY n) \
+     SELECT otpd_all_written((SELECT count(*) FROM written), cardinality($1::BIGINT[])::BIGINT)";
+
+/// Verifies a batch in one transaction of two round trips whatever its
+/// size. The first sends BEGIN and [`BATCH_READ`] together. The codes are
+/// then decided in the order they came, each seeing the decisions before
+/// it (the same user twice in a batch: the second is a replay). The second
+/// sends [`BATCH_WRITE`] and COMMIT together: when the write fails, the
+/// server finds the transaction aborted at the COMMIT and rolls it back.
+/// When this fails before the COMMIT was sent, the transaction is still
+/// open: the caller rolls it back.
 async fn verify_all(
-    tx: &impl GenericClient,
+    c: &Client,
     keys: &Keys,
     requests: &[VerifyRequest<'_>],
     now: u64,
@@ -482,16 +517,13 @@ async fn verify_all(
     let mut users: Vec<&str> = requests.iter().map(|r| r.user).collect();
     users.sort_unstable();
     users.dedup();
-    let select = tx
-        .prepare_cached(
-            "SELECT id, user_id, secret, algorithm, digits, period, last_step, failures, locked_until, \
-             last_wrong, last_wrong_at, drift, username, kind, reauth_fp, reauth_client, reauth_at, \
-             email, language, service_id FROM enrolments \
-             WHERE username = ANY($1) AND state = 'active' ORDER BY username FOR UPDATE",
-        )
-        .await?;
+    let read = c.prepare_cached(BATCH_READ).await?;
+    let write = c.prepare_cached(BATCH_WRITE).await?;
+    let user_list: [&(dyn ToSql + Sync); 1] = [&users];
+    let (begun, rows) = tokio::join!(c.batch_execute("BEGIN"), c.query(&read, &user_list));
+    begun?;
     let mut tokens: HashMap<String, Token> = HashMap::with_capacity(users.len());
-    for r in tx.query(&select, &[&users]).await? {
+    for r in rows? {
         let row = TokenRow {
             id: r.try_get(0)?,
             user_id: r.try_get(1)?,
@@ -572,7 +604,7 @@ async fn verify_all(
         };
         outcomes.push(outcome);
     }
-    write_counters(tx, tokens.values().filter(|t| t.changed)).await?;
+    let changed = Changed::of(tokens.values().filter(|t| t.changed));
     let column = |f: &dyn Fn(usize, &VerifyRequest<'_>) -> String| -> Vec<String> {
         requests.iter().enumerate().map(|(i, r)| f(i, r)).collect()
     };
@@ -587,25 +619,28 @@ async fn verify_all(
     };
     let audit_result_col = column(&|i, _| result_of(i).0.as_str().to_owned());
     let audit_reason = column(&|i, _| result_of(i).1.to_owned());
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit (time, username, channel, peer, result, reason) \
-             SELECT $1, u, c, p, r, w FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
-             WITH ORDINALITY AS a(u, c, p, r, w, n) ORDER BY n",
-        )
-        .await?;
-    tx.execute(
-        &insert,
-        &[
-            &to_i64(now),
-            &audit_user,
-            &audit_channel,
-            &audit_peer,
-            &audit_result_col,
-            &audit_reason,
-        ],
-    )
-    .await?;
+    let time = to_i64(now);
+    let params: [&(dyn ToSql + Sync); 16] = [
+        &changed.ids,
+        &changed.steps,
+        &changed.failures,
+        &changed.locked,
+        &changed.wrong,
+        &changed.wrong_at,
+        &changed.read,
+        &changed.reauth_fp,
+        &changed.reauth_client,
+        &changed.reauth_at,
+        &time,
+        &audit_user,
+        &audit_channel,
+        &audit_peer,
+        &audit_result_col,
+        &audit_reason,
+    ];
+    let (written, committed) = tokio::join!(c.execute(&write, &params), c.batch_execute("COMMIT"));
+    written?;
+    committed?;
     Ok((outcomes, notices))
 }
 
@@ -629,73 +664,40 @@ impl Token {
     }
 }
 
-/// Writes the counters and the renegotiation window of the changed tokens
-/// in one UPDATE, each row only if its last step is still the one it was
-/// read with (the rows are locked, so a row that fails this is a broken
-/// invariant: the batch is refused).
-async fn write_counters<'a>(
-    tx: &impl GenericClient,
-    tokens: impl Iterator<Item = &'a Token>,
-) -> Result<()> {
-    let mut ids = Vec::new();
-    let mut steps = Vec::new();
-    let mut failures = Vec::new();
-    let mut locked = Vec::new();
-    let mut wrong = Vec::new();
-    let mut wrong_at = Vec::new();
-    let mut read = Vec::new();
-    let mut reauth_fp = Vec::new();
-    let mut reauth_client = Vec::new();
-    let mut reauth_at = Vec::new();
-    for t in tokens {
-        ids.push(t.row.id);
-        steps.push(t.row.last_step);
-        failures.push(i64::from(t.row.failures));
-        locked.push(t.row.locked_until);
-        wrong.push(t.row.last_wrong.clone());
-        wrong_at.push(t.row.last_wrong_at);
-        read.push(t.read_step);
-        let reauth = t.row.reauth.as_ref();
-        reauth_fp.push(reauth.map(|(fp, _, _)| fp.as_slice()));
-        reauth_client.push(reauth.map(|(_, client, _)| client.as_str()));
-        reauth_at.push(reauth.map(|(_, _, at)| *at));
+/// The changed tokens of a batch as the columns of [`BATCH_WRITE`].
+#[derive(Default)]
+struct Changed<'a> {
+    ids: Vec<i64>,
+    steps: Vec<Option<i64>>,
+    failures: Vec<i64>,
+    locked: Vec<Option<i64>>,
+    wrong: Vec<Option<&'a [u8]>>,
+    wrong_at: Vec<Option<i64>>,
+    read: Vec<Option<i64>>,
+    reauth_fp: Vec<Option<&'a [u8]>>,
+    reauth_client: Vec<Option<&'a str>>,
+    reauth_at: Vec<Option<i64>>,
+}
+
+impl<'a> Changed<'a> {
+    fn of(tokens: impl Iterator<Item = &'a Token>) -> Changed<'a> {
+        let mut c = Changed::default();
+        for t in tokens {
+            c.ids.push(t.row.id);
+            c.steps.push(t.row.last_step);
+            c.failures.push(i64::from(t.row.failures));
+            c.locked.push(t.row.locked_until);
+            c.wrong.push(t.row.last_wrong.as_deref());
+            c.wrong_at.push(t.row.last_wrong_at);
+            c.read.push(t.read_step);
+            let reauth = t.row.reauth.as_ref();
+            c.reauth_fp.push(reauth.map(|(fp, _, _)| fp.as_slice()));
+            c.reauth_client
+                .push(reauth.map(|(_, client, _)| client.as_str()));
+            c.reauth_at.push(reauth.map(|(_, _, at)| *at));
+        }
+        c
     }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let update = tx
-        .prepare_cached(
-            "UPDATE enrolments e SET last_step = v.s, failures = v.f, locked_until = v.l, \
-             last_wrong = v.w, last_wrong_at = v.wa, reauth_fp = v.rf, reauth_client = v.rc, reauth_at = v.ra \
-             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[], \
-             $8::BYTEA[], $9::TEXT[], $10::BIGINT[]) \
-             AS v(id, s, f, l, w, wa, r, rf, rc, ra) \
-             WHERE e.id = v.id AND e.state = 'active' AND e.last_step IS NOT DISTINCT FROM v.r",
-        )
-        .await?;
-    let written = tx
-        .execute(
-            &update,
-            &[
-                &ids,
-                &steps,
-                &failures,
-                &locked,
-                &wrong,
-                &wrong_at,
-                &read,
-                &reauth_fp,
-                &reauth_client,
-                &reauth_at,
-            ],
-        )
-        .await?;
-    if written != ids.len() as u64 {
-        return Err(StoreError::Internal(
-            "a locked token changed during its verification",
-        ));
-    }
-    Ok(())
 }
 
 async fn insert_audit(tx: &impl GenericClient, time: u64, texts: [&str; 5]) -> Result<()> {
@@ -1087,10 +1089,15 @@ impl Backend for Postgres {
         policy: &Policy,
     ) -> Result<(Vec<VerifyOutcome>, Vec<Notice>)> {
         self.run(async |c| {
-            let tx = c.transaction().await?;
-            let outcomes = verify_all(&tx, keys, requests, now, policy).await?;
-            tx.commit().await?;
-            Ok(outcomes)
+            let verified = verify_all(c, keys, requests, now, policy).await;
+            if verified.is_err() {
+                // Nothing of the batch stays. After its COMMIT this finds
+                // no transaction, which the server only warns about; on a
+                // broken connection it fails as well, and the pool drops
+                // the connection.
+                let _ = c.batch_execute("ROLLBACK").await;
+            }
+            verified
         })
     }
 

@@ -426,6 +426,91 @@ fn a_batch_of_any_size_audits_every_request_in_its_order() {
     assert_eq!(audited, expected);
 }
 
+/// Runs `postgres` in the PostgreSQL database of the test whose files are
+/// in `dir` ([`open`]) with psql, or `sqlite` in its SQLite file; returns
+/// psql's output (nothing for SQLite).
+fn run_sql(dir: &Path, postgres: &str, sqlite: &str) -> String {
+    match postgres_database(dir, "") {
+        Some(url) => {
+            let out = std::process::Command::new("psql")
+                .args(["-qAt", "-v", "ON_ERROR_STOP=1", &url, "-c", postgres])
+                .output()
+                .expect("psql");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+        None => {
+            Connection::open(dir.join(DB_FILE))
+                .expect("db")
+                .execute_batch(sqlite)
+                .expect("sql");
+            String::new()
+        }
+    }
+}
+
+/// A batch whose write fails keeps nothing: no spent step, no failure, no
+/// audit row, no transaction left open (on PostgreSQL the write and its
+/// COMMIT go to the server together, and the failed write turns the
+/// COMMIT into a rollback); the batches after it are served.
+#[test]
+fn a_batch_whose_write_fails_keeps_nothing_and_the_next_is_served() {
+    let (dir, store) = fresh();
+    let alice = active_token(&store, "alice");
+    let code = PARAMS.code_at(&alice, NOW);
+    let trail = store.audit_entries(None, 0).expect("audit").len();
+    run_sql(
+        dir.path(),
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON enrolments FOR EACH ROW EXECUTE FUNCTION refuse()",
+        "CREATE TRIGGER refuse BEFORE UPDATE ON enrolments BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    );
+    for batch in [
+        vec![request("alice", &code, Channel::Pam, "uid=0")],
+        vec![
+            request("nobody", &code, Channel::Radius, "nas=gw"),
+            request("alice", "000000", Channel::Radius, "nas=gw"),
+        ],
+    ] {
+        for _ in 0..6 {
+            assert!(store.verify_batch(&batch, NOW, &POLICY).is_err());
+        }
+    }
+    assert_eq!(store.audit_entries(None, 0).expect("audit").len(), trail);
+    let open = run_sql(
+        dir.path(),
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        "",
+    );
+    assert!(
+        open.is_empty() || open == "0",
+        "{open} transactions left open"
+    );
+    run_sql(
+        dir.path(),
+        "SET lock_timeout = '2s'; DROP TRIGGER refuse ON enrolments",
+        "DROP TRIGGER refuse",
+    );
+    assert_eq!(verify(&store, "alice", &code, NOW), VerifyOutcome::Accept);
+    assert_eq!(
+        verify(&store, "alice", &code, NOW),
+        VerifyOutcome::Reject(Refusal::Replay)
+    );
+    let reasons: Vec<String> = store
+        .audit_entries(None, 0)
+        .expect("audit")
+        .into_iter()
+        .skip(trail)
+        .map(|a| a.reason)
+        .collect();
+    assert_eq!(reasons, ["code accepted", "code already used"]);
+}
+
 #[test]
 fn one_batch_decides_in_order_and_audits_every_request() {
     let (_dir, store) = fresh();
