@@ -64,17 +64,27 @@ fn postgres_database(dir: &Path, suffix: &str) -> Option<String> {
     {
         let mut created = CREATED.lock().expect("lock");
         if !created.contains(&name) {
-            let status = std::process::Command::new("psql")
-                .args(["-qAt", "-v", "ON_ERROR_STOP=1", &admin, "-c"])
-                .arg(format!("CREATE DATABASE {name}"))
-                .status()
-                .expect("psql");
-            assert!(status.success(), "CREATE DATABASE {name}");
+            psql(&admin, &format!("CREATE DATABASE {name}"));
             created.push(name.clone());
         }
     }
     let (server, _) = admin.rsplit_once('/').expect("a database in the URL");
     Some(format!("{server}/{name}"))
+}
+
+/// Runs `sql` with psql in the database at `url`, stopping at the first
+/// error (the test fails with psql's message); psql's output, trimmed.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A store of the test's own ([`open`]) in a new temp dir, which lasts as
@@ -401,6 +411,16 @@ fn verification_accepts_once_and_audits() {
         .all(|a| !a.reason.contains(code.as_str()) && !a.peer.contains(code.as_str())));
 }
 
+/// The whole audit trail of `store`, each entry as `part` maps it.
+fn trail<T>(store: &Store, part: impl Fn(AuditEntry) -> T) -> Vec<T> {
+    store
+        .audit_entries(None, 0)
+        .expect("audit")
+        .into_iter()
+        .map(part)
+        .collect()
+}
+
 #[test]
 fn a_batch_of_any_size_audits_every_request_in_its_order() {
     let (_dir, store) = fresh();
@@ -417,13 +437,7 @@ fn a_batch_of_any_size_audits_every_request_in_its_order() {
         assert_eq!(outcomes.len(), size);
         expected.extend(names);
     }
-    let audited: Vec<(String, String)> = store
-        .audit_entries(None, 0)
-        .expect("audit")
-        .into_iter()
-        .map(|a| (a.user, a.peer))
-        .collect();
-    assert_eq!(audited, expected);
+    assert_eq!(trail(&store, |a| (a.user, a.peer)), expected);
 }
 
 /// Runs `postgres` in the PostgreSQL database of the test whose files are
@@ -431,18 +445,7 @@ fn a_batch_of_any_size_audits_every_request_in_its_order() {
 /// psql's output (nothing for SQLite).
 fn run_sql(dir: &Path, postgres: &str, sqlite: &str) -> String {
     match postgres_database(dir, "") {
-        Some(url) => {
-            let out = std::process::Command::new("psql")
-                .args(["-qAt", "-v", "ON_ERROR_STOP=1", &url, "-c", postgres])
-                .output()
-                .expect("psql");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        }
+        Some(url) => psql(&url, postgres),
         None => {
             Connection::open(dir.join(DB_FILE))
                 .expect("db")
@@ -462,7 +465,7 @@ fn a_batch_whose_write_fails_keeps_nothing_and_the_next_is_served() {
     let (dir, store) = fresh();
     let alice = active_token(&store, "alice");
     let code = PARAMS.code_at(&alice, NOW);
-    let trail = store.audit_entries(None, 0).expect("audit").len();
+    let before = trail(&store, |a| a.reason).len();
     run_sql(
         dir.path(),
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
@@ -480,7 +483,7 @@ fn a_batch_whose_write_fails_keeps_nothing_and_the_next_is_served() {
             assert!(store.verify_batch(&batch, NOW, &POLICY).is_err());
         }
     }
-    assert_eq!(store.audit_entries(None, 0).expect("audit").len(), trail);
+    assert_eq!(trail(&store, |a| a.reason).len(), before);
     let open = run_sql(
         dir.path(),
         "SELECT count(*) FROM pg_stat_activity \
@@ -501,14 +504,10 @@ fn a_batch_whose_write_fails_keeps_nothing_and_the_next_is_served() {
         verify(&store, "alice", &code, NOW),
         VerifyOutcome::Reject(Refusal::Replay)
     );
-    let reasons: Vec<String> = store
-        .audit_entries(None, 0)
-        .expect("audit")
-        .into_iter()
-        .skip(trail)
-        .map(|a| a.reason)
-        .collect();
-    assert_eq!(reasons, ["code accepted", "code already used"]);
+    assert_eq!(
+        trail(&store, |a| a.reason)[before..],
+        ["code accepted", "code already used"]
+    );
 }
 
 #[test]
@@ -549,12 +548,7 @@ fn one_batch_decides_in_order_and_audits_every_request() {
             VerifyOutcome::Accept,
         ]
     );
-    let reasons: Vec<(String, String)> = store
-        .audit_entries(None, 0)
-        .expect("audit")
-        .into_iter()
-        .map(|a| (a.user, a.reason))
-        .collect();
+    let reasons = trail(&store, |a| (a.user, a.reason));
     let expected: Vec<(String, String)> = batch
         .iter()
         .zip(&outcomes)
