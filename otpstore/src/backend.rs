@@ -17,8 +17,8 @@ use crate::copy::{CopyRead, CopyWrite};
 use crate::error::{Result, StoreError, VerifyError};
 use crate::seal::Keys;
 use crate::{
-    ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken, ImportedToken,
-    NewEnrolment, Resync, TokenKind, VerifyOutcome, VerifyRequest,
+    audit_text, ActivationFailure, AuditEntry, AuditResult, Enrolment, HardwareToken,
+    ImportedToken, NewEnrolment, Resync, TokenKind, VerifyOutcome, VerifyRequest,
 };
 use otpcore::rules::UserId;
 
@@ -582,6 +582,36 @@ pub(crate) fn audit_result(outcome: &VerifyOutcome) -> (AuditResult, &'static st
         VerifyOutcome::Reject(refusal) => (AuditResult::Fail, refusal.as_str()),
         VerifyOutcome::Error(_) => (AuditResult::Error, "token record unreadable"),
     }
+}
+
+/// One audit row of a verification, as both backends write it.
+pub(crate) struct AuditRow {
+    pub user: String,
+    pub channel: &'static str,
+    pub peer: String,
+    pub result: &'static str,
+    pub reason: &'static str,
+}
+
+/// The audit rows of a batch's decisions, one per request, in their order.
+pub(crate) fn audit_rows(
+    requests: &[VerifyRequest<'_>],
+    outcomes: &[VerifyOutcome],
+) -> Vec<AuditRow> {
+    requests
+        .iter()
+        .zip(outcomes)
+        .map(|(request, outcome)| {
+            let (result, reason) = audit_result(outcome);
+            AuditRow {
+                user: audit_text(request.user),
+                channel: request.channel.as_str(),
+                peer: audit_text(request.peer),
+                result: result.as_str(),
+                reason,
+            }
+        })
+        .collect()
 }
 
 /// The stored form of a fingerprint and its time, for the failure columns.

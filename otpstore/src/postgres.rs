@@ -33,7 +33,7 @@ use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    advanced, assignable, audit_result, last_wrong_columns, plan_verification, reauth_after_accept,
+    advanced, assignable, audit_rows, last_wrong_columns, plan_verification, reauth_after_accept,
     refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Contact, Insert, Plan,
     SpentRow, TokenRow,
 };
@@ -605,20 +605,12 @@ async fn verify_all(
         outcomes.push(outcome);
     }
     let changed = Changed::of(tokens.values().filter(|t| t.changed));
-    let column = |f: &dyn Fn(usize, &VerifyRequest<'_>) -> String| -> Vec<String> {
-        requests.iter().enumerate().map(|(i, r)| f(i, r)).collect()
-    };
-    let audit_user = column(&|_, r| audit_text(r.user));
-    let audit_channel = column(&|_, r| r.channel.as_str().to_owned());
-    let audit_peer = column(&|_, r| audit_text(r.peer));
-    let result_of = |i: usize| {
-        outcomes
-            .get(i)
-            .map(audit_result)
-            .unwrap_or((AuditResult::Error, ""))
-    };
-    let audit_result_col = column(&|i, _| result_of(i).0.as_str().to_owned());
-    let audit_reason = column(&|i, _| result_of(i).1.to_owned());
+    let rows = audit_rows(requests, &outcomes);
+    let audit_user: Vec<&str> = rows.iter().map(|a| a.user.as_str()).collect();
+    let audit_channel: Vec<&str> = rows.iter().map(|a| a.channel).collect();
+    let audit_peer: Vec<&str> = rows.iter().map(|a| a.peer.as_str()).collect();
+    let audit_result_col: Vec<&str> = rows.iter().map(|a| a.result).collect();
+    let audit_reason: Vec<&str> = rows.iter().map(|a| a.reason).collect();
     let time = to_i64(now);
     let params: [&(dyn ToSql + Sync); 16] = [
         &changed.ids,

@@ -21,7 +21,7 @@ use otpcore::verify::{self, Counters, Policy, Refusal, ReplayMove};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::backend::{
-    advanced, assignable, audit_result, last_wrong_columns, plan_verification, reauth_after_accept,
+    advanced, assignable, audit_rows, last_wrong_columns, plan_verification, reauth_after_accept,
     refuse_existing, spent_by_same_secret, to_i64, to_u64, Backend, Contact, Insert, Plan,
     SpentRow, TokenRow,
 };
@@ -1243,15 +1243,6 @@ fn verify_one(
 /// Most audit rows written by one INSERT.
 const AUDIT_ROWS: usize = 32;
 
-/// One audit row of a verification.
-struct AuditRow {
-    user: String,
-    channel: &'static str,
-    peer: String,
-    result: &'static str,
-    reason: &'static str,
-}
-
 /// Writes the audit rows of a batch's decisions inside its transaction, in
 /// their order, with as few INSERTs as the statements for 32, 16, 8, 4, 2
 /// and 1 rows allow (six statements in the connection's cache; after the
@@ -1263,20 +1254,7 @@ fn insert_audit_rows(
     now: u64,
 ) -> Result<()> {
     let time = to_i64(now);
-    let rows: Vec<AuditRow> = requests
-        .iter()
-        .zip(outcomes)
-        .map(|(request, outcome)| {
-            let (result, reason) = audit_result(outcome);
-            AuditRow {
-                user: audit_text(request.user),
-                channel: request.channel.as_str(),
-                peer: audit_text(request.peer),
-                result: result.as_str(),
-                reason,
-            }
-        })
-        .collect();
+    let rows = audit_rows(requests, outcomes);
     let mut left = rows.as_slice();
     while !left.is_empty() {
         let n = AUDIT_ROWS.min(1 << left.len().ilog2());
