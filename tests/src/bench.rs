@@ -52,13 +52,15 @@ pub fn usage_error(message: &str) -> ! {
 
 /// The options of a benchmark of otpd nodes on a store of their own:
 /// `--users N`, `--seconds S`, `--synchronous normal|full`, `--store
-/// sqlite|postgresql`, `--nodes N`.
+/// sqlite|postgresql`, `--nodes N`, `--db-cpus LIST`.
 pub struct NodeOptions {
     pub users: usize,
     pub seconds: f64,
     pub synchronous: String,
     pub store: String,
     pub nodes: usize,
+    /// The CPUs of the PostgreSQL server (`taskset -c`), or all.
+    pub db_cpus: Option<String>,
 }
 
 impl NodeOptions {
@@ -78,6 +80,7 @@ impl NodeOptions {
             synchronous: "normal".to_owned(),
             store: "sqlite".to_owned(),
             nodes: 1,
+            db_cpus: None,
         };
         bench_args(bench, |flag, value| {
             match flag {
@@ -86,12 +89,16 @@ impl NodeOptions {
                 "--synchronous" => o.synchronous = value.to_owned(),
                 "--store" => o.store = value.to_owned(),
                 "--nodes" => o.nodes = bench_value(value, "--nodes N"),
+                "--db-cpus" => o.db_cpus = Some(value.to_owned()),
                 _ => return own(flag, value),
             }
             true
         });
         if !(o.nodes == 1 || (o.nodes > 1 && o.store == "postgresql")) {
             usage_error("--nodes above 1 needs --store postgresql; --nodes 0 serves nobody");
+        }
+        if o.db_cpus.is_some() && o.store != "postgresql" {
+            usage_error("--db-cpus needs --store postgresql");
         }
         o
     }
@@ -123,7 +130,7 @@ impl BenchNodes {
         params: TokenParams,
         secrets: impl FnOnce(usize) -> Vec<Vec<u8>>,
     ) -> (BenchNodes, Vec<Vec<u8>>) {
-        let store = BenchStore::new(&o.store);
+        let store = BenchStore::new(&o.store, o.db_cpus.as_deref());
         let temp = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<BenchNode> = (0..o.nodes)
             .map(|i| {

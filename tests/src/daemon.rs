@@ -86,8 +86,9 @@ pub struct BenchStore {
 
 impl BenchStore {
     /// The store a `--store` option names: `sqlite` or `postgresql` (a
-    /// private server is started; panics when it cannot be).
-    pub fn new(backend: &str) -> BenchStore {
+    /// private server is started, on the CPUs `db_cpus` lists when given;
+    /// panics when it cannot be).
+    pub fn new(backend: &str, db_cpus: Option<&str>) -> BenchStore {
         match backend {
             "sqlite" => BenchStore {
                 table: String::new(),
@@ -95,7 +96,7 @@ impl BenchStore {
                 server: None,
             },
             "postgresql" => {
-                let server = PrivatePostgres::start();
+                let server = PrivatePostgres::start_on(db_cpus);
                 let cluster = Cluster::new(&server, "bench");
                 BenchStore {
                     table: cluster.store_toml(false),

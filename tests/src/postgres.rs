@@ -74,6 +74,8 @@ pub struct PrivatePostgres {
     password_file: PathBuf,
     /// The running postmaster, this process's child; `None` while stopped.
     postmaster: Mutex<Option<Child>>,
+    /// The CPUs the server runs on (a list for `taskset -c`), or all.
+    cpus: Option<String>,
     watcher: Watcher,
 }
 
@@ -98,6 +100,14 @@ impl PrivatePostgres {
     /// the role `otpd` with a random password. Panics with the server log
     /// when the server does not come up.
     pub fn start() -> PrivatePostgres {
+        PrivatePostgres::start_on(None)
+    }
+
+    /// [`PrivatePostgres::start`], the server and every process it starts
+    /// kept on `cpus` (a CPU list as `taskset -c` reads it, e.g. `1` or
+    /// `2-3`) when given: a benchmark's database on cores of its own, as
+    /// when it runs on a host of its own.
+    pub fn start_on(cpus: Option<&str>) -> PrivatePostgres {
         // Not $TMPDIR: /tmp is reachable by the server's user, and short
         // enough for the socket's path.
         let dir = tempfile::Builder::new()
@@ -109,12 +119,13 @@ impl PrivatePostgres {
         let watcher = Watcher::spawn(&dir);
         let port = free_port();
         create_cluster(&dir, port);
-        let postmaster = spawn_postmaster(&dir);
+        let postmaster = spawn_postmaster(&dir, cpus);
         let server = PrivatePostgres {
             password_file: dir.join("otpd.password"),
             dir,
             port,
             postmaster: Mutex::new(Some(postmaster)),
+            cpus: cpus.map(str::to_owned),
             watcher,
         };
         let password = random_password();
@@ -214,7 +225,7 @@ impl PrivatePostgres {
     pub fn start_again(&self) {
         let mut postmaster = self.postmaster();
         assert!(postmaster.is_none(), "the server is already running");
-        *postmaster = Some(spawn_postmaster(&self.dir));
+        *postmaster = Some(spawn_postmaster(&self.dir, self.cpus.as_deref()));
     }
 
     /// Crashes the server: SIGKILL to the postmaster and all its processes
@@ -274,7 +285,7 @@ pub fn start_detached(dir: &Path) -> String {
     let port = free_port();
     create_cluster(&dir, port);
     // The postmaster outlives this process: it is not waited for.
-    drop(spawn_postmaster(&dir));
+    drop(spawn_postmaster(&dir, None));
     admin_url(&dir, port)
 }
 
@@ -381,8 +392,12 @@ fn bin(program: &str) -> PathBuf {
 
 /// `program` of PostgreSQL, to run as [`OS_USER`] with a clean environment.
 fn as_owner(program: &str) -> Command {
+    owned(Command::new(bin(program)))
+}
+
+/// `command`, to run as [`OS_USER`] with a clean environment.
+fn owned(mut command: Command) -> Command {
     let (uid, gid) = owner();
-    let mut command = Command::new(bin(program));
     command
         .uid(uid)
         .gid(gid)
@@ -503,14 +518,24 @@ fn write_certificates(dir: &Path, owner: (u32, u32)) {
 /// in a process group of its own (so that Ctrl-C on the test does not
 /// reach it: the watcher stops it), logging
 /// to `dir/server.log`; waits until it takes connections. Panics with the
-/// log when it exits or is not ready in time.
-fn spawn_postmaster(dir: &Path) -> Child {
+/// log when it exits or is not ready in time. `cpus`: through `taskset
+/// -c`, which becomes the postmaster; the processes it starts inherit the
+/// CPUs.
+fn spawn_postmaster(dir: &Path, cpus: Option<&str>) -> Child {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("server.log"))
         .expect("open server.log");
-    let mut child = as_owner("postgres")
+    let mut command = match cpus {
+        None => as_owner("postgres"),
+        Some(list) => {
+            let mut taskset = owned(Command::new("/usr/bin/taskset"));
+            taskset.arg("-c").arg(list).arg(bin("postgres"));
+            taskset
+        }
+    };
+    let mut child = command
         .arg("-D")
         .arg(dir.join("data"))
         .stdin(Stdio::null())

@@ -24,7 +24,10 @@
 //! standard FreeRADIUS schema with N users sN and a `Cleartext-Password`
 //! each in `radcheck`; FreeRADIUS then also serves a second site, `sql`
 //! then `pap` (driver rlm_sql_postgresql, its default pool), on a port of
-//! its own: the target fr-sql.
+//! its own: the target fr-sql. `--db-cpus LIST` keeps that server on
+//! those CPUs (`taskset -c` syntax); run the bench itself under `taskset
+//! -c` with the others, and the database has cores of its own, as on a
+//! host of its own, for otpd and for rlm_sql alike.
 //!
 //! The load generator is this program: `--sockets` UDP sockets, one thread
 //! each, every socket with `--inflight` Access-Requests outstanding
@@ -77,8 +80,8 @@
 //! cargo build --release -p otpd && cargo build --release -p e2e --bin bench-radius
 //! [OTPD_BIN=path] target/release/bench-radius [--users N] [--seconds S] [--rounds R]
 //!     [--sockets K] [--inflight W] [--timeout-ms T] [--synchronous normal|full]
-//!     [--store sqlite|postgresql] [--nodes N] [--first-factor none|ldap]
-//!     [--ldap-bind dn|search]
+//!     [--store sqlite|postgresql] [--nodes N] [--db-cpus LIST]
+//!     [--first-factor none|ldap] [--ldap-bind dn|search]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

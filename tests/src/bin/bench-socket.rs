@@ -17,11 +17,14 @@
 //! `--synchronous`. `--store postgresql`: a private PostgreSQL server (run
 //! as root) with a fresh database, reached over its Unix socket, and
 //! `--nodes` otpd on it (each its own socket; client k talks to node
-//! k mod nodes).
+//! k mod nodes). `--db-cpus LIST` keeps that server on those CPUs
+//! (`taskset -c` syntax); run the bench itself under `taskset -c` with the
+//! others, and the database has cores of its own, as on a host of its own.
 //!
 //! cargo build --release -p otpd -p e2e --bin bench-socket
 //! target/release/bench-socket [--users N] [--seconds S] [--clients 1,16,64]
 //!     [--synchronous normal|full] [--store sqlite|postgresql] [--nodes N]
+//!     [--db-cpus LIST]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
